@@ -1,0 +1,7 @@
+"""``python3 -m flux_pam_service`` runs the flux-pam command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

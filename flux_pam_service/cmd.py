@@ -1,0 +1,5 @@
+"""Entry point of the ``flux-pam`` console script."""
+
+from .cli import main
+
+__all__ = ["main"]

@@ -1,0 +1,216 @@
+"""The ``[pam]`` and ``[exec]`` configuration, validated.
+
+Keys (flux-config-pam(5)):
+
+``[pam]``
+    ``manage-user-slice`` (bool, false)  master switch
+    ``kill-user-slice`` (bool, false)    kill what is left in the slice when
+                                         the user's last job on the node ends
+    ``kill-slice-grace-time`` (FSD, "30s")  wait after SIGTERM and after
+                                         SIGKILL; infinity is refused
+    ``debug`` (bool, false)              action trace in the logs
+``[exec]``
+    ``sdexec-constrain-resources`` (bool, false)  constrain the user slice to
+                                         the union of the user's jobs
+
+Unknown keys in ``[pam]`` are errors; other ``[exec]`` keys belong to Flux and
+are not looked at.
+
+Interface:
+    PamConfig                       the effective settings (frozen)
+    from_dict(obj, origin) -> PamConfig   raises ConfigError
+    read(path) -> (dict, origins)   a TOML file or a conf.d directory, merged
+                                    as Flux does; raises ConfigError
+    load(path) -> PamConfig         read() then from_dict()
+    DEFAULT_PATH                    /etc/flux/system/conf.d
+
+Every problem is one line of ConfigError.problems, naming the file and the
+dotted key: ``pam.toml: pam.debug: "yes" is not a boolean``.
+"""
+
+import glob
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import fsd
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+DEFAULT_PATH = "/etc/flux/system/conf.d"
+
+
+class ConfigError(ValueError):
+    """One or more problems with the configuration, one line each."""
+
+    def __init__(self, problems: List[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class PamConfig:
+    """Effective settings.  Field names are the keys with dashes as underscores."""
+
+    manage_user_slice: bool = False
+    kill_user_slice: bool = False
+    kill_slice_grace_time: float = 30.0
+    debug: bool = False
+    constrain_resources: bool = False
+
+    def to_dict(self) -> dict:
+        """Return the settings as the TOML tables they come from."""
+        return {
+            "pam": {
+                "manage-user-slice": self.manage_user_slice,
+                "kill-user-slice": self.kill_user_slice,
+                "kill-slice-grace-time": fsd.encode(self.kill_slice_grace_time),
+                "debug": self.debug,
+            },
+            "exec": {"sdexec-constrain-resources": self.constrain_resources},
+        }
+
+
+_BOOL_KEYS = {
+    ("pam", "manage-user-slice"): "manage_user_slice",
+    ("pam", "kill-user-slice"): "kill_user_slice",
+    ("pam", "debug"): "debug",
+    ("exec", "sdexec-constrain-resources"): "constrain_resources",
+}
+_PAM_KEYS = {key for table, key in _BOOL_KEYS if table == "pam"} | {
+    "kill-slice-grace-time"
+}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def from_dict(
+    obj: dict, origin: str = "config", origins: Optional[Dict[str, str]] = None
+) -> PamConfig:
+    """Validate the whole Flux config *obj* and return the pam settings.
+
+    *origins* maps dotted keys to the file that set them (from read());
+    keys missing from it are attributed to *origin*.
+    """
+    origins = origins or {}
+    problems: List[str] = []
+
+    def where(key: str) -> str:
+        return f"{origins.get(key, origin)}: {key}"
+
+    values: Dict[str, Any] = {}
+    for table in ("pam", "exec"):
+        section = obj.get(table, {})
+        if not isinstance(section, dict):
+            problems.append(f"{where(table)}: {_show(section)} is not a table")
+            continue
+        if table == "pam":
+            for key in sorted(set(section) - _PAM_KEYS):
+                problems.append(f"{where('pam.' + key)}: unknown key")
+        for (t, key), field in _BOOL_KEYS.items():
+            if t != table or key not in section:
+                continue
+            value = section[key]
+            if not isinstance(value, bool):
+                problems.append(
+                    f"{where(f'{t}.{key}')}: {_show(value)} is not a boolean"
+                )
+            else:
+                values[field] = value
+        if table == "pam" and "kill-slice-grace-time" in section:
+            key = "pam.kill-slice-grace-time"
+            value = section["kill-slice-grace-time"]
+            try:
+                seconds = fsd.parse(value)
+                if math.isinf(seconds):
+                    raise ValueError(f"{_show(value)} is infinite")
+                values["kill_slice_grace_time"] = seconds
+            except ValueError as exc:
+                if isinstance(value, str):
+                    problems.append(f"{where(key)}: {exc}")
+                else:
+                    problems.append(
+                        f"{where(key)}: {_show(value)} is not a Flux Standard"
+                        " Duration string"
+                    )
+    if problems:
+        raise ConfigError(problems)
+    return PamConfig(**values)
+
+
+def _merge(
+    dst: dict, src: dict, path: str, name: str, origins: dict, problems: list
+) -> None:
+    for key, value in src.items():
+        dotted = f"{path}{key}"
+        if key in dst and isinstance(dst[key], dict) and isinstance(value, dict):
+            _merge(dst[key], value, f"{dotted}.", name, origins, problems)
+        elif key in dst:
+            problems.append(f"{name}: {dotted}: already set in {origins[dotted]}")
+        else:
+            dst[key] = value
+            _record(value, dotted, name, origins)
+
+
+def _record(value: Any, dotted: str, name: str, origins: dict) -> None:
+    origins[dotted] = name
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _record(sub, f"{dotted}.{key}", name, origins)
+
+
+def _read_file(path: str, problems: list) -> Optional[dict]:
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        problems.append(f"{path}: cannot read: {exc.strerror}")
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{name}: TOML syntax error: {exc}")
+    return None
+
+
+def read(path: str = DEFAULT_PATH) -> Tuple[dict, Dict[str, str]]:
+    """Read a TOML file, or every ``*.toml`` of a directory, merged.
+
+    Returns the merged table and a map of dotted key to the file name that set
+    it.  A key set by two files, an unreadable file and a syntax error are
+    each a problem; all problems are raised together as ConfigError.
+    """
+    problems: List[str] = []
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "*.toml")))
+    elif os.path.exists(path):
+        files = [path]
+    else:
+        raise ConfigError([f"{path}: cannot read: No such file or directory"])
+    merged: dict = {}
+    origins: Dict[str, str] = {}
+    for file in files:
+        table = _read_file(file, problems)
+        if table is not None:
+            _merge(merged, table, "", os.path.basename(file), origins, problems)
+    if problems:
+        raise ConfigError(problems)
+    return merged, origins
+
+
+def load(path: str = DEFAULT_PATH) -> PamConfig:
+    """Read and validate the configuration at *path*."""
+    obj, origins = read(path)
+    return from_dict(obj, origin=os.path.basename(path), origins=origins)
