@@ -1,0 +1,571 @@
+"""The work of ``flux-pam-prolog`` and ``flux-pam-housekeeping``.
+
+Both executables are drop-ins that ``flux-run-prolog`` and
+``flux-run-housekeeping`` run as root (through ``flux-imp run``) on every rank
+of a job.  They call run(PROLOG) or run(HOUSEKEEPING) and exit with its value.
+
+Environment (set by Flux's perilog.so plugin and housekeeping):
+    ``FLUX_JOB_ID``       the job: F58 from the prolog, decimal from
+                          housekeeping; both are accepted
+    ``FLUX_JOB_USERID``   the job's user
+    ``FLUX_URI``          the local broker (rank-local)
+    ``FLUX_PAM_SCRIPTS_DEBUG``  non-empty and not ``0``: trace every action
+                          (same as ``pam.debug = true``)
+    ``FLUX_PAM_LOCK_DIR`` lock and marker directory instead of
+                          ``/run/flux-pam``; honoured only in a test instance
+                          (see below)
+
+Configuration is that of the instance the broker at ``FLUX_URI`` runs
+(``config.get``): the IMP resets the environment and the broker's config is
+the one in force, including runtime ``flux config load``.  Keys:
+``pam.manage-user-slice``, ``pam.kill-user-slice``,
+``pam.kill-slice-grace-time``, ``pam.debug``,
+``exec.sdexec-constrain-resources`` (flux_pam_service.config).  A config that
+does not validate is a failure that names the key.
+
+The scripts must reach the broker as its owner: on a system instance set
+``access.allow-root-owner = true``; as a guest, root cannot list or read
+other users' jobs and the scripts fail saying so.
+
+Order of work (both scripts):
+    1. Parse the environment, connect, load the config.
+    2. ``pam.manage-user-slice`` false: exit 0 (debug: "skipping").
+    3. The instance owner's jobs are skipped (exit 0).
+    4. Ask the ``pam`` broker module (``pam.prolog`` / ``pam.housekeeping``
+       ``{"id": ID}``) and wait at most MODULE_TIMEOUT seconds.
+    5. If the module is not loaded (ENOSYS) or does not answer in time
+       (ETIMEDOUT), do the work alone, under the per-user lock.
+
+Working alone, prolog:
+    linger enabled for the user -> fail; count the user's other RUN and
+    CLEANUP jobs on this rank (job-list, constraint on ranks); with
+    ``exec.sdexec-constrain-resources``: the union of their R on this rank
+    plus this job's, mapped by ``sdexec-mapper.lookup`` on this rank and set
+    on ``user-UID.slice`` (a failure here fails the prolog and writes no
+    marker: no login may be admitted unconstrained); write the marker
+    ``uid.UID.active``; start ``user@UID.service``, best effort.
+Working alone, housekeeping:
+    count the user's remaining jobs on this rank (this job excluded); some
+    remain: re-apply their union; none: remove the marker, stop
+    ``user@UID.service``, with ``pam.kill-user-slice`` run the kill sequence
+    (SIGTERM, grace, SIGKILL, grace), and revert the slice.  Survivors of the
+    kill sequence: drain this rank with a reason that names them, and fail.
+
+Which outcome wins when both the module and a script act:
+    The module is authoritative whenever it answers.  Its success ends the
+    script (exit 0, nothing done twice); its error ends the script with that
+    error (exit 1, the rank drains) and the script does NOT retry alone, so
+    a failed constraint can never be papered over by a second attempt.  Only
+    when the module is absent or silent does the script act, under the
+    per-user lock.  A module that was merely slow may act afterwards as well;
+    every operation is idempotent and both compute the union from the same
+    set of jobs, so the later writer leaves the same slice, and the module's
+    state (which it rebuilds from the journal) is the one that persists.
+
+Messages go to stderr as ``flux-pam-prolog[<F58 jobid>]: text`` (or
+``flux-pam-housekeeping[...]``), which Flux copies into the job-manager log.
+
+Test-only user mapping (brief-rpc.md): in a test instance every job belongs
+to the instance owner, so a job submitted with
+``--setattr=system.flux-pam.test-userid=UID`` is treated as UID's job.  This
+and ``FLUX_PAM_LOCK_DIR`` are honoured only when
+flux_pam_service.testmode detects a test instance; no configuration can
+enable them on a system instance (there the IMP forwards ``FLUX_*`` from the
+instance owner, who must not choose where root writes).
+
+Interface:
+    PROLOG, HOUSEKEEPING              the two programs
+    JobEnv, parse_env(environ)        raises PerilogError naming the variable
+    debug_enabled(environ, cfg)       bool
+    lock_dir(environ, test_instance)  str
+    Log(prog, jobid, debug, stream)   error()/info()/debug() with the prefix
+    message(prog, jobid, text)        the one-line format
+    module_verdict(exc)               ALONE or FAIL for an error from the module
+    local_union(Rs, rank)             Resources of several R on one rank
+    run(prog, environ=os.environ) -> int   exit code
+"""
+
+import errno
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Mapping, Optional, TextIO
+
+from . import config, rv1
+from . import jobid as jobid_mod
+from .rv1 import Resources
+
+PROLOG = "prolog"
+HOUSEKEEPING = "housekeeping"
+PROGRAMS = {PROLOG: "flux-pam-prolog", HOUSEKEEPING: "flux-pam-housekeeping"}
+
+DEFAULT_LOCK_DIR = "/run/flux-pam"
+#: seconds to wait for the pam module's answer before working alone
+MODULE_TIMEOUT = 30.0
+#: seconds to wait for the per-user lock
+LOCK_TIMEOUT = 60.0
+#: seconds to wait for one RPC to the local broker (job-list, job-info,
+#: sdexec-mapper, resource.drain)
+RPC_TIMEOUT = 30.0
+
+# What to do after the module answered with an error
+ALONE = "alone"
+FAIL = "fail"
+# The module is not there, or did not answer within the bound
+_ALONE_ERRNOS = {errno.ENOSYS, errno.ETIMEDOUT, errno.EHOSTUNREACH}
+
+_TEST_USERID_ATTR = "system.flux-pam.test-userid"
+
+
+class PerilogError(Exception):
+    """A failure to report on stderr; the script exits 1."""
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    """What Flux tells the script about the job."""
+
+    jobid: int
+    userid: int
+    uri: Optional[str] = None
+
+
+def parse_env(environ: Mapping[str, str]) -> JobEnv:
+    """Return the job from *environ*; the error names the variable."""
+    text = environ.get("FLUX_JOB_ID")
+    if text is None:
+        raise PerilogError("FLUX_JOB_ID is not set")
+    try:
+        jobid = jobid_mod.parse(text)
+    except ValueError as exc:
+        raise PerilogError(f"FLUX_JOB_ID: {exc}") from None
+    text = environ.get("FLUX_JOB_USERID")
+    if text is None:
+        raise PerilogError("FLUX_JOB_USERID is not set")
+    s = text.strip()
+    if not (s.isascii() and s.isdigit()) or int(s) > 2**32 - 2:
+        raise PerilogError(f'FLUX_JOB_USERID: "{text}" is not a user ID')
+    return JobEnv(jobid=jobid, userid=int(s), uri=environ.get("FLUX_URI"))
+
+
+def _env_flag(value: Optional[str]) -> bool:
+    return value is not None and value.strip() not in ("", "0")
+
+
+def debug_enabled(environ: Mapping[str, str], cfg: Optional[Any] = None) -> bool:
+    """Return whether the action trace is on (env or ``pam.debug``)."""
+    if _env_flag(environ.get("FLUX_PAM_SCRIPTS_DEBUG")):
+        return True
+    return bool(cfg is not None and cfg.debug)
+
+
+def lock_dir(environ: Mapping[str, str], test_instance: bool) -> str:
+    """Return the lock/marker directory.
+
+    ``FLUX_PAM_LOCK_DIR`` is honoured only in a test instance and must be an
+    absolute path.
+    """
+    path = environ.get("FLUX_PAM_LOCK_DIR")
+    if not test_instance or not path:
+        return DEFAULT_LOCK_DIR
+    if not os.path.isabs(path):
+        raise PerilogError(f'FLUX_PAM_LOCK_DIR: "{path}" is not an absolute path')
+    return path
+
+
+def message(prog: str, jobid: int, text: str) -> str:
+    """Return one log line: ``flux-pam-prolog[ƒXXX]: text``."""
+    return f"{PROGRAMS.get(prog, prog)}[{jobid_mod.f58(jobid)}]: {text}"
+
+
+class Log:
+    """stderr logger with the program and job prefix."""
+
+    def __init__(
+        self, prog: str, jobid: int, debug: bool = False, stream: TextIO = None
+    ) -> None:
+        self.prog = prog
+        self.jobid = jobid
+        self.debug_on = debug
+        self.stream = stream
+
+    def _write(self, text: str) -> None:
+        stream = self.stream or sys.stderr
+        for line in str(text).splitlines() or [""]:
+            stream.write(message(self.prog, self.jobid, line) + "\n")
+        stream.flush()
+
+    def error(self, text: str) -> None:
+        self._write(text)
+
+    def info(self, text: str) -> None:
+        self._write(text)
+
+    def debug(self, text: str) -> None:
+        if self.debug_on:
+            self._write(text)
+
+
+def module_verdict(exc: OSError) -> str:
+    """Return ALONE if an error from the module means "work alone", else FAIL.
+
+    ENOSYS (module not loaded), ETIMEDOUT (no answer within the bound, on
+    either side) and EHOSTUNREACH mean the module cannot vouch for this job;
+    any other error is the module's verdict on the job and stands.
+    """
+    return ALONE if exc.errno in _ALONE_ERRNOS else FAIL
+
+
+def local_union(Rs: Iterable[Any], rank: int) -> Resources:
+    """Return the union of what each R in *Rs* holds on *rank*."""
+    return rv1.union(rv1.local(R, rank) for R in Rs)
+
+
+def _errtext(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+# ---------------------------------------------------------------------------
+# The broker side: everything below needs a Flux handle.
+
+
+class Job:
+    """A job on this rank as far as the scripts need it."""
+
+    def __init__(self, jobid: int, userid: int, R: Optional[dict]) -> None:
+        self.id = jobid
+        self.userid = userid
+        self.R = R
+
+
+class Broker:
+    """The calls the scripts make to the local broker."""
+
+    def __init__(self, handle: Any, log: Log) -> None:
+        self.h = handle
+        self.log = log
+        self.rank = handle.get_rank()
+
+    def _get(self, future: Any, what: str) -> Any:
+        try:
+            return future.wait_for(RPC_TIMEOUT).get()
+        except OSError as exc:
+            if exc.errno == errno.EPERM:
+                raise PerilogError(
+                    f"{what}: {_errtext(exc)} (the scripts must reach the"
+                    " broker as its owner: access.allow-root-owner = true)"
+                ) from None
+            raise PerilogError(f"{what}: {_errtext(exc)}") from None
+
+    def config(self) -> "config.PamConfig":
+        obj = self._get(self.h.rpc("config.get"), "config.get")
+        try:
+            return config.from_dict(obj, origin="instance config")
+        except config.ConfigError as exc:
+            raise PerilogError("; ".join(exc.problems)) from None
+
+    def owner(self) -> int:
+        return int(self.h.attr_get("security.owner"))
+
+    def lookup(self, jobids: List[int], keys: List[str]) -> List[dict]:
+        """job-info.lookup *keys* of every job, decoded, in the given order."""
+        futures = [
+            self.h.rpc("job-info.lookup", {"id": j, "keys": keys, "flags": 0})
+            for j in jobids
+        ]
+        out = []
+        for j, f in zip(jobids, futures):
+            try:
+                rsp = f.wait_for(RPC_TIMEOUT).get()
+            except FileNotFoundError:
+                rsp = None  # job purged meanwhile: no longer active
+            except OSError as exc:
+                raise PerilogError(
+                    f"job-info.lookup {jobid_mod.f58(j)}: {_errtext(exc)}"
+                ) from None
+            if rsp is None:
+                out.append({})
+                continue
+            decoded = {}
+            for key in keys:
+                value = rsp.get(key)
+                decoded[key] = json.loads(value) if isinstance(value, str) else value
+            out.append(decoded)
+        return out
+
+    def active_jobs(self, userid: int) -> List[int]:
+        """IDs of *userid*'s RUN and CLEANUP jobs with resources on this rank."""
+        import flux.constants
+
+        states = flux.constants.FLUX_JOB_STATE_RUNNING  # RUN | CLEANUP
+        payload = {
+            "max_entries": 0,
+            "attrs": ["userid"],
+            "since": 0.0,
+            "constraint": {
+                "and": [
+                    {"userid": [userid]},
+                    {"states": [states]},
+                    {"ranks": [str(self.rank)]},
+                ]
+            },
+        }
+        rsp = self._get(self.h.rpc("job-list.list", payload), "job-list.list")
+        return [job["id"] for job in rsp.get("jobs", [])]
+
+    def mapper_properties(self, res: Resources) -> dict:
+        R = rv1.make_R(self.rank, res)
+        f = self.h.rpc("sdexec-mapper.lookup", {"R": R}, nodeid=self.rank)
+        props = self._get(f, "sdexec-mapper.lookup")
+        if not isinstance(props, dict):
+            raise PerilogError("sdexec-mapper.lookup: response is not an object")
+        return props
+
+    def ask_module(self, prog: str, jobid: int) -> Optional[dict]:
+        """Return the pam module's answer, or None to work alone."""
+        topic = f"pam.{prog}"
+        try:
+            f = self.h.rpc(topic, {"id": jobid})
+            return f.wait_for(MODULE_TIMEOUT).get() or {}
+        except OSError as exc:
+            if module_verdict(exc) == ALONE:
+                self.log.debug(f"{topic}: {_errtext(exc)}: working alone")
+                return None
+            raise PerilogError(f"pam module: {_errtext(exc)}") from None
+
+    def drain(self, reason: str) -> None:
+        payload = {"targets": str(self.rank), "reason": reason, "mode": "update"}
+        try:
+            self.h.rpc("resource.drain", payload, nodeid=0).wait_for(RPC_TIMEOUT).get()
+        except OSError as exc:
+            self.log.error(f"cannot drain rank {self.rank}: {_errtext(exc)}")
+
+
+class Perilog:
+    """One run of the prolog or housekeeping for one job on one rank."""
+
+    def __init__(
+        self,
+        prog: str,
+        env: JobEnv,
+        broker: Broker,
+        cfg: "config.PamConfig",
+        log: Log,
+        test_instance: bool,
+        lockdir_path: str,
+    ) -> None:
+        self.prog = prog
+        self.env = env
+        self.broker = broker
+        self.cfg = cfg
+        self.log = log
+        self.test_instance = test_instance
+        self.lockdir_path = lockdir_path
+        self.uid = env.userid
+
+    # -- the user and the jobs -------------------------------------------
+
+    def _job_userid(self, jobspec: Optional[dict], userid: int) -> int:
+        from . import testmode
+
+        return testmode.job_userid(jobspec or {}, userid, self.test_instance)
+
+    def resolve_user(self) -> int:
+        """Return the user the job is managed as (test mapping applied)."""
+        if self.test_instance:
+            (info,) = self.broker.lookup([self.env.jobid], ["jobspec"])
+            self.uid = self._job_userid(info.get("jobspec"), self.env.userid)
+            if self.uid != self.env.userid:
+                self.log.debug(
+                    f"test instance: treating job as uid {self.uid}"
+                    f" ({_TEST_USERID_ATTR})"
+                )
+        return self.uid
+
+    def other_jobs(self) -> List[Job]:
+        """The user's other active jobs on this rank, with their R."""
+        # In a test instance every job has the owner's userid; the mapped uid
+        # is in each jobspec.
+        listed = [j for j in self.broker.active_jobs(self.env.userid)]
+        listed = [j for j in listed if j != self.env.jobid]
+        keys = ["R", "jobspec"] if self.test_instance else ["R"]
+        infos = self.broker.lookup(listed, keys) if listed else []
+        jobs = []
+        for j, info in zip(listed, infos):
+            if not info:
+                continue
+            uid = self.env.userid
+            if self.test_instance:
+                uid = self._job_userid(info.get("jobspec"), self.env.userid)
+            if uid == self.uid:
+                jobs.append(Job(j, uid, info.get("R")))
+        return jobs
+
+    def union(self, jobs: List[Job], include_self: bool) -> Resources:
+        Rs = [job.R for job in jobs if job.R]
+        if include_self:
+            (info,) = self.broker.lookup([self.env.jobid], ["R"])
+            if not info.get("R"):
+                raise PerilogError("job-info.lookup: this job has no R")
+            Rs.append(info["R"])
+        try:
+            return local_union(Rs, self.broker.rank)
+        except rv1.RError as exc:
+            raise PerilogError(str(exc)) from None
+
+    def properties(self, res: Resources) -> dict:
+        props = self.broker.mapper_properties(res)
+        self.log.debug(f"sdexec-mapper: {res.to_dict()} -> {json.dumps(props)}")
+        return props
+
+    # -- systemd -----------------------------------------------------------
+
+    def user_slice(self) -> Any:
+        from .slice import UserSlice
+        from .systemd import Systemd
+
+        return UserSlice(Systemd(), self.uid)
+
+    # -- the two programs --------------------------------------------------
+
+    def prolog_alone(self, us: Any) -> None:
+        from . import lockdir
+
+        if us.check_linger():
+            raise PerilogError(
+                f"linger is enabled for uid {self.uid}: disable it"
+                f" (loginctl disable-linger) on Flux compute nodes"
+            )
+        self.log.debug(f"uid {self.uid}: linger is off")
+        others = self.other_jobs()
+        self.log.debug(
+            f"uid {self.uid}: {len(others)} other active job(s) on rank"
+            f" {self.broker.rank}: {', '.join(jobid_mod.f58(j.id) for j in others)}"
+        )
+        if self.cfg.constrain_resources:
+            res = self.union(others, include_self=True)
+            props = self.properties(res)
+            try:
+                us.apply(props)
+            except OSError as exc:
+                raise PerilogError(
+                    f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
+                ) from None
+            self.log.debug(f"user-{self.uid}.slice: applied {res.to_dict()}")
+        lockdir.set_marker(self.uid, self.lockdir_path)
+        self.log.debug(f"uid {self.uid}: marker set")
+        try:
+            us.prepare()
+            self.log.debug(f"user@{self.uid}.service: started")
+        except OSError as exc:
+            self.log.error(
+                f"warning: cannot start user@{self.uid}.service: {_errtext(exc)}"
+            )
+
+    def housekeeping_alone(self, us: Any) -> None:
+        from . import lockdir
+
+        others = self.other_jobs()
+        self.log.debug(
+            f"uid {self.uid}: {len(others)} remaining job(s) on rank {self.broker.rank}"
+        )
+        if others:
+            if self.cfg.constrain_resources:
+                res = self.union(others, include_self=False)
+                props = self.properties(res)
+                try:
+                    us.apply(props)
+                except OSError as exc:
+                    raise PerilogError(
+                        f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
+                    ) from None
+                self.log.debug(f"user-{self.uid}.slice: re-applied {res.to_dict()}")
+            return
+        lockdir.clear_marker(self.uid, self.lockdir_path)
+        self.log.debug(f"uid {self.uid}: marker removed")
+        try:
+            us.teardown(
+                kill=self.cfg.kill_user_slice,
+                grace=self.cfg.kill_slice_grace_time,
+            )
+        except OSError as exc:
+            reason = f"flux-pam: uid {self.uid}: {_errtext(exc)}"
+            if exc.errno == errno.EBUSY:
+                self.broker.drain(reason)
+            raise PerilogError(
+                f"teardown of user-{self.uid}.slice: {_errtext(exc)}"
+            ) from None
+        self.log.debug(f"user-{self.uid}.slice: torn down")
+
+    def work_alone(self) -> None:
+        from . import lockdir
+
+        us = self.user_slice()
+        try:
+            with lockdir.user_lock(self.uid, self.lockdir_path, LOCK_TIMEOUT):
+                self.log.debug(f"uid {self.uid}: locked")
+                if self.prog == PROLOG:
+                    self.prolog_alone(us)
+                else:
+                    self.housekeeping_alone(us)
+        except OSError as exc:
+            # lock directory refused, lock timeout, systemd unreachable
+            raise PerilogError(_errtext(exc)) from None
+
+    def run(self) -> None:
+        owner = self.broker.owner()
+        self.resolve_user()
+        if self.uid == owner:
+            self.log.debug(f"uid {self.uid} is the instance owner: skipping")
+            return
+        answer = self.broker.ask_module(self.prog, self.env.jobid)
+        if answer is not None:
+            self.log.debug(f"pam module: {json.dumps(answer)}")
+            return
+        self.work_alone()
+
+
+def _connect(env: JobEnv) -> Any:
+    import flux
+
+    try:
+        return flux.Flux(env.uri) if env.uri else flux.Flux()
+    except OSError as exc:
+        raise PerilogError(
+            f"cannot connect to the broker at {env.uri or 'FLUX_URI'}: {_errtext(exc)}"
+        ) from None
+
+
+def run(prog: str, environ: Optional[Mapping[str, str]] = None) -> int:
+    """Run *prog* (PROLOG or HOUSEKEEPING) for the job in *environ*.
+
+    Returns the exit code: 0 done or skipped, 1 failed (message on stderr).
+    """
+    if environ is None:
+        environ = os.environ
+    try:
+        env = parse_env(environ)
+    except PerilogError as exc:
+        sys.stderr.write(f"{PROGRAMS[prog]}: {exc}\n")
+        return 1
+    log = Log(prog, env.jobid, debug_enabled(environ))
+    try:
+        handle = _connect(env)
+        broker = Broker(handle, log)
+        cfg = broker.config()
+        log.debug_on = debug_enabled(environ, cfg)
+        if not cfg.manage_user_slice:
+            log.debug("pam.manage-user-slice is false: skipping")
+            return 0
+        from . import testmode
+
+        test_instance = bool(testmode.is_test_instance(handle))
+        path = lock_dir(environ, test_instance)
+        Perilog(prog, env, broker, cfg, log, test_instance, path).run()
+    except PerilogError as exc:
+        log.error(str(exc))
+        return 1
+    return 0

@@ -1,0 +1,198 @@
+"""The pure parts of flux_pam_service.perilog (prolog/housekeeping)."""
+
+import errno
+import io
+
+import pytest
+
+from flux_pam_service import jobid, perilog
+from flux_pam_service.config import PamConfig
+from flux_pam_service.rv1 import Resources
+
+F58 = "ƒ2Mxq3uHK"
+DEC = str(jobid.parse(F58))
+
+
+def env(**kw):
+    base = {"FLUX_JOB_ID": F58, "FLUX_JOB_USERID": "1000"}
+    base.update(kw)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def test_parse_env_accepts_f58_from_prolog():
+    assert perilog.parse_env(env()).jobid == jobid.parse(F58)
+
+
+def test_parse_env_accepts_ascii_f58():
+    assert perilog.parse_env(env(FLUX_JOB_ID="f2Mxq3uHK")).jobid == int(DEC)
+
+
+def test_parse_env_accepts_decimal_from_housekeeping():
+    e = perilog.parse_env(env(FLUX_JOB_ID=DEC))
+    assert e.jobid == jobid.parse(F58)
+    assert e.userid == 1000
+
+
+def test_parse_env_keeps_flux_uri():
+    e = perilog.parse_env(env(FLUX_URI="local:///tmp/x/local-1"))
+    assert e.uri == "local:///tmp/x/local-1"
+
+
+@pytest.mark.parametrize("var", ["FLUX_JOB_ID", "FLUX_JOB_USERID"])
+def test_parse_env_names_missing_variable(var):
+    with pytest.raises(perilog.PerilogError, match=f"{var} is not set"):
+        perilog.parse_env(env(**{var: None}))
+
+
+@pytest.mark.parametrize("bad", ["", "ƒ0OIl", "12abc", "-5"])
+def test_parse_env_refuses_bad_jobid_naming_variable(bad):
+    with pytest.raises(perilog.PerilogError, match="FLUX_JOB_ID"):
+        perilog.parse_env(env(FLUX_JOB_ID=bad))
+
+
+@pytest.mark.parametrize("bad", ["", "alice", "-1", "1.5", "4294967295"])
+def test_parse_env_refuses_bad_userid_naming_variable(bad):
+    with pytest.raises(perilog.PerilogError, match="FLUX_JOB_USERID"):
+        perilog.parse_env(env(FLUX_JOB_USERID=bad))
+
+
+def test_message_prefix_is_program_and_f58_jobid():
+    line = perilog.message(perilog.PROLOG, int(DEC), "lock directory is writable")
+    assert line == f"flux-pam-prolog[{F58}]: lock directory is writable"
+    line = perilog.message(perilog.HOUSEKEEPING, int(DEC), "x")
+    assert line.startswith(f"flux-pam-housekeeping[{F58}]: ")
+
+
+def test_log_debug_lines_only_when_enabled():
+    out = io.StringIO()
+    log = perilog.Log(perilog.PROLOG, int(DEC), debug=False, stream=out)
+    log.debug("trace")
+    log.error("failure")
+    assert out.getvalue() == f"flux-pam-prolog[{F58}]: failure\n"
+    log.debug_on = True
+    log.debug("trace")
+    assert out.getvalue().endswith(f"flux-pam-prolog[{F58}]: trace\n")
+
+
+def test_log_prefixes_every_line_of_a_multiline_message():
+    out = io.StringIO()
+    perilog.Log(perilog.HOUSEKEEPING, 1, stream=out).error("a\nb")
+    lines = out.getvalue().splitlines()
+    assert lines == ["flux-pam-housekeeping[ƒ2]: a", "flux-pam-housekeeping[ƒ2]: b"]
+
+
+@pytest.mark.parametrize(
+    "value, cfg_debug, expected",
+    [
+        (None, False, False),
+        ("1", False, True),
+        ("yes", False, True),
+        ("0", False, False),
+        ("", False, False),
+        (None, True, True),
+        ("0", True, True),
+    ],
+)
+def test_debug_from_env_or_pam_debug(value, cfg_debug, expected):
+    environ = {} if value is None else {"FLUX_PAM_SCRIPTS_DEBUG": value}
+    assert perilog.debug_enabled(environ, PamConfig(debug=cfg_debug)) is expected
+
+
+def test_lock_dir_override_only_in_test_instance():
+    environ = {"FLUX_PAM_LOCK_DIR": "/tmp/t/lock"}
+    assert perilog.lock_dir(environ, test_instance=True) == "/tmp/t/lock"
+    assert perilog.lock_dir(environ, test_instance=False) == "/run/flux-pam"
+    assert perilog.lock_dir({}, test_instance=True) == "/run/flux-pam"
+
+
+def test_lock_dir_override_must_be_absolute():
+    with pytest.raises(perilog.PerilogError, match="FLUX_PAM_LOCK_DIR"):
+        perilog.lock_dir({"FLUX_PAM_LOCK_DIR": "lock"}, test_instance=True)
+
+
+@pytest.mark.parametrize(
+    "code, verdict",
+    [
+        (errno.ENOSYS, perilog.ALONE),
+        (errno.ETIMEDOUT, perilog.ALONE),
+        (errno.EHOSTUNREACH, perilog.ALONE),
+        (errno.EIO, perilog.FAIL),
+        (errno.EBUSY, perilog.FAIL),
+        (errno.EPERM, perilog.FAIL),
+        (errno.EPROTO, perilog.FAIL),
+    ],
+)
+def test_module_error_decides_alone_or_fail(code, verdict):
+    assert perilog.module_verdict(OSError(code, "x")) == verdict
+
+
+def R(rlite):
+    return {"version": 1, "execution": {"R_lite": rlite}}
+
+
+def test_local_union_takes_only_this_rank_of_each_job():
+    a = R([{"rank": "0-1", "children": {"core": "0"}}])
+    b = R([{"rank": "0", "children": {"core": "1", "gpu": "0"}}])
+    c = R([{"rank": "1", "children": {"core": "1"}}])
+    assert perilog.local_union([a, b, c], 0) == Resources(
+        frozenset({0, 1}), frozenset({0})
+    )
+    assert perilog.local_union([a, b, c], 1) == Resources(frozenset({0, 1}))
+    assert not perilog.local_union([], 0)
+
+
+class FakeFuture:
+    def __init__(self, result=None, error=None):
+        self.result, self.error = result, error
+
+    def wait_for(self, timeout):
+        return self
+
+    def get(self):
+        if self.error:
+            raise self.error
+        return self.result
+
+
+class FakeHandle:
+    """A Flux handle answering pam.* from a table (the broker is not here)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.sent = []
+
+    def get_rank(self):
+        return 0
+
+    def rpc(self, topic, payload=None, nodeid=None, flags=0):
+        self.sent.append((topic, payload))
+        return self.answers[topic]
+
+
+def broker(answer):
+    out = io.StringIO()
+    log = perilog.Log(perilog.PROLOG, 7, debug=True, stream=out)
+    return perilog.Broker(FakeHandle({"pam.prolog": answer}), log), out
+
+
+def test_ask_module_returns_answer_when_module_applied():
+    b, _ = broker(FakeFuture({"id": 7, "uid": 1000, "result": "applied"}))
+    assert b.ask_module(perilog.PROLOG, 7)["result"] == "applied"
+    assert b.h.sent == [("pam.prolog", {"id": 7})]
+
+
+def test_ask_module_absent_means_alone():
+    b, out = broker(FakeFuture(error=OSError(errno.ENOSYS, "Function not implemented")))
+    assert b.ask_module(perilog.PROLOG, 7) is None
+    assert "working alone" in out.getvalue()
+
+
+def test_ask_module_error_is_final_and_names_cause():
+    b, _ = broker(FakeFuture(error=OSError(errno.EIO, "AllowedCPUs: refused")))
+    with pytest.raises(perilog.PerilogError, match="pam module: AllowedCPUs: refused"):
+        b.ask_module(perilog.PROLOG, 7)
+
+
+def test_run_with_bad_env_exits_1_naming_variable(capsys):
+    assert perilog.run(perilog.PROLOG, {"FLUX_JOB_USERID": "1"}) == 1
+    assert "flux-pam-prolog: FLUX_JOB_ID is not set" in capsys.readouterr().err
