@@ -1,0 +1,228 @@
+"""The root-owned lock directory shared by pam_flux and the job scripts.
+
+Everything that changes a user's slice outside the broker module (pam_flux in
+sshd, the prolog.d and housekeeping.d executables) serialises on one flock per
+user, and records "this user has an active job here" as a marker file.  Both
+live in one directory that only root may write (DESIGN.md section 3):
+
+    PATH/                   root, mode 0700, never group- or other-writable
+    PATH/uid.UID.lock       mode 0600, opened O_NOFOLLOW, never deleted
+    PATH/uid.UID.active     the marker; written atomically (temp file+rename)
+
+Interface:
+    DEFAULT                             "/run/flux-pam"
+    LockDirError(OSError)               the directory or a file in it is unsafe;
+                                        the message names the path
+    check_dir(path, create, owner)      create PATH as mode 0700 if missing,
+                                        then verify it; refuse a symlink, a
+                                        non-directory, a foreign owner and a
+                                        group- or other-writable mode
+    user_lock(uid, path, timeout, owner)
+                                        context manager holding an exclusive
+                                        flock on PATH/uid.UID.lock; raises
+                                        OSError(ETIMEDOUT) after *timeout* s
+    marker_path(uid, path) -> str       PATH/uid.UID.active
+    set_marker(uid, path, content)      the caller holds user_lock(uid)
+    clear_marker(uid, path)
+    has_marker(uid, path) -> bool
+
+*owner* is the uid the directory and lock files must belong to: root (0) in
+production; tests running unprivileged pass os.getuid().  A refusal changes
+nothing on disk.
+"""
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import time
+from typing import Iterator
+
+DEFAULT = "/run/flux-pam"
+
+_BACKOFF_FIRST = 0.001
+_BACKOFF_MAX = 0.05
+
+
+class LockDirError(OSError):
+    """The lock directory, or a file in it, is not safe to use."""
+
+
+def _check_uid(uid: int) -> None:
+    if isinstance(uid, bool) or not isinstance(uid, int) or uid < 0:
+        raise ValueError(f"uid must be a non-negative integer, not {uid!r}")
+
+
+def _verify(path: str, st: os.stat_result, owner: int) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise LockDirError(errno.ELOOP, f"lock directory {path} is a symlink")
+    if not stat.S_ISDIR(st.st_mode):
+        raise LockDirError(errno.ENOTDIR, f"lock directory {path} is not a directory")
+    if st.st_uid != owner:
+        raise LockDirError(
+            errno.EPERM,
+            f"lock directory {path} is owned by uid {st.st_uid}, not {owner}",
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise LockDirError(
+            errno.EPERM,
+            f"lock directory {path} is group- or other-writable"
+            f" (mode {stat.S_IMODE(st.st_mode):04o})",
+        )
+
+
+def check_dir(path: str = DEFAULT, create: bool = True, owner: int = 0) -> None:
+    """Verify that *path* is a directory only *owner* can write.
+
+    With *create*, a missing directory is made with mode 0700 first; if the
+    new directory then fails the check it is removed again.
+    """
+    created = False
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            raise LockDirError(
+                errno.ENOENT, f"lock directory {path} does not exist"
+            ) from None
+        try:
+            os.mkdir(path, 0o700)
+            created = True
+        except FileExistsError:
+            pass  # someone else made it meanwhile: verify theirs
+        except OSError as exc:
+            raise LockDirError(
+                exc.errno, f"cannot create lock directory {path}: {exc.strerror}"
+            ) from None
+        st = os.lstat(path)
+    try:
+        _verify(path, st, owner)
+    except LockDirError:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
+
+
+def _lock_path(uid: int, path: str) -> str:
+    _check_uid(uid)
+    return os.path.join(path, f"uid.{uid}.lock")
+
+
+@contextlib.contextmanager
+def user_lock(
+    uid: int, path: str = DEFAULT, timeout: float = 30.0, owner: int = 0
+) -> Iterator[int]:
+    """Hold the exclusive per-user lock; yields the lock file descriptor.
+
+    The wait is bounded: LOCK_EX|LOCK_NB is retried with a growing pause
+    until *timeout* seconds have passed, then OSError(ETIMEDOUT) is raised.
+    """
+    lockfile = _lock_path(uid, path)
+    check_dir(path, create=True, owner=owner)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(lockfile, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockDirError(
+                errno.ELOOP, f"lock file {lockfile} is a symlink"
+            ) from None
+        raise LockDirError(
+            exc.errno, f"cannot open lock file {lockfile}: {exc.strerror}"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LockDirError(
+                errno.EPERM, f"lock file {lockfile} is not a regular file"
+            )
+        if st.st_uid != owner:
+            raise LockDirError(
+                errno.EPERM,
+                f"lock file {lockfile} is owned by uid {st.st_uid}, not {owner}",
+            )
+        deadline = time.monotonic() + timeout
+        pause = _BACKOFF_FIRST
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise OSError(
+                        errno.ETIMEDOUT,
+                        f"timed out after {timeout:g}s waiting for lock {lockfile}",
+                    ) from None
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, _BACKOFF_MAX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def marker_path(uid: int, path: str = DEFAULT) -> str:
+    """Return the path of *uid*'s active marker."""
+    _check_uid(uid)
+    return os.path.join(path, f"uid.{uid}.active")
+
+
+def set_marker(uid: int, path: str = DEFAULT, content: str = "") -> None:
+    """Create or replace *uid*'s marker atomically, mode 0600."""
+    target = marker_path(uid, path)
+    tmp = os.path.join(path, f".uid.{uid}.active.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise LockDirError(
+            exc.errno, f"cannot write marker {tmp}: {exc.strerror}"
+        ) from None
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, content.encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise LockDirError(
+            exc.errno, f"cannot write marker {target}: {exc.strerror}"
+        ) from None
+
+
+def clear_marker(uid: int, path: str = DEFAULT) -> None:
+    """Remove *uid*'s marker; a missing marker is not an error."""
+    target = marker_path(uid, path)
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise LockDirError(
+            exc.errno, f"cannot remove marker {target}: {exc.strerror}"
+        ) from None
+
+
+def has_marker(uid: int, path: str = DEFAULT) -> bool:
+    """Return True if *uid*'s marker exists.
+
+    Anything other than a regular file at the marker path (a symlink, a
+    directory) raises LockDirError, so callers fail closed.
+    """
+    target = marker_path(uid, path)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise LockDirError(
+            exc.errno, f"cannot check marker {target}: {exc.strerror}"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise LockDirError(errno.EPERM, f"marker {target} is not a regular file")
+    return True
