@@ -1,0 +1,219 @@
+# Helpers shared by the broker tier (t0xxx, t1xxx) and node tier (t2xxx).
+#
+# sharness.sh loads this file automatically (sharness.d/*.sh).  Start a test
+# script with:
+#
+#   test_description='...'
+#   . "$(dirname "$0")"/lib/init.sh
+#   flux_pam_require_flux          # or: 1..0 # SKIP no flux-core
+#   flux_pam_require_testbed       # only if the test needs systemd
+#   cat >"$(flux_pam_confdir)"/pam.toml <<-EOF   # instance config (optional)
+#   ...
+#   EOF
+#   test_under_flux_pam 4          # re-runs this script inside the instance
+#
+# Variables:
+#   FLUX_PAM_SRCDIR   top of the source tree (default: parent of sharness/)
+#   FLUX              the flux command (default: flux on PATH, /opt/flux/bin/flux)
+#   DBUS_SYSTEM_BUS_ADDRESS, FLUX_PAM_TESTBED
+#                     the systemd test bed (export them from `t/testbed.py up`)
+#   FLUX_PAM_CONFDIR  the instance's config directory (created on demand,
+#                     outside the trash directory so that it survives the
+#                     re-execution; removed when the outer script ends)
+#
+# The pam module is loaded the production way, by modprobe: the repo's
+# etc/flux/modprobe is on FLUX_MODPROBE_PATH_APPEND (modprobe.d/pam.toml,
+# rc1.d/pam.py) and flux_pam_service/brokermod on FLUX_MODULE_PATH_PREPEND,
+# so `pam` resolves to brokermod/pam.py.  The module loads only if the config
+# has a [pam] table (needs-config), so a script that writes none gets an
+# instance without it.
+
+: "${FLUX_PAM_SRCDIR:=$(cd "$SHARNESS_TEST_SRCDIR/.." && pwd)}"
+export FLUX_PAM_SRCDIR
+FLUX_PAM_LIB="$SHARNESS_TEST_SRCDIR/lib"
+
+# Find flux-core; export FLUX and put its bindir first on PATH.
+flux_pam_find_flux() {
+	local f
+	for f in "${FLUX:-}" "$(command -v flux 2>/dev/null)" /opt/flux/bin/flux; do
+		if test -n "$f" && test -x "$f"; then
+			FLUX=$f
+			export FLUX
+			PATH="$(dirname "$f"):$PATH"
+			export PATH
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Skip the whole script unless flux-core >= 0.88 (Python broker modules).
+flux_pam_require_flux() {
+	test -n "$FLUX_PAM_UNDER_FLUX" && return 0
+	if ! flux_pam_find_flux; then
+		skip_all="flux-core not found (flux on PATH or /opt/flux/bin/flux)"
+		test_done
+	fi
+	local v
+	v=$("$FLUX" version 2>/dev/null | awk '/^commands:/ {print $2}')
+	if ! "${PYTHON:-python3}" -c '
+import sys
+v = sys.argv[1].split("-")[0].split(".")
+sys.exit(0 if tuple(int(x) for x in v[:2]) >= (0, 88) else 1)' "${v:-0.0}" \
+		2>/dev/null; then
+		skip_all="flux-core ${v:-?} is older than 0.88"
+		test_done
+	fi
+}
+
+# Skip the whole script unless the systemd test bed is reachable.
+flux_pam_require_testbed() {
+	test -n "$FLUX_PAM_UNDER_FLUX" && return 0
+	if test -z "$DBUS_SYSTEM_BUS_ADDRESS" || test -z "$FLUX_PAM_TESTBED"; then
+		skip_all="no systemd test bed: DBUS_SYSTEM_BUS_ADDRESS and"
+		skip_all="$skip_all FLUX_PAM_TESTBED unset (eval \$(t/testbed.py up))"
+		test_done
+	fi
+	local state
+	state=$(testbed_manager_property SystemState 2>&1)
+	case "$state" in
+	*running* | *degraded*) ;;
+	*)
+		skip_all="test bed $FLUX_PAM_TESTBED not reachable: $state"
+		test_done
+		;;
+	esac
+}
+
+# The instance's config directory (created once; see FLUX_PAM_CONFDIR).
+flux_pam_confdir() {
+	if test -z "$FLUX_PAM_CONFDIR"; then
+		FLUX_PAM_CONFDIR=$(mktemp -d "${TMPDIR:-/tmp}/flux-pam-conf.XXXXXX")
+		export FLUX_PAM_CONFDIR
+	fi
+	echo "$FLUX_PAM_CONFDIR"
+}
+
+# Re-execute this script inside `flux start --test-size=SIZE`.
+# Usage: test_under_flux_pam SIZE [flux-start options]
+test_under_flux_pam() {
+	local size=$1 rc flags=""
+	shift
+	if test -n "$FLUX_PAM_UNDER_FLUX"; then
+		flux_pam_find_flux
+		return 0
+	fi
+	flux_pam_confdir >/dev/null
+	test "$verbose" = "t" && flags="$flags --verbose"
+	test "$debug" = "t" && flags="$flags --debug"
+	test "$immediate" = "t" && flags="$flags --immediate"
+	export FLUX_PAM_UNDER_FLUX=1
+	export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/flux_pam_service/brokermod"
+	export FLUX_MODPROBE_PATH_APPEND="$FLUX_PAM_SRCDIR/etc/flux/modprobe"
+	export PYTHONPATH="$FLUX_PAM_SRCDIR${PYTHONPATH:+:$PYTHONPATH}"
+	export FLUX_PAM_BROKER_LOG="$SHARNESS_TEST_DIRECTORY/$(basename "$0" .t).broker.log"
+	cd "$SHARNESS_TEST_DIRECTORY" || exit 1
+	rm -f "$FLUX_PAM_BROKER_LOG"
+	"$FLUX" start --test-size="$size" -c "$FLUX_PAM_CONFDIR" \
+		-Slog-filename="$FLUX_PAM_BROKER_LOG" -Slog-level=7 \
+		"$@" bash "$SHARNESS_TEST_FILE" $flags
+	rc=$?
+	rm -rf "$FLUX_PAM_CONFDIR"
+	test "$debug" = "t" || test $rc -ne 0 || rm -f "$FLUX_PAM_BROKER_LOG"
+	exit $rc
+}
+
+# RPC helper: pam_rpc [--rank N] TOPIC [PAYLOAD_JSON]; prints the response.
+pam_rpc() {
+	flux python "$FLUX_PAM_LIB/rpc.py" "$@"
+}
+
+# pam.status of one rank, as JSON.
+pam_status() {
+	local payload=${2:-}
+	test -n "$payload" || payload='{}'
+	pam_rpc --rank "$1" pam.status "$payload"
+}
+
+# Print "uid:job,job uid:job" for a rank's users (jobs sorted), or nothing.
+pam_users() {
+	pam_status "$1" | jq -r '[.users[] | "\(.uid):\([.jobs[].id] | sort | map(tostring) | join(","))"] | join(" ")'
+}
+
+# Wait until no systemd operation is queued or running on RANKS (idset-ish
+# list "0 1 2 3"); fail after ${2:-30} seconds.
+pam_wait_idle() {
+	local ranks=$1 deadline=$(($(date +%s) + ${2:-30})) r busy
+	while :; do
+		busy=
+		for r in $ranks; do
+			test "$(pam_status "$r" | jq .pending)" = 0 || busy=$r
+		done
+		test -z "$busy" && return 0
+		if test "$(date +%s)" -ge $deadline; then
+			echo "pam_wait_idle: rank $busy still busy" >&2
+			pam_status "$busy" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# Wait until `pam_users RANK` prints EXPECTED; fail after ${3:-30} seconds.
+pam_wait_users() {
+	local rank=$1 expected=$2 deadline=$(($(date +%s) + ${3:-30})) got
+	while :; do
+		got=$(pam_users "$rank")
+		test "$got" = "$expected" && return 0
+		if test "$(date +%s)" -ge $deadline; then
+			echo "rank $rank users: '$got', expected '$expected'" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# Submit a job as UID (test-only mapping); prints the job id.
+# Usage: pam_submit UID [flux submit options] COMMAND...
+pam_submit() {
+	local uid=$1
+	shift
+	flux submit --setattr=system.flux-pam.test-userid="$uid" "$@"
+}
+
+# systemd in the test bed --------------------------------------------------
+
+testbed_busctl() {
+	busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"
+}
+
+# testbed_manager_property NAME -> busctl's "TYPE VALUE" line
+testbed_manager_property() {
+	testbed_busctl get-property org.freedesktop.systemd1 \
+		/org/freedesktop/systemd1 org.freedesktop.systemd1.Manager "$1"
+}
+
+# testbed_unit_property UNIT PROPERTY -> value, as `systemctl show -P` prints it
+testbed_unit_property() {
+	systemctl -M "$FLUX_PAM_TESTBED" show -P "$2" "$1"
+}
+
+# testbed_unit_state UNIT -> ActiveState (inactive if not loaded)
+testbed_unit_state() {
+	testbed_unit_property "$1" ActiveState
+}
+
+# Number of processes in a unit's cgroup (0 if none).
+testbed_unit_tasks() {
+	local n
+	n=$(testbed_unit_property "$1" TasksCurrent)
+	case "$n" in
+	"" | "[not set]") echo 0 ;;
+	*) echo "$n" ;;
+	esac
+}
+
+# Run a command inside the test bed (t/testbed.py run).
+testbed_run() {
+	"${PYTHON:-python3}" "$FLUX_PAM_SRCDIR/t/testbed.py" run --name "$FLUX_PAM_TESTBED" "$@"
+}
