@@ -1,0 +1,35 @@
+"""Fixtures for the systemd tier: a real systemd 252 in a systemd-nspawn test bed.
+
+``testbed`` (session): reuses the test bed named by $FLUX_PAM_TESTBED (as
+t/runtests.py sets it after `t/testbed.py up`), or boots a private one and
+takes it down at the end.  The whole tier is skipped, with the reason, when
+`t/testbed.py can-run` says a test bed cannot run here.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import testbed as tb  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    name = os.environ.get("FLUX_PAM_TESTBED")
+    if name:
+        bed = tb.attach(name)
+        if bed is None:
+            pytest.fail(f"FLUX_PAM_TESTBED={name} is set but that test bed is not up")
+        yield bed
+        return
+    ok, why = tb.can_run()
+    if not ok:
+        pytest.skip(f"systemd tier: {why}")
+    bed = tb.up(f"flux-pam-pytest-{os.getpid()}")
+    try:
+        yield bed
+    finally:
+        tb.down(bed.name)

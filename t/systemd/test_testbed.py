@@ -1,0 +1,52 @@
+"""The test bed itself: a booted systemd reachable from the host and inside."""
+
+import subprocess
+
+
+def test_testbed_manager_is_running(testbed):
+    out = subprocess.run(
+        [
+            "busctl",
+            f"--address={testbed.address}",
+            "get-property",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "SystemState",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == 's "running"'
+
+
+def test_testbed_run_passes_exit_code_and_output(testbed):
+    p = testbed.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert p.returncode == 7
+    assert p.stdout == "out\n"
+    assert "err" in p.stderr
+
+
+def test_testbed_has_users_flux_alice_bob(testbed):
+    p = testbed.run(["sh", "-c", "id -u alice; id -u bob; id -u flux"])
+    alice, bob, flux = p.stdout.split()
+    assert (alice, bob) == ("1000", "1001")
+    assert 0 < int(flux) < 1000
+
+
+def test_testbed_mounts_repo_read_only(testbed):
+    p = testbed.run(["touch", f"{testbed.repo}/t/.write-probe"])
+    assert p.returncode != 0
+    p = testbed.run(["test", "-f", f"{testbed.repo}/flux_pam_service/properties.py"])
+    assert p.returncode == 0
+
+
+def test_testbed_systemctl_machine_option_reaches_container(testbed):
+    out = subprocess.run(
+        ["systemctl", "-M", testbed.name, "show", "-P", "Id", "user@1000.service"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "user@1000.service"
