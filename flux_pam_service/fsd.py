@@ -52,15 +52,16 @@ def encode(seconds: float) -> str:
 
     Uses the largest unit in which the value is a whole number, falling back
     to fractional seconds (as flux-core's fsd_format_duration does loosely).
+    parse(encode(x)) == x for every finite non-negative x.
     """
     if math.isinf(seconds) and seconds > 0:
         return "infinity"
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{seconds!r} is not a valid duration")
-    for unit in ("d", "h", "m", "s"):
+    for unit in ("d", "h", "m", "s", "ms"):
         n = seconds / _UNITS[unit]
-        if n >= 1 and n == int(n):
-            return f"{int(n)}{unit}"
-    if seconds < 1 and seconds * 1000 == int(seconds * 1000):
-        return f"{int(seconds * 1000)}ms"
-    return f"{seconds:g}s"
+        if 1 <= n < 2**53 and n == int(n):
+            text = f"{int(n)}{unit}"
+            if parse(text) == seconds:
+                return text
+    return f"{seconds!r}s"

@@ -10,6 +10,7 @@ Interface:
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 _PREFIXES = ("ƒ", "f")
 MAX_JOBID = 2**64 - 1
 
@@ -22,10 +23,10 @@ def parse(text: str) -> int:
     if s.isascii() and s.isdigit():
         value = int(s)
     elif s.startswith("0x"):
-        try:
-            value = int(s[2:], 16)
-        except ValueError:
-            raise ValueError(f'"{text}" is not a valid job ID') from None
+        digits = s[2:]
+        if not digits or any(c not in _HEXDIGITS for c in digits):
+            raise ValueError(f'"{text}" is not a valid job ID')
+        value = int(digits, 16)
     elif s[0] in _PREFIXES and len(s) > 1:
         value = 0
         for c in s[1:]:
