@@ -1,0 +1,747 @@
+"""What pam_flux decides: options, the broker protocol, account and session.
+
+pam_flux (``pam/pam_flux.py``, run by ``pam_python.so`` inside sshd as root)
+is a thin adapter around this module.  Nothing here imports PAM, Flux or
+systemd: results are PAM return code *names* ("PAM_SUCCESS"), log lines are
+``(syslog priority, text)`` pairs, and the broker is any object with the
+methods of :class:`Broker`.
+
+Broker protocol (the ``pam`` broker module on the local rank)
+==============================================================
+
+Both requests go to the local broker over the local connector (``FLUX_URI``,
+else ``local:///run/flux/local``), nodeid FLUX_NODEID_ANY, so the module
+instance of this node's rank answers.  pam_flux connects as root, which the
+broker treats as a guest unless ``access.allow-root-owner`` is set; the
+module must accept these requests from root and from the instance owner only
+(EPERM otherwise).  Payloads are JSON objects; extra keys are ignored by
+both sides.
+
+``pam.check``: may this user log in here?  (account phase)
+    request:  ``{"uid": UID}``
+        UID   integer >= 0, the login user
+    response: ``{"admitted": BOOL, "jobs": [ID, ...]}``
+        admitted  true iff UID has at least one job in RUN state whose R
+                  includes this rank, and UID's teardown on this rank has not
+                  begun.  Jobs in CLEANUP do not count.
+        jobs      the IDs (integers) of those jobs; empty when not admitted
+    errors:   EPROTO  malformed request
+              EPERM   requester is neither root nor the instance owner
+
+``pam.attach``: confirm a login scope  (session phase, DESIGN.md section 4)
+    request:  ``{"uid": UID, "scope": SCOPE}``
+        SCOPE  the unit name pam_flux has already started in
+               ``user-UID.slice`` holding the login, e.g.
+               ``flux-pam-4242.scope``
+    response: ``{"attached": true}``
+    errors:   ESRCH   UID has no active job on this rank, or its teardown has
+                      begun: pam_flux stops SCOPE and refuses the session
+              EPROTO  malformed request
+              EPERM   requester is neither root nor the instance owner
+    Any error other than ENOSYS refuses the session.
+
+ENOSYS from either request means the module is not loaded.  Then:
+    account: ``job-list.list`` with
+             ``{"max_entries": 0, "attrs": ["userid", "ranks", "state",
+             "annotations"], "constraint": {"and": [{"userid": [UID]},
+             {"ranks": ["RANK"]}, {"states": ["run"]}]}}``
+             ("run" is RUN alone; job-list's "running" also matches
+             CLEANUP, which must not admit)
+    session: the marker ``LOCKDIR/uid.UID.active`` checked under the per-user
+             lock (flux_pam_service.lockdir)
+
+``allow-guest-user`` (as Flux's C pam_flux): a user who owns no job here may
+still enter as a guest when the instance owner (``security.owner``) has a RUN
+job on this rank, this rank is the job's first rank, the job's
+``annotations.user.uri`` (``ssh://HOST/PATH``) names a Flux sub-instance, and
+``config.get`` on ``local:///PATH`` reports ``access.allow-guest-user`` true.
+Guests are never placed in a slice (no session sentinel).  The guest check
+always uses job-list, also when ``pam.check`` answered.
+
+Options (``pam_python.so /usr/lib/flux-pam/pam_flux.py OPTION...``)
+===================================================================
+
+``action_no_jobs=deny|ignore`` (deny)
+    user without a job here: PAM_PERM_DENIED with the denial message, or
+    PAM_IGNORE so the next module decides
+``action_generic_failure=deny|ignore|allow`` (deny)
+    the broker cannot be reached or answers nonsense: PAM_PERM_DENIED,
+    PAM_IGNORE, or PAM_SUCCESS without a slice.  Fails closed by default.
+``service=NAME|*`` (sshd)
+    the PAM service to act for; any other service gets PAM_IGNORE
+``log_level=quiet|fatal|error|warning|notice|info|verbose|debug[2-5]`` (info)
+``debug``                 same as ``log_level=debug``
+``allow-guest-user``      see above
+``lock-dir=DIR`` (/run/flux-pam)        absolute path
+``scope-prefix=PREFIX`` (flux-pam)      login scopes are PREFIX-PID.scope
+``config=PATH`` (/etc/flux/system/conf.d)   the ``[pam]`` configuration
+``timeout=FSD`` (10s)     bound on each broker request and D-Bus call
+``pythonpath=DIR[:DIR...]``   absolute directories put in front of sys.path
+                          before pam_flux imports this package or ``flux``
+                          (pam_python starts Python with the environment
+                          ignored, so PYTHONPATH has no effect)
+``test-answers=FILE``     TEST ONLY.  The broker is not contacted; its
+                          answers come from the JSON file FILE (see
+                          pam_flux.py).  Every use is logged at LOG_WARNING.
+
+An unknown option, a flag given a value, a value option without ``=VALUE``
+or a bad value is an error naming the option: the module then fails (account
+and auth: PAM_SERVICE_ERR; session: PAM_SESSION_ERR).  A later occurrence of
+an option overrides an earlier one.
+
+Interface:
+    Options, OptionError(ValueError), parse_options(argv) -> Options
+    Decision(result, message, logs, sentinel, env)
+    Verdict(kind, jobs, source, notes)      OWNER, GUEST or NONE
+    Broker                                  what check_account() talks to
+    check_account(broker, uid, options) -> Verdict   raises OSError
+    decide_account(user, uid, service, outcome, options) -> Decision | None
+    decide_session_start(user, uid, service, sentinel, options) -> Decision | None
+    decide_session(user, uid, stage, error) -> Decision
+    parse_check_response / parse_attach_response / parse_joblist_response
+    joblist_request(uids, rank), uri_to_local(uri), scope_name(prefix, pid),
+    slice_name(uid), session_env(uid), denial_message(user), broker_uri(env)
+"""
+
+import errno
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from . import fsd, idset
+
+DEFAULT_URI = "local:///run/flux/local"
+DEFAULT_CONFIG = "/etc/flux/system/conf.d"
+DEFAULT_LOCK_DIR = "/run/flux-pam"
+DEFAULT_SCOPE_PREFIX = "flux-pam"
+DEFAULT_SERVICE = "sshd"
+DEFAULT_TIMEOUT = 10.0
+SYSTEMD_USER_SERVICE = "systemd-user"
+
+# syslog priorities, numerically, so this module needs no syslog import
+LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG = 2, 3, 4, 5, 6, 7
+LOG_QUIET = -1
+
+LOG_LEVELS = {
+    "quiet": LOG_QUIET,
+    "fatal": LOG_CRIT,
+    "error": LOG_ERR,
+    "warning": LOG_WARNING,
+    "notice": LOG_NOTICE,
+    "info": LOG_INFO,
+    "verbose": LOG_DEBUG,
+    "debug": LOG_DEBUG,
+    "debug2": LOG_DEBUG,
+    "debug3": LOG_DEBUG,
+    "debug4": LOG_DEBUG,
+    "debug5": LOG_DEBUG,
+}
+
+FLUX_JOB_STATE_RUN = 16
+
+# systemd unit name characters (systemd.unit(5)), less "@" (templates)
+_UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\-]+$")
+_SERVICE_CHARS = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+Log = Tuple[int, str]
+
+
+class OptionError(ValueError):
+    """A module option is unknown or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The parsed module arguments."""
+
+    action_no_jobs: str = "deny"
+    action_generic_failure: str = "deny"
+    service: str = DEFAULT_SERVICE
+    log_level: int = LOG_INFO
+    allow_guest_user: bool = False
+    lock_dir: str = DEFAULT_LOCK_DIR
+    scope_prefix: str = DEFAULT_SCOPE_PREFIX
+    config: str = DEFAULT_CONFIG
+    timeout: float = DEFAULT_TIMEOUT
+    pythonpath: Tuple[str, ...] = ()
+    test_answers: Optional[str] = None
+
+
+def _choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise OptionError(
+            f"option {name}={value}: value must be one of {'|'.join(choices)}"
+        )
+    return value
+
+
+def _abspath(name: str, value: str) -> str:
+    if not value.startswith("/"):
+        raise OptionError(f"option {name}={value}: not an absolute path")
+    return value
+
+
+def _service(name: str, value: str) -> str:
+    if value != "*" and not _SERVICE_CHARS.match(value):
+        raise OptionError(f"option {name}={value}: not a PAM service name or *")
+    return value
+
+
+def _log_level(name: str, value: str) -> int:
+    try:
+        return LOG_LEVELS[value]
+    except KeyError:
+        raise OptionError(
+            f"option {name}={value}: value must be one of {'|'.join(LOG_LEVELS)}"
+        ) from None
+
+
+def _scope_prefix(name: str, value: str) -> str:
+    if not _UNIT_CHARS.match(value) or len(value) > 200:
+        raise OptionError(
+            f"option {name}={value}: not usable in a systemd unit name"
+            " (letters, digits, ':', '_', '.', '-', '\\')"
+        )
+    return value
+
+
+def _timeout(name: str, value: str) -> float:
+    try:
+        seconds = fsd.parse(value)
+    except ValueError as exc:
+        raise OptionError(f"option {name}={value}: {exc}") from None
+    if seconds <= 0:
+        raise OptionError(f"option {name}={value}: must be greater than zero")
+    return seconds
+
+
+def _pythonpath(name: str, value: str) -> Tuple[str, ...]:
+    dirs = tuple(value.split(":"))
+    for d in dirs:
+        if not d.startswith("/"):
+            raise OptionError(f"option {name}={value}: {d!r} is not an absolute path")
+    return dirs
+
+
+_VALUE_OPTIONS = {
+    "action_no_jobs": (
+        "action_no_jobs",
+        lambda n, v: _choice(n, v, ("deny", "ignore")),
+    ),
+    "action_generic_failure": (
+        "action_generic_failure",
+        lambda n, v: _choice(n, v, ("deny", "ignore", "allow")),
+    ),
+    "service": ("service", _service),
+    "log_level": ("log_level", _log_level),
+    "lock-dir": ("lock_dir", _abspath),
+    "scope-prefix": ("scope_prefix", _scope_prefix),
+    "config": ("config", _abspath),
+    "timeout": ("timeout", _timeout),
+    "pythonpath": ("pythonpath", _pythonpath),
+    "test-answers": ("test_answers", _abspath),
+}
+_FLAG_OPTIONS = {
+    "debug": ("log_level", LOG_DEBUG),
+    "allow-guest-user": ("allow_guest_user", True),
+}
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """Parse module arguments (without the module path pam_python passes first).
+
+    Raises OptionError naming the first bad option.
+    """
+    values: Dict[str, Any] = {}
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name in _FLAG_OPTIONS:
+            if eq:
+                raise OptionError(f"option {arg}: {name} takes no value")
+            field_name, flag_value = _FLAG_OPTIONS[name]
+            values[field_name] = flag_value
+        elif name in _VALUE_OPTIONS:
+            if not eq or not value:
+                raise OptionError(f"option {arg}: {name} needs {name}=VALUE")
+            field_name, convert = _VALUE_OPTIONS[name]
+            values[field_name] = convert(name, value)
+        else:
+            raise OptionError(f"unrecognized option: {arg}")
+    return Options(**values)
+
+
+def service_matches(options: Options, service: Optional[str]) -> bool:
+    """Return True if pam_flux acts for PAM service *service*."""
+    return options.service == "*" or service == options.service
+
+
+# ---------------------------------------------------------------------------
+# Broker answers
+
+
+class Broker:
+    """What check_account() needs from a connection to a Flux instance.
+
+    pam_flux provides one backed by the Flux Python bindings (and, for tests
+    only, one backed by a JSON file).  Every method raises OSError(errno,
+    text) on failure; ENOSYS from rpc() means no such service.
+    """
+
+    def rpc(self, topic: str, payload: Mapping[str, Any]) -> Any:
+        """Send a request to the local rank and return the decoded response."""
+        raise NotImplementedError
+
+    def attr_get(self, name: str) -> str:
+        """Return the broker attribute *name*."""
+        raise NotImplementedError
+
+    def open_instance(self, uri: str) -> "Broker":
+        """Connect to another instance (a sub-instance, for the guest check)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop the connection."""
+
+
+def _is_uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_check_response(obj: Any) -> Tuple[bool, Tuple[int, ...]]:
+    """Validate a ``pam.check`` response; return (admitted, job IDs)."""
+    if not isinstance(obj, dict):
+        raise ValueError("pam.check response is not a JSON object")
+    admitted = obj.get("admitted")
+    if not isinstance(admitted, bool):
+        raise ValueError("pam.check response: admitted is missing or not a boolean")
+    jobs = obj.get("jobs", [])
+    if not isinstance(jobs, list) or not all(_is_uint(j) for j in jobs):
+        raise ValueError("pam.check response: jobs is not an array of job IDs")
+    return admitted, tuple(jobs)
+
+
+def parse_attach_response(obj: Any) -> None:
+    """Validate a ``pam.attach`` response; raise ValueError unless attached."""
+    if not isinstance(obj, dict) or obj.get("attached") is not True:
+        raise ValueError('pam.attach response is not {"attached": true}')
+
+
+def joblist_request(uids: Sequence[int], rank: int) -> Dict[str, Any]:
+    """Return the ``job-list.list`` payload for RUN jobs of *uids* on *rank*."""
+    return {
+        "max_entries": 0,
+        "attrs": ["userid", "ranks", "state", "annotations"],
+        "constraint": {
+            "and": [
+                {"userid": list(uids)},
+                {"ranks": [str(rank)]},
+                {"states": ["run"]},
+            ]
+        },
+    }
+
+
+class JobEntry(NamedTuple):
+    """One job from a job-list answer."""
+
+    id: int
+    userid: int
+    ranks: frozenset
+    uri: Optional[str]
+
+
+def parse_joblist_response(obj: Any) -> List[JobEntry]:
+    """Validate a ``job-list.list`` response; return its RUN jobs.
+
+    Entries in another state are dropped (the constraint asks for RUN only;
+    this guards against a broker that ignores part of it).
+    """
+    if not isinstance(obj, dict) or not isinstance(obj.get("jobs"), list):
+        raise ValueError("job-list.list response has no jobs array")
+    entries = []
+    for job in obj["jobs"]:
+        if not isinstance(job, dict):
+            raise ValueError("job-list.list response: a job is not an object")
+        jobid, userid, ranks = job.get("id"), job.get("userid"), job.get("ranks")
+        if not _is_uint(jobid) or not _is_uint(userid):
+            raise ValueError("job-list.list response: a job lacks id or userid")
+        if not isinstance(ranks, str):
+            raise ValueError(f"job-list.list response: job {jobid} has no ranks")
+        if job.get("state", FLUX_JOB_STATE_RUN) != FLUX_JOB_STATE_RUN:
+            continue
+        uri = None
+        annotations = job.get("annotations")
+        if isinstance(annotations, dict) and isinstance(annotations.get("user"), dict):
+            value = annotations["user"].get("uri")
+            uri = value if isinstance(value, str) else None
+        entries.append(JobEntry(jobid, userid, idset.decode(ranks), uri))
+    return entries
+
+
+def uri_to_local(uri: str) -> Optional[str]:
+    """Turn a job's ``ssh://HOST/PATH`` URI into ``local:///PATH``, else None."""
+    if not uri.startswith("ssh://"):
+        return None
+    slash = uri.find("/", len("ssh://"))
+    if slash < 0 or slash == len(uri) - 1:
+        return None
+    return "local://" + uri[slash:]
+
+
+def broker_uri(environ: Mapping[str, str]) -> str:
+    """The local broker: ``FLUX_URI`` if set, else the system instance's."""
+    return environ.get("FLUX_URI") or DEFAULT_URI
+
+
+# ---------------------------------------------------------------------------
+# Account
+
+
+OWNER = "owner"
+GUEST = "guest"
+NONE = "none"
+
+
+class Verdict(NamedTuple):
+    """What the broker says about a user."""
+
+    kind: str  # OWNER, GUEST or NONE
+    jobs: Tuple[int, ...] = ()
+    source: str = "pam.check"  # or "job-list"
+    notes: Tuple[Log, ...] = ()
+
+
+def _guest_allowed(broker: Broker, job: JobEntry, notes: List[Log]) -> bool:
+    local = uri_to_local(job.uri) if job.uri else None
+    if local is None:
+        notes.append((LOG_ERR, f"job {job.id}: cannot use instance URI {job.uri}"))
+        return False
+    try:
+        sub = broker.open_instance(local)
+        try:
+            conf = sub.rpc("config.get", {})
+        finally:
+            sub.close()
+    except OSError as exc:
+        notes.append((LOG_ERR, f"job {job.id}: config.get on {local}: {exc}"))
+        return False
+    access = conf.get("access") if isinstance(conf, dict) else None
+    allowed = isinstance(access, dict) and access.get("allow-guest-user") is True
+    if not allowed:
+        notes.append((LOG_INFO, f"job {job.id}: access.allow-guest-user not enabled"))
+    return allowed
+
+
+def check_account(broker: Broker, uid: int, options: Options) -> Verdict:
+    """Ask the broker whether *uid* may log in on this node.
+
+    Raises OSError when the broker cannot be asked or answers nonsense
+    (EPROTO); the caller applies ``action_generic_failure``.
+    """
+    notes: List[Log] = []
+    ask_joblist_for_owner = False
+    try:
+        admitted, jobs = parse_check_response(broker.rpc("pam.check", {"uid": uid}))
+        if admitted:
+            return Verdict(OWNER, jobs, "pam.check")
+        if not options.allow_guest_user:
+            return Verdict(NONE, (), "pam.check")
+        source = "pam.check"
+    except ValueError as exc:
+        raise OSError(errno.EPROTO, str(exc)) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+        notes.append((LOG_DEBUG, "pam module not loaded: asking job-list"))
+        ask_joblist_for_owner = True
+        source = "job-list"
+    rank = _uint_attr(broker, "rank")
+    uids = [uid] if ask_joblist_for_owner else []
+    owner = None
+    if options.allow_guest_user:
+        try:
+            owner = _uint_attr(broker, "security.owner")
+        except OSError as exc:
+            notes.append((LOG_ERR, f"cannot get security.owner for guests: {exc}"))
+        if owner is not None and owner != uid:
+            uids.append(owner)
+        else:
+            owner = None
+    if not uids:
+        return Verdict(NONE, (), source, tuple(notes))
+    try:
+        entries = parse_joblist_response(
+            broker.rpc("job-list.list", joblist_request(uids, rank))
+        )
+    except ValueError as exc:
+        raise OSError(errno.EPROTO, str(exc)) from None
+    own = tuple(e.id for e in entries if e.userid == uid and rank in e.ranks)
+    if ask_joblist_for_owner and own:
+        return Verdict(OWNER, own, "job-list", tuple(notes))
+    for job in entries:
+        if owner is None or job.userid != owner or rank not in job.ranks:
+            continue
+        if rank != min(job.ranks):
+            notes.append((LOG_DEBUG, f"job {job.id}: this rank is not its first"))
+            continue
+        if _guest_allowed(broker, job, notes):
+            return Verdict(GUEST, (job.id,), "job-list", tuple(notes))
+    return Verdict(NONE, (), source, tuple(notes))
+
+
+def _uint_attr(broker: Broker, name: str) -> int:
+    value = broker.attr_get(name)
+    try:
+        number = int(value)
+        if number < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise OSError(
+            errno.EPROTO, f"broker attribute {name}={value!r} is not an integer"
+        ) from None
+    return number
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What pam_flux does: return *result*, tell the user *message*, log."""
+
+    result: str
+    message: Optional[str] = None
+    logs: Tuple[Log, ...] = ()
+    sentinel: bool = False
+    env: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def denial_message(user: str) -> str:
+    """The text a refused user sees (same wording as Flux's C pam_flux)."""
+    return f"Access denied: user {user} has no active jobs on this node"
+
+
+def setup_failure_message(user: str) -> str:
+    """The text a user sees when a session cannot be set up."""
+    return f"Access denied: cannot set up a session for user {user} on this node"
+
+
+def decide_account(
+    user: Optional[str],
+    uid: Optional[int],
+    service: Optional[str],
+    outcome: "Verdict | OSError | None",
+    options: Options,
+) -> Optional[Decision]:
+    """Map the account-phase facts to a Decision.
+
+    *uid* is None when *user* is not in the password database.  *outcome* is
+    check_account()'s Verdict, the OSError it raised, or None when the broker
+    has not been asked; the result is then None if it must be asked.
+    """
+    if not service_matches(options, service):
+        return Decision(
+            "PAM_IGNORE",
+            logs=((LOG_DEBUG, f"service {service} is not {options.service}"),),
+        )
+    if not user:
+        return Decision("PAM_USER_UNKNOWN", logs=((LOG_ERR, "PAM_USER is not set"),))
+    if uid is None:
+        return Decision(
+            "PAM_USER_UNKNOWN", logs=((LOG_ERR, f"user {user} does not exist"),)
+        )
+    who = f"user {user} (uid={uid})"
+    if uid == 0:
+        return Decision(
+            "PAM_SUCCESS", logs=((LOG_DEBUG, f"access granted for {who}: root"),)
+        )
+    if outcome is None:
+        return None
+    if isinstance(outcome, BaseException):
+        logs: Tuple[Log, ...] = (
+            (LOG_ERR, f"cannot check jobs of {who}: {_errtext(outcome)}"),
+        )
+        action = options.action_generic_failure
+        if action == "allow":
+            return Decision(
+                "PAM_SUCCESS",
+                logs=logs
+                + ((LOG_WARNING, f"access granted for {who} without a job check"),),
+            )
+        if action == "ignore":
+            return Decision("PAM_IGNORE", logs=logs)
+        return Decision(
+            "PAM_PERM_DENIED",
+            denial_message(user),
+            logs + ((LOG_INFO, f"access denied for {who}"),),
+        )
+    notes = outcome.notes
+    if outcome.kind == OWNER:
+        jobs = ",".join(str(j) for j in outcome.jobs)
+        return Decision(
+            "PAM_SUCCESS",
+            logs=notes
+            + (
+                (
+                    LOG_DEBUG,
+                    f"access granted for {who}: jobs {jobs} ({outcome.source})",
+                ),
+            ),
+            sentinel=True,
+        )
+    if outcome.kind == GUEST:
+        return Decision(
+            "PAM_SUCCESS",
+            logs=notes
+            + (
+                (
+                    LOG_INFO,
+                    f"access granted for {who} as guest of job {outcome.jobs[0]}",
+                ),
+            ),
+        )
+    if options.action_no_jobs == "ignore":
+        return Decision(
+            "PAM_IGNORE",
+            logs=notes + ((LOG_INFO, f"{who} has no active jobs on this node"),),
+        )
+    return Decision(
+        "PAM_PERM_DENIED",
+        denial_message(user),
+        notes + ((LOG_INFO, f"access denied for {who}: no active jobs on this node"),),
+    )
+
+
+def _errtext(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        return f"{exc.strerror} ({name})"
+    return str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# Session
+
+
+def scope_name(prefix: str, pid: int) -> str:
+    """The login scope unit: PREFIX-PID.scope."""
+    return f"{prefix}-{pid}.scope"
+
+
+def slice_name(uid: int) -> str:
+    """The user's slice unit."""
+    return f"user-{uid}.slice"
+
+
+def session_env(uid: int) -> Tuple[Tuple[str, str], ...]:
+    """The variables a confined login gets (user@UID.service runs its bus)."""
+    return (
+        ("XDG_RUNTIME_DIR", f"/run/user/{uid}"),
+        ("DBUS_SESSION_BUS_ADDRESS", f"unix:path=/run/user/{uid}/bus"),
+    )
+
+
+def decide_session_start(
+    user: Optional[str],
+    uid: Optional[int],
+    service: Optional[str],
+    sentinel: Optional[Tuple[str, int]],
+    options: Options,
+) -> Optional[Decision]:
+    """Decide whether open_session acts at all; None means go on.
+
+    *sentinel* is the (user, uid) the account phase of this PAM handle
+    admitted as a job owner, or None.
+    """
+    if service == SYSTEMD_USER_SERVICE:
+        return Decision(
+            "PAM_IGNORE", logs=((LOG_DEBUG, "systemd-user service: not acting"),)
+        )
+    if not service_matches(options, service):
+        return Decision(
+            "PAM_IGNORE",
+            logs=((LOG_DEBUG, f"service {service} is not {options.service}"),),
+        )
+    if sentinel is None:
+        return Decision(
+            "PAM_IGNORE",
+            logs=(
+                (LOG_DEBUG, "no session setup: not admitted by pam_flux as job owner"),
+            ),
+        )
+    if (user, uid) != sentinel:
+        return Decision(
+            "PAM_SESSION_ERR",
+            setup_failure_message(user or "?"),
+            ((LOG_ERR, f"user {user} is not the user {sentinel[0]} admitted"),),
+        )
+    return None
+
+
+# session stages, for decide_session()
+MANAGE_OFF = "manage-off"
+CONFIG = "config"
+SCOPE = "scope"
+REFUSED = "refused"
+CONFIRM = "confirm"
+ATTACHED = "attached"
+
+
+def decide_session(
+    user: str,
+    uid: int,
+    stage: str,
+    error: Optional[BaseException] = None,
+    scope: Optional[str] = None,
+    how: str = "",
+) -> Decision:
+    """Map the outcome of a session stage to a Decision.
+
+    *stage*: MANAGE_OFF (pam.manage-user-slice false: success, no scope),
+    CONFIG (the configuration cannot be read), SCOPE (the scope cannot be
+    created), REFUSED (the user is no longer active: pam.attach refused or
+    the marker is absent), CONFIRM (confirmation failed otherwise) or
+    ATTACHED (success; *how* says which confirmation was used).
+    """
+    who = f"user {user} (uid={uid})"
+    if stage == MANAGE_OFF:
+        return Decision(
+            "PAM_SUCCESS",
+            logs=((LOG_DEBUG, "pam.manage-user-slice is false: no scope"),),
+        )
+    if stage == ATTACHED:
+        return Decision(
+            "PAM_SUCCESS",
+            logs=((LOG_DEBUG, f"attached {who} to {scope} ({how})"),),
+            env=session_env(uid),
+        )
+    if stage == REFUSED:
+        return Decision(
+            "PAM_SESSION_ERR",
+            denial_message(user),
+            (
+                (
+                    LOG_INFO,
+                    f"session refused for {who}: no longer active ({how}: "
+                    f"{_errtext(error) if error else 'no marker'})",
+                ),
+            ),
+        )
+    what = {
+        CONFIG: "cannot read the configuration",
+        SCOPE: f"cannot create {scope}",
+        CONFIRM: f"cannot confirm {scope}",
+    }.get(stage, stage)
+    detail = f": {_errtext(error)}" if error else ""
+    return Decision(
+        "PAM_SESSION_ERR",
+        setup_failure_message(user),
+        ((LOG_ERR, f"session refused for {who}: {what}{detail}"),),
+    )
+
+
+def format_log(service: Optional[str], phase: str, text: str) -> str:
+    """Prefix a log line the way pam_syslog does: pam_flux(SERVICE:PHASE)."""
+    return f"pam_flux({service or '?'}:{phase}): {text}"
+
+
+def loggable(options: Options, priority: int) -> bool:
+    """Return True if a line at *priority* passes ``log_level``."""
+    return priority <= options.log_level
