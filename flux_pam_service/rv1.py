@@ -65,8 +65,9 @@ def parse(R: Any) -> dict:
             raise RError(f"R is not valid JSON: {exc}") from None
     if not isinstance(R, dict):
         raise RError("R is not a JSON object")
-    if R.get("version") != 1:
-        raise RError(f"R version {R.get('version')!r} is not supported (need 1)")
+    version = R.get("version")
+    if type(version) is not int or version != 1:
+        raise RError(f"R version {version!r} is not supported (need 1)")
     execution = R.get("execution")
     if not isinstance(execution, dict):
         raise RError("R has no execution object")
