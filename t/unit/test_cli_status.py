@@ -1,0 +1,159 @@
+"""`flux pam status`: table rendering and the view without the module.
+
+The path through a live broker is covered in the broker tier; here the
+rendering of pam.status responses (the documented RPC shape) and the
+fallback when no broker can be reached.
+"""
+
+import json
+
+import pytest
+
+from flux_pam_service.cli import main, status
+
+NOW = 1_700_000_000.0
+
+RESPONSE = {
+    "rank": 3,
+    "owner": 999,
+    "config": {},
+    "users": [
+        {
+            "uid": 0,
+            "active": True,
+            "admitted": True,
+            "jobs": [
+                {"id": 1, "running": True, "core": "0-1", "gpu": ""},
+                {"id": 2, "running": False, "core": "2", "gpu": "0"},
+            ],
+            "union": {"core": "0-2", "gpu": "0"},
+            "slice": {
+                "slice": {"active_state": "active"},
+                "service": {"active_state": "active"},
+                "scopes": ["flux-pam-41.scope", "flux-pam-77.scope"],
+            },
+            "last_action": {"action": "apply", "time": NOW - 125, "result": "ok"},
+            "errors": [],
+        },
+        {
+            "uid": 4242424,
+            "active": False,
+            "admitted": False,
+            "jobs": [],
+            "union": {"core": "", "gpu": ""},
+            "slice": None,
+            "last_action": {
+                "action": "teardown",
+                "time": NOW - 3,
+                "result": "EBUSY",
+            },
+            "errors": ["pids 12 (sleep) survive SIGKILL"],
+        },
+    ],
+    "pending": 0,
+    "systemd": "ok",
+}
+
+
+def test_rows_show_jobs_union_units_scopes_and_last_action_age():
+    r = status.rows(RESPONSE, now=NOW)
+    assert r[0] == [
+        "3",
+        "root",
+        "1/2",
+        "0-2",
+        "0",
+        "active",
+        "active",
+        "2",
+        "apply 2m ago",
+    ]
+    assert r[1] == [
+        "3",
+        "4242424",
+        "0/0",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "teardown (EBUSY) 3s ago",
+    ]
+    assert r[2] == ["  error: pids 12 (sleep) survive SIGKILL"]
+
+
+def test_table_aligns_columns_under_header():
+    text = status.format_table(status.rows(RESPONSE, now=NOW))
+    lines = text.splitlines()
+    assert lines[0].split() == status.HEADER
+    col = lines[0].index("SLICE")
+    assert lines[1][col:].startswith("active")
+    assert lines[3] == "  error: pids 12 (sleep) survive SIGKILL"
+
+
+@pytest.mark.parametrize(
+    "secs,text", [(0, "0s"), (59, "59s"), (60, "1m"), (7200, "2h"), (90000, "1d")]
+)
+def test_age_uses_largest_unit(secs, text):
+    assert status.age(NOW - secs, now=NOW) == text
+
+
+def test_resolve_user_accepts_name_and_number():
+    assert status.resolve_user("root") == 0
+    assert status.resolve_user("1234") == 1234
+    with pytest.raises(ValueError, match="no-such-user-x"):
+        status.resolve_user("no-such-user-x")
+
+
+def test_markers_lists_uids_with_active_marker(tmp_path):
+    for name in ("uid.1000.active", "uid.1000.lock", "uid.1001.lock", "uid.7.active"):
+        (tmp_path / name).write_text("")
+    assert status.markers(str(tmp_path)) == {"path": str(tmp_path), "uids": [7, 1000]}
+
+
+def test_markers_reports_unreadable_dir(tmp_path):
+    m = status.markers(str(tmp_path / "absent"))
+    assert "No such file or directory" in m["error"]
+
+
+@pytest.fixture
+def no_broker(monkeypatch, tmp_path):
+    """No broker and no system bus reachable."""
+    monkeypatch.setenv("FLUX_URI", f"local://{tmp_path}/nobroker")
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/nobus")
+    lock = tmp_path / "locks"
+    lock.mkdir()
+    (lock / "uid.0.active").write_text("")
+    return str(lock)
+
+
+def test_status_without_broker_says_so_and_shows_markers(no_broker, capsys):
+    assert main(["status", "--lock-dir", no_broker]) == 1
+    out = capsys.readouterr()
+    assert "flux-pam status: cannot reach the broker" in out.err
+    assert "markers in" in out.out and "root" in out.out
+    assert "systemd:" in out.out  # the bus error is reported, not raised
+
+
+def test_status_json_without_broker_is_the_local_view(no_broker, capsys):
+    assert main(["status", "--json", "--lock-dir", no_broker, "root"]) == 1
+    view = json.loads(capsys.readouterr().out)
+    assert view["markers"]["uids"] == [0]
+    assert "error" in view["systemd"]
+
+
+def test_status_refuses_unknown_user(capsys):
+    assert main(["status", "no-such-user-x"]) == 1
+    assert "unknown user 'no-such-user-x'" in capsys.readouterr().err
+
+
+def test_status_rank_and_all_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        main(["status", "-r", "1", "--all"])
+
+
+def test_status_help_works_without_flux(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["status", "--help"])
+    assert exc.value.code == 0
+    assert "--all" in capsys.readouterr().out
