@@ -9,7 +9,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ["config", "check", "status"]
+SUBCOMMANDS = ["config", "check", "status", "slice"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -68,15 +68,10 @@ def age(then: float, now: Optional[float] = None) -> str:
 
 
 def _unit_state(slice_state: Optional[dict], key: str) -> str:
-    """ActiveState of one unit from UserSlice.state(), "-" if unknown."""
+    """``slice_state`` or ``service_state`` of UserSlice.state(), or "-"."""
     if not isinstance(slice_state, dict):
         return "-"
-    unit = slice_state.get(key)
-    if isinstance(unit, dict):
-        return str(unit.get("active_state") or unit.get("ActiveState") or "-")
-    if isinstance(unit, str):
-        return unit
-    return "-"
+    return str(slice_state.get(key) or "-")
 
 
 def _scopes(slice_state: Optional[dict]) -> str:
@@ -113,8 +108,8 @@ def rows(response: dict, now: Optional[float] = None) -> List[List[str]]:
                 f"{running}/{len(jobs)}",
                 union.get("core") or "-",
                 union.get("gpu") or "-",
-                _unit_state(sl, "slice"),
-                _unit_state(sl, "service"),
+                _unit_state(sl, "slice_state"),
+                _unit_state(sl, "service_state"),
                 _scopes(sl),
                 last_text,
             ]
