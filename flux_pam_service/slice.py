@@ -1,0 +1,299 @@
+"""The lifecycle of one user's systemd slice (user-UID.slice, user@UID.service).
+
+Interface:
+    UserSlice(systemd, uid, user=None, log=None,
+              linger_dir="/var/lib/systemd/linger", job_timeout=30.0)
+        systemd: a flux_pam_service.systemd.Systemd (one per thread)
+        user: the user name, for the linger file; looked up with pwd if None
+        log: callable(syslog_level, message), like flux.brokermod's
+            BrokerLogger; default: discard
+        job_timeout: seconds to wait for the start/stop job of user@UID.service
+    .slice = "user-UID.slice", .service = "user@UID.service"
+    check_linger()   raise LingerError if linger is on for the user: the file
+                     linger_dir/USER exists, or logind (when it runs) says
+                     Linger=yes.  A user with linger has a user manager that
+                     outlives logins and jobs: we must not manage that slice.
+    prepare(props)   check_linger() (fatal), apply(props) if props (fatal),
+                     then start user@UID.service, waiting for the job (best
+                     effort: a failure is logged, not raised).  Constraints
+                     are applied before the user manager starts, so nothing
+                     of the user's runs unconfined in between.
+    apply(props)     SetUnitProperties (runtime) on user-UID.slice with
+                     properties.to_dbus(props), plus DevicePolicy=closed when
+                     *props* constrain anything and name no DevicePolicy.
+                     Raises ValueError for bad props (nothing is changed).
+    teardown(kill=False, grace=30.0)
+                     1. if kill and processes run in the slice outside
+                        user@UID.service: KillUnit SIGTERM on the slice, wait
+                        up to *grace* s for it to empty, KillUnit SIGKILL, wait
+                        up to *grace* s again (polling with backoff);
+                     2. StopUnit user@UID.service, waiting for the job
+                        (bounded by job_timeout);
+                     3. ResetFailedUnit user@UID.service (not loaded: fine);
+                     4. revert the slice's properties (properties.REVERT).
+                     If processes survive SIGKILL, steps 2-3 still run but 4
+                     does not (survivors stay confined), then SurvivorsError
+                     is raised; the caller drains the node.  A D-Bus failure
+                     in a step is logged, the other steps still run, and the
+                     first failure is raised at the end.
+    processes() -> [(cgroup, pid, cmdline)] in the slice (systemd's PIDs)
+    orphans() -> the same, outside user@UID.service
+    state() -> dict for `flux pam status`: slice and user@ states, scopes in
+               the slice, process counts, current constraints.
+Every operation is idempotent.
+
+PIDs: systemd reports PIDs of its own PID namespace; if this code does not
+run in it (a container managed from the host), they are not ours to signal.
+Signals are therefore sent with KillUnit only, never os.kill().
+"""
+
+import errno
+import os
+import pwd
+import signal
+import syslog
+import time
+from typing import Callable, Optional
+
+from flux_pam_service import idset, properties
+from flux_pam_service.systemd import DBusError, Systemd
+
+SLICE = "org.freedesktop.systemd1.Slice"
+UNIT = "org.freedesktop.systemd1.Unit"
+LOGIN1 = "org.freedesktop.login1"
+
+Log = Callable[[int, str], None]
+
+
+class LingerError(OSError):
+    """Linger is on for the user: refuse to manage the slice."""
+
+
+class SurvivorsError(OSError):
+    """Processes survived SIGKILL; .survivors = [(pid, cmdline), ...]."""
+
+    def __init__(self, unit: str, survivors: list) -> None:
+        shown = ", ".join(f"{pid} ({cmd})" for pid, cmd in survivors[:10])
+        more = f" and {len(survivors) - 10} more" if len(survivors) > 10 else ""
+        super().__init__(
+            errno.EBUSY,
+            f"{unit}: {len(survivors)} process(es) survived SIGKILL: {shown}{more}",
+        )
+        self.survivors = survivors
+
+
+def _discard(_level: int, _message: str) -> None:
+    pass
+
+
+class UserSlice:
+    """One user's slice and user manager, driven through systemd."""
+
+    def __init__(
+        self,
+        systemd: Systemd,
+        uid: int,
+        user: Optional[str] = None,
+        log: Optional[Log] = None,
+        linger_dir: str = "/var/lib/systemd/linger",
+        job_timeout: float = 30.0,
+    ) -> None:
+        if isinstance(uid, bool) or not isinstance(uid, int) or uid < 0:
+            raise ValueError(f"uid {uid!r} is not a non-negative integer")
+        self.systemd = systemd
+        self.uid = uid
+        self._user = user
+        self.log = log or _discard
+        self.linger_dir = linger_dir
+        self.job_timeout = job_timeout
+        self.slice = f"user-{uid}.slice"
+        self.service = f"user@{uid}.service"
+
+    @property
+    def user(self) -> Optional[str]:
+        if self._user is None:
+            try:
+                self._user = pwd.getpwuid(self.uid).pw_name
+            except KeyError:
+                return None
+        return self._user
+
+    # ------------------------------------------------------------ linger
+
+    def check_linger(self) -> None:
+        """Raise LingerError if linger is on for this user."""
+        user = self.user
+        if user is not None:
+            path = os.path.join(self.linger_dir, user)
+            if os.path.lexists(path):
+                raise LingerError(
+                    errno.EBUSY,
+                    f"user {user} ({self.uid}) has linger enabled ({path}): "
+                    f"refusing to manage {self.slice}",
+                )
+        if self._logind_linger():
+            raise LingerError(
+                errno.EBUSY,
+                f"user {user or self.uid} ({self.uid}) has linger enabled "
+                f"(logind): refusing to manage {self.slice}",
+            )
+
+    def _logind_linger(self) -> bool:
+        """Ask logind, if it is running (never activate it)."""
+        try:
+            if not self.systemd.name_has_owner(LOGIN1):
+                return False
+            path = self.systemd.call(
+                LOGIN1,
+                "/org/freedesktop/login1",
+                "org.freedesktop.login1.Manager",
+                "GetUser",
+                "u",
+                (self.uid,),
+            )[0]
+            body = self.systemd.call(
+                LOGIN1,
+                path,
+                "org.freedesktop.DBus.Properties",
+                "Get",
+                "ss",
+                ("org.freedesktop.login1.User", "Linger"),
+            )
+            return bool(body[0][1])
+        except DBusError as exc:
+            if exc.name != "org.freedesktop.login1.NoSuchUser":
+                self.log(syslog.LOG_DEBUG, f"{self.slice}: logind linger query: {exc}")
+            return False
+
+    # ------------------------------------------------------------ prepare / apply
+
+    def prepare(self, props: Optional[dict] = None) -> None:
+        """Check linger, apply *props*, start user@UID.service (best effort)."""
+        self.check_linger()
+        if props:
+            self.apply(props)
+        try:
+            job = self.systemd.start_unit(self.service, "replace")
+            result = self.systemd.wait_job(job, self.job_timeout)
+            if result != "done":
+                self.log(syslog.LOG_WARNING, f"start {self.service}: job {result}")
+        except DBusError as exc:
+            self.log(syslog.LOG_WARNING, f"start {self.service}: {exc}")
+
+    def apply(self, props: dict) -> None:
+        """Set *props* (sdexec-mapper form) on the slice, at runtime."""
+        dbus_props = properties.to_dbus(props)
+        if properties.has_constraints(props) and "DevicePolicy" not in props:
+            dbus_props.append(("DevicePolicy", ("s", "closed")))
+        self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
+
+    # ------------------------------------------------------------ teardown
+
+    def processes(self) -> list:
+        """[(cgroup, pid, cmdline)] of every process in the slice."""
+        return self.systemd.unit_processes(self.slice)
+
+    def orphans(self) -> list:
+        """Processes in the slice but outside user@UID.service."""
+        inside = f"/{self.service}/"
+        return [p for p in self.processes() if inside not in p[0] + "/"]
+
+    def _wait_empty(self, timeout: float) -> list:
+        """Poll (with backoff) until the slice is empty; return what is left."""
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            left = self.processes()
+            now = time.monotonic()
+            if not left or now >= deadline:
+                return left
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 0.5)
+
+    def _kill(self, grace: float) -> list:
+        """SIGTERM, wait, SIGKILL, wait; return the survivors."""
+        self.log(syslog.LOG_INFO, f"{self.slice}: sending SIGTERM")
+        self.systemd.kill_unit(self.slice, "all", signal.SIGTERM)
+        left = self._wait_empty(grace)
+        if not left:
+            return []
+        self.log(
+            syslog.LOG_WARNING,
+            f"{self.slice}: {len(left)} process(es) left after SIGTERM "
+            f"and {grace}s; sending SIGKILL",
+        )
+        self.systemd.kill_unit(self.slice, "all", signal.SIGKILL)
+        return self._wait_empty(grace)
+
+    def teardown(self, kill: bool = False, grace: float = 30.0) -> None:
+        """Kill (optionally), stop user@, reset it, revert the slice."""
+        errors: list = []
+        survivors: list = []
+        if kill:
+            try:
+                if self.orphans():
+                    survivors = self._kill(grace)
+            except DBusError as exc:
+                self.log(syslog.LOG_ERR, f"{self.slice}: kill: {exc}")
+                errors.append(exc)
+        try:
+            job = self.systemd.stop_unit(self.service, "replace")
+            result = self.systemd.wait_job(job, self.job_timeout)
+            if result not in ("done", "unknown"):
+                self.log(syslog.LOG_WARNING, f"stop {self.service}: job {result}")
+        except DBusError as exc:
+            self.log(syslog.LOG_ERR, f"stop {self.service}: {exc}")
+            errors.append(exc)
+        try:
+            self.systemd.reset_failed_unit(self.service)
+        except DBusError as exc:
+            if exc.name != "org.freedesktop.systemd1.NoSuchUnit":
+                self.log(syslog.LOG_ERR, f"reset-failed {self.service}: {exc}")
+                errors.append(exc)
+        if survivors:
+            err = SurvivorsError(self.slice, [(pid, cmd) for _, pid, cmd in survivors])
+            self.log(syslog.LOG_ERR, str(err))
+            raise err
+        try:
+            self.systemd.set_unit_properties(self.slice, properties.REVERT)
+        except DBusError as exc:
+            self.log(syslog.LOG_ERR, f"revert {self.slice}: {exc}")
+            errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> dict:
+        """The slice as systemd sees it, for `flux pam status`."""
+        sd = self.systemd
+        procs = self.processes()
+        inside = f"/{self.service}/"
+        scopes = sorted(
+            {
+                part
+                for cgroup, _, _ in procs
+                for part in cgroup.split("/")
+                if part.endswith(".scope") and inside not in cgroup + "/"
+            }
+        )
+        props = sd.unit_properties(self.slice, SLICE)
+        return {
+            "uid": self.uid,
+            "user": self.user,
+            "slice": self.slice,
+            "slice_state": sd.unit_property(self.slice, "ActiveState"),
+            "service": self.service,
+            "service_state": sd.unit_property(self.service, "ActiveState"),
+            "scopes": scopes,
+            "processes": len(procs),
+            "orphans": sum(1 for p in procs if inside not in p[0] + "/"),
+            "AllowedCPUs": idset.encode(properties.bitmap_to_ids(props["AllowedCPUs"])),
+            "AllowedMemoryNodes": idset.encode(
+                properties.bitmap_to_ids(props["AllowedMemoryNodes"])
+            ),
+            "DevicePolicy": props["DevicePolicy"],
+            "DeviceAllow": sorted([list(e) for e in props["DeviceAllow"]]),
+            "MemoryHigh": props["MemoryHigh"],
+            "MemoryMax": props["MemoryMax"],
+        }

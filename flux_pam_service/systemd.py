@@ -1,0 +1,438 @@
+"""A blocking D-Bus client of systemd's manager, with a timeout on every call.
+
+Interface:
+    Systemd(address=None, timeout=5.0)
+        address: a D-Bus address ("unix:path=...").  None means
+            $DBUS_SYSTEM_BUS_ADDRESS, else unix:path=/run/dbus/system_bus_socket.
+        timeout: seconds allowed for each call (connecting included).
+        It connects on first use and again after the connection is lost.
+        close(); usable as a context manager.
+    start_unit(name, mode="replace") -> job object path
+    stop_unit(name, mode="replace") -> job object path
+    kill_unit(name, whom="all", signal=15)
+    reset_failed_unit(name)
+    set_unit_properties(name, props, runtime=True)
+        props: [(name, (signature, value)), ...] as properties.to_dbus() makes
+    start_transient_scope(name, slice, pids, properties=(), mode="fail") -> job path
+    get_unit(name) -> unit object path, or None if the unit is not loaded
+    unit_property(name, prop, interface="org.freedesktop.systemd1.Unit") -> value
+        Reads through the unit's object path, which makes systemd load the
+        unit if needed, so it works for units that are not loaded too.
+    unit_properties(name, interface=...) -> dict of every property (GetAll)
+    unit_processes(name) -> [(cgroup, pid, cmdline), ...]; [] if not loaded.
+        PIDs are in systemd's PID namespace.
+    wait_job(job_path, timeout) -> "done" | "canceled" | "timeout" | "failed" |
+        "dependency" | "skipped" | "unknown"
+        Uses the JobRemoved signal.  systemd sends it to the client that
+        created the job (no Subscribe needed); the match is added before the
+        first call that creates a job, so the signal cannot be missed.
+        "unknown" means the job vanished without a JobRemoved reaching this
+        connection (a job another client made).  TimeoutError-like
+        DBusError (ETIMEDOUT) if the job is still there after *timeout*.
+    manager_property(prop) -> value of an org.freedesktop.systemd1.Manager property
+    call(destination, path, interface, method, signature="", args=()) -> tuple
+        any method call, with the same timeout and error handling.
+    name_has_owner(name) -> bool
+
+Errors: every failure is a DBusError (an OSError).  .name is the D-Bus error
+name (e.g. "org.freedesktop.systemd1.NoSuchUnit"), or None when the bus could
+not be reached or did not answer; str() has the name and systemd's message.
+errno: ENOENT for NoSuchUnit/NoSuchJob/ServiceUnknown and a missing socket,
+EPERM for AccessDenied and InteractiveAuthorizationRequired, EINVAL for
+InvalidArgs, EEXIST for UnitExists, ETIMEDOUT when no reply came within the
+timeout, ECONNREFUSED/ECONNRESET when the bus refused or dropped the
+connection, EIO otherwise.
+
+Threads: a Systemd object holds one connection and is NOT thread-safe.  Use
+one Systemd per thread (the broker module runs these blocking calls from
+worker threads, each with its own connection).
+
+Why jeepney.  pam_flux runs under Debian's /usr/bin/python3 without a venv and
+the broker module under flux's Python, so the library must be a Debian
+package.  Measured with bench/dbus_floor.py --libs against systemd 252 in the
+test bed (2-core VM, median / p95 per call, 300 calls, host -> container bus):
+
+    library                     GetUnit          SetUnitProperties (ay, 2 props)
+    jeepney 0.8 (Debian)        0.22 / 0.32 ms   1.36 / 1.85 ms
+    dbus-python 1.3.2 (Debian)  0.20 / 0.31 ms   1.35 / 1.80 ms
+    dbus-fast 2.x (PyPI, sync   -- not usable: async-only API, needs an
+      path absent)                 event loop; not in Debian bookworm
+    sdbus (PyPI)                -- not in Debian bookworm; needs libsystemd
+                                   headers to build here
+
+(figures: see bench/results/dbus-libs-*.json for the latest run.)  The
+per-call cost is dominated by systemd itself (SetUnitProperties writes a
+drop-in and reloads cgroup attributes), so the libraries are within noise of
+each other; jeepney wins on the other criteria: pure Python (no GLib main
+loop, unlike dbus-python, whose blocking calls also run through libdbus's
+global state and are awkward to bound per call), an explicit per-call
+timeout, a deadline-based socket API we can bound end to end (connect,
+authentication and Hello included), and python3-jeepney is in Debian.
+"""
+
+import errno
+import os
+import socket
+import time
+from collections import deque
+from typing import Any, Iterable, Optional
+
+from jeepney import DBusAddress, HeaderFields, MatchRule, MessageType, new_method_call
+from jeepney.bus_messages import message_bus
+from jeepney.io.blocking import DBusConnection, Proxy, prep_socket
+
+DEFAULT_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+
+_ERRNO = {
+    "org.freedesktop.systemd1.NoSuchUnit": errno.ENOENT,
+    "org.freedesktop.systemd1.NoSuchJob": errno.ENOENT,
+    "org.freedesktop.systemd1.LoadFailed": errno.ENOENT,
+    "org.freedesktop.systemd1.UnitExists": errno.EEXIST,
+    "org.freedesktop.systemd1.NoSuchProcess": errno.ESRCH,
+    "org.freedesktop.DBus.Error.ServiceUnknown": errno.ENOENT,
+    "org.freedesktop.DBus.Error.NameHasNoOwner": errno.ENOENT,
+    "org.freedesktop.DBus.Error.UnknownObject": errno.ENOENT,
+    "org.freedesktop.DBus.Error.AccessDenied": errno.EPERM,
+    "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired": errno.EPERM,
+    "org.freedesktop.DBus.Error.InvalidArgs": errno.EINVAL,
+    "org.freedesktop.DBus.Error.UnknownProperty": errno.EINVAL,
+    "org.freedesktop.DBus.Error.PropertyReadOnly": errno.EINVAL,
+    "org.freedesktop.DBus.Error.NoReply": errno.ETIMEDOUT,
+    "org.freedesktop.DBus.Error.Timeout": errno.ETIMEDOUT,
+    "org.freedesktop.DBus.Error.TimedOut": errno.ETIMEDOUT,
+}
+
+
+class DBusError(OSError):
+    """A failed D-Bus call; .name is the D-Bus error name (None if local)."""
+
+    def __init__(self, err: int, name: Optional[str], message: str) -> None:
+        text = f"{name}: {message}" if name else message
+        super().__init__(err, text)
+        self.name = name
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+    @classmethod
+    def from_name(cls, name: str, message: str) -> "DBusError":
+        return cls(_ERRNO.get(name, errno.EIO), name, message)
+
+
+def _escape(name: str) -> str:
+    """systemd's bus_label_escape(): unit name -> object path element."""
+    if not name:
+        return "_"
+    return "".join(
+        c if (c.isascii() and c.isalnum()) else f"_{ord(c):02x}" for c in name
+    )
+
+
+def unit_path(name: str) -> str:
+    """The object path of unit *name* (systemd loads it on first access)."""
+    return f"{MANAGER_PATH}/unit/{_escape(name)}"
+
+
+class _Connection(DBusConnection):
+    """jeepney's DBusConnection, but whose Hello has a timeout too."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        # DBusConnection.__init__ says Hello with no timeout; do it ourselves.
+        super(DBusConnection, self).__init__(sock, enable_fds=False)
+        from jeepney.io.blocking import _Future
+        from jeepney.io.common import MessageFilters
+        from jeepney.routing import Router
+
+        self._router = Router(_Future)
+        self._filters = MessageFilters()
+        self.bus_proxy = Proxy(message_bus, self, timeout=timeout)
+        self.unique_name = self.bus_proxy.Hello()[0]
+
+
+class Systemd:
+    """Blocking client of systemd's manager; one per thread (see module doc)."""
+
+    def __init__(self, address: Optional[str] = None, timeout: float = 5.0) -> None:
+        self.address = (
+            address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_ADDRESS
+        )
+        self.timeout = timeout
+        self._conn: Optional[_Connection] = None
+        self._jobs: Optional[deque] = None
+        self._filter: Any = None
+        self._job_results: dict = {}
+
+    # ------------------------------------------------------------ connection
+
+    def __enter__(self) -> "Systemd":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (a later call reconnects)."""
+        if self._filter is not None:
+            self._filter.close()
+            self._filter = None
+        self._jobs = None
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            self._conn = None
+
+    def connect(self) -> None:
+        """Connect now (calls connect on first use anyway)."""
+        self._connection()
+
+    def _connection(self) -> _Connection:
+        if self._conn is not None:
+            return self._conn
+        try:
+            from jeepney.bus import get_bus
+
+            path = get_bus(self.address)
+        except (ValueError, StopIteration, KeyError) as exc:
+            raise DBusError(
+                errno.EINVAL, None, f"bad D-Bus address {self.address!r}: {exc}"
+            ) from None
+        try:
+            sock = prep_socket(path, timeout=self.timeout)
+            # bound sendall() too: a bus that stops reading must not hang us
+            sock.settimeout(self.timeout)
+            self._conn = _Connection(sock, self.timeout)
+        except TimeoutError:
+            raise DBusError(
+                errno.ETIMEDOUT,
+                None,
+                f"D-Bus at {self.address} did not answer in {self.timeout}s",
+            ) from None
+        except OSError as exc:
+            raise DBusError(
+                exc.errno or errno.ECONNREFUSED,
+                None,
+                f"cannot connect to D-Bus at {self.address}: {exc.strerror or exc}",
+            ) from None
+        return self._conn
+
+    def _watch_jobs(self) -> None:
+        """Add the JobRemoved match before the first call that makes a job."""
+        if self._jobs is not None:
+            return
+        conn = self._connection()
+        fields = dict(
+            type="signal", interface=MANAGER, member="JobRemoved", path=MANAGER_PATH
+        )
+        rule = MatchRule(sender=SYSTEMD, **fields)
+        queue: deque = deque()
+        # jeepney compares the sender field literally, and signals carry
+        # systemd's unique name: filter locally without it
+        self._filter = conn.filter(MatchRule(**fields), queue=queue)
+        self.call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "AddMatch",
+            "s",
+            (rule.serialise(),),
+        )
+        self._jobs = queue
+
+    # ------------------------------------------------------------ calls
+
+    def call(
+        self,
+        destination: str,
+        path: str,
+        interface: str,
+        method: str,
+        signature: str = "",
+        args: Iterable = (),
+        timeout: Optional[float] = None,
+    ) -> tuple:
+        """Call a method; return the reply body or raise DBusError."""
+        timeout = self.timeout if timeout is None else timeout
+        conn = self._connection()
+        msg = new_method_call(
+            DBusAddress(path, bus_name=destination, interface=interface),
+            method,
+            signature or None,
+            tuple(args),
+        )
+        try:
+            reply = conn.send_and_get_reply(msg, timeout=timeout)
+        except TimeoutError:
+            raise DBusError(
+                errno.ETIMEDOUT,
+                None,
+                f"{interface}.{method}: no reply within {timeout}s",
+            ) from None
+        except (ConnectionError, OSError) as exc:
+            self.close()
+            raise DBusError(
+                exc.errno or errno.ECONNRESET,
+                None,
+                f"{interface}.{method}: D-Bus connection lost: {exc}",
+            ) from None
+        if reply.header.message_type == MessageType.error:
+            name = reply.header.fields.get(HeaderFields.error_name, "unknown")
+            text = reply.body[0] if reply.body else ""
+            raise DBusError.from_name(name, f"{method}: {text}")
+        return reply.body
+
+    def _manager(self, method: str, signature: str = "", *args: Any) -> tuple:
+        return self.call(SYSTEMD, MANAGER_PATH, MANAGER, method, signature, args)
+
+    def start_unit(self, name: str, mode: str = "replace") -> str:
+        self._watch_jobs()
+        return self._manager("StartUnit", "ss", name, mode)[0]
+
+    def stop_unit(self, name: str, mode: str = "replace") -> str:
+        self._watch_jobs()
+        return self._manager("StopUnit", "ss", name, mode)[0]
+
+    def kill_unit(self, name: str, whom: str = "all", signal: int = 15) -> None:
+        self._manager("KillUnit", "ssi", name, whom, signal)
+
+    def reset_failed_unit(self, name: str) -> None:
+        self._manager("ResetFailedUnit", "s", name)
+
+    def set_unit_properties(
+        self, name: str, props: Iterable, runtime: bool = True
+    ) -> None:
+        self._manager("SetUnitProperties", "sba(sv)", name, runtime, list(props))
+
+    def start_transient_scope(
+        self,
+        name: str,
+        slice: str,
+        pids: Iterable[int],
+        properties: Iterable = (),
+        mode: str = "fail",
+    ) -> str:
+        props = [("Slice", ("s", slice)), ("PIDs", ("au", list(pids)))]
+        props += list(properties)
+        self._watch_jobs()
+        return self._manager(
+            "StartTransientUnit", "ssa(sv)a(sa(sv))", name, mode, props, []
+        )[0]
+
+    def get_unit(self, name: str) -> Optional[str]:
+        try:
+            return self._manager("GetUnit", "s", name)[0]
+        except DBusError as exc:
+            if exc.name == "org.freedesktop.systemd1.NoSuchUnit":
+                return None
+            raise
+
+    def unit_property(self, name: str, prop: str, interface: str = UNIT) -> Any:
+        body = self.call(
+            SYSTEMD, unit_path(name), PROPERTIES, "Get", "ss", (interface, prop)
+        )
+        return body[0][1]
+
+    def unit_properties(self, name: str, interface: str = UNIT) -> dict:
+        body = self.call(
+            SYSTEMD, unit_path(name), PROPERTIES, "GetAll", "s", (interface,)
+        )
+        return {k: v[1] for k, v in body[0].items()}
+
+    def manager_property(self, prop: str) -> Any:
+        body = self.call(
+            SYSTEMD, MANAGER_PATH, PROPERTIES, "Get", "ss", (MANAGER, prop)
+        )
+        return body[0][1]
+
+    def unit_processes(self, name: str) -> list:
+        try:
+            return [tuple(p) for p in self._manager("GetUnitProcesses", "s", name)[0]]
+        except DBusError as exc:
+            if exc.name == "org.freedesktop.systemd1.NoSuchUnit":
+                return []
+            raise
+
+    def name_has_owner(self, name: str) -> bool:
+        body = self.call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            (name,),
+        )
+        return bool(body[0])
+
+    # ------------------------------------------------------------ jobs
+
+    def _drain_jobs(self) -> None:
+        while self._jobs:
+            msg = self._jobs.popleft()
+            # JobRemoved(u id, o job, s unit, s result)
+            _id, path, _unit, result = msg.body
+            self._job_results[path] = result
+        while len(self._job_results) > 1024:
+            self._job_results.pop(next(iter(self._job_results)))
+
+    def wait_job(self, job_path: str, timeout: float) -> str:
+        """Wait up to *timeout* s for job *job_path* to finish; return its result."""
+        self._watch_jobs()
+        conn = self._connection()
+        deadline = time.monotonic() + timeout
+        # also look at the job object now and then, with backoff, in case its
+        # JobRemoved was not addressed to us
+        check_at = time.monotonic()
+        interval = 0.05
+        while True:
+            self._drain_jobs()
+            if job_path in self._job_results:
+                return self._job_results.pop(job_path)
+            now = time.monotonic()
+            if now >= check_at:
+                if not self._job_exists(job_path):
+                    self._drain_jobs()
+                    return self._job_results.pop(job_path, "unknown")
+                interval = min(interval * 2, 1.0)
+                check_at = now + interval
+            left = min(deadline, check_at) - now
+            if now >= deadline:
+                raise DBusError(
+                    errno.ETIMEDOUT, None, f"job {job_path}: not done in {timeout}s"
+                )
+            try:
+                conn.recv_messages(timeout=max(left, 0.001))
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                self.close()
+                raise DBusError(
+                    exc.errno or errno.ECONNRESET,
+                    None,
+                    f"waiting for job {job_path}: D-Bus connection lost: {exc}",
+                ) from None
+
+    def _job_exists(self, job_path: str) -> bool:
+        try:
+            self.call(
+                SYSTEMD,
+                job_path,
+                PROPERTIES,
+                "Get",
+                "ss",
+                ("org.freedesktop.systemd1.Job", "State"),
+            )
+        except DBusError as exc:
+            if exc.errno == errno.ENOENT or exc.name in (
+                "org.freedesktop.DBus.Error.UnknownMethod",
+                "org.freedesktop.DBus.Error.UnknownInterface",
+            ):
+                return False
+            raise
+        return True
