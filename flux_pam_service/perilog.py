@@ -89,6 +89,7 @@ import errno
 import json
 import os
 import sys
+import syslog
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, TextIO
 
@@ -371,7 +372,10 @@ class Perilog:
     def _job_userid(self, jobspec: Optional[dict], userid: int) -> int:
         from . import testmode
 
-        return testmode.job_userid(jobspec or {}, userid, self.test_instance)
+        try:
+            return testmode.job_userid(jobspec or {}, userid, self.test_instance)
+        except ValueError as exc:
+            raise PerilogError(str(exc)) from None
 
     def resolve_user(self) -> int:
         """Return the user the job is managed as (test mapping applied)."""
@@ -427,18 +431,26 @@ class Perilog:
         from .slice import UserSlice
         from .systemd import Systemd
 
-        return UserSlice(Systemd(), self.uid)
+        def log(level: int, text: str) -> None:
+            if level <= syslog.LOG_WARNING:
+                self.log.error(text)
+            else:
+                self.log.debug(text)
+
+        return UserSlice(Systemd(), self.uid, log=log)
 
     # -- the two programs --------------------------------------------------
 
     def prolog_alone(self, us: Any) -> None:
         from . import lockdir
 
-        if us.check_linger():
+        try:
+            us.check_linger()
+        except OSError as exc:
             raise PerilogError(
-                f"linger is enabled for uid {self.uid}: disable it"
-                f" (loginctl disable-linger) on Flux compute nodes"
-            )
+                f"{_errtext(exc)} (linger must be off for job users on Flux"
+                " compute nodes: loginctl disable-linger)"
+            ) from None
         self.log.debug(f"uid {self.uid}: linger is off")
         others = self.other_jobs()
         self.log.debug(
@@ -450,20 +462,17 @@ class Perilog:
             props = self.properties(res)
             try:
                 us.apply(props)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise PerilogError(
                     f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
                 ) from None
             self.log.debug(f"user-{self.uid}.slice: applied {res.to_dict()}")
         lockdir.set_marker(self.uid, self.lockdir_path)
         self.log.debug(f"uid {self.uid}: marker set")
-        try:
-            us.prepare()
-            self.log.debug(f"user@{self.uid}.service: started")
-        except OSError as exc:
-            self.log.error(
-                f"warning: cannot start user@{self.uid}.service: {_errtext(exc)}"
-            )
+        # Start user@UID.service: best effort (prepare() logs a failure to
+        # start).  It checks linger again, which holds: we hold the lock.
+        us.prepare(None)
+        self.log.debug(f"user@{self.uid}.service: started")
 
     def housekeeping_alone(self, us: Any) -> None:
         from . import lockdir
@@ -478,7 +487,7 @@ class Perilog:
                 props = self.properties(res)
                 try:
                     us.apply(props)
-                except OSError as exc:
+                except (OSError, ValueError) as exc:
                     raise PerilogError(
                         f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
                     ) from None
@@ -492,9 +501,10 @@ class Perilog:
                 grace=self.cfg.kill_slice_grace_time,
             )
         except OSError as exc:
-            reason = f"flux-pam: uid {self.uid}: {_errtext(exc)}"
-            if exc.errno == errno.EBUSY:
-                self.broker.drain(reason)
+            from .slice import SurvivorsError
+
+            if isinstance(exc, SurvivorsError):
+                self.broker.drain(f"flux-pam: {_errtext(exc)}")
             raise PerilogError(
                 f"teardown of user-{self.uid}.slice: {_errtext(exc)}"
             ) from None

@@ -1,0 +1,219 @@
+#!/bin/bash
+
+test_description='prolog and housekeeping executables working alone (no pam module)
+
+A 2-broker test instance runs flux-pam-prolog per rank (perilog.so) and
+flux-pam-housekeeping as its housekeeping command; systemd is the test bed.
+The pam module is not loaded, so the executables do all of the work.'
+
+. "$(dirname "$0")"/lib/init.sh
+. "$(dirname "$0")"/lib/perilog.sh
+
+flux_pam_require_flux
+perilog_require_testbed
+perilog_write_config
+test_under_flux_pam 2
+
+U=$PERILOG_UID
+
+# R's cores of a job on RANK (logical ids; this VM maps core N to CPU N)
+job_cores() {
+	flux job info "$1" R |
+		jq -r --arg r "${2:-0}" '.execution.R_lite[] | select(.rank == $r) | .children.core'
+}
+
+# Stop a job and wait until its housekeeping has finished everywhere.
+end_job() {
+	flux cancel "$1" &&
+	flux job wait-event -t 60 "$1" clean &&
+	perilog_wait_hk_idle 60
+}
+
+pam_on() {
+	perilog_config_load <<-EOF
+	[pam]
+	manage-user-slice = true
+	$1
+	[exec]
+	sdexec-constrain-resources = true
+	EOF
+}
+
+test_expect_success 'the instance is a test instance without the pam module' '
+	test "$(flux getattr broker.boot-method)" = simple &&
+	test_must_fail flux module stats pam
+'
+test_expect_success 'load the config with pam.manage-user-slice on every rank' '
+	pam_on &&
+	flux exec -r all flux config get pam.manage-user-slice >mus.out &&
+	test "$(sort -u mus.out)" = true
+'
+test_expect_success 'load sdexec-mapper on every rank' '
+	perilog_load_mapper
+'
+test_expect_success 'the user starts clean' '
+	perilog_torn_down
+'
+test_expect_success 'a job of the instance owner is skipped' '
+	id=$(flux submit -N1 --requires=rank:0 true) &&
+	flux job wait-event -t 30 $id clean &&
+	perilog_wait_hk_idle &&
+	perilog_log prolog $id >owner.log &&
+	grep "is the instance owner: skipping" owner.log &&
+	! marker_exists $(id -u) &&
+	perilog_torn_down
+'
+test_expect_success 'prolog starts user@, constrains the slice and writes the marker' '
+	job1=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job1 start &&
+	manager_is active &&
+	slice_cpus_are "$(job_cores $job1)" &&
+	test "$(slice_prop DevicePolicy)" = closed &&
+	marker_exists &&
+	test "$(stat -c %a "$FLUX_PAM_LOCK_DIR")" = 700 &&
+	test "$(stat -c %a "$FLUX_PAM_LOCK_DIR/uid.$U.lock")" = 600
+'
+test_expect_success 'a second job of the user on the rank widens the slice to the union' '
+	job2=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job2 start &&
+	test "$(job_cores $job1)" != "$(job_cores $job2)" &&
+	slice_cpus_are 0-1 &&
+	perilog_log prolog $job2 >job2.log &&
+	grep "1 other active job" job2.log
+'
+test_expect_success 'the first job ends: housekeeping shrinks the slice, user@ stays' '
+	end_job $job1 &&
+	slice_cpus_are "$(job_cores $job2)" &&
+	manager_is active &&
+	marker_exists &&
+	perilog_log housekeeping $job1 >hk1.log &&
+	grep "1 remaining job" hk1.log
+'
+test_expect_success 'the last job ends: marker removed, user@ stopped, slice reverted' '
+	end_job $job2 &&
+	perilog_torn_down &&
+	perilog_log housekeeping $job2 >hk2.log &&
+	grep "torn down" hk2.log
+'
+test_expect_success 'prolog got an F58 id and housekeeping a decimal one: same job' '
+	f58=$(flux job id --to=f58 $job2) &&
+	grep -F "flux-pam-prolog[$f58]" job2.log &&
+	grep -F "flux-pam-housekeeping[$f58]" hk2.log
+'
+test_expect_success 'the executables accept FLUX_JOB_ID as F58 and as decimal' '
+	job3=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job3 start &&
+	FLUX_JOB_ID=$(flux job id --to=dec $job3) FLUX_JOB_USERID=$(id -u) \
+		"$PERILOG_PROLOG" 2>dec.err &&
+	grep -F "flux-pam-prolog[$(flux job id --to=f58 $job3)]" dec.err &&
+	FLUX_JOB_ID=$(flux job id --to=f58plain $job3) FLUX_JOB_USERID=$(id -u) \
+		"$PERILOG_PROLOG" 2>f58.err &&
+	grep "1 other active job" f58.err &&
+	slice_cpus_are "$(job_cores $job3)" &&
+	end_job $job3 &&
+	perilog_torn_down
+'
+test_expect_success 'a malformed FLUX_JOB_ID fails naming the variable' '
+	test_expect_code 1 env FLUX_JOB_ID=notanid FLUX_JOB_USERID=$U \
+		"$PERILOG_HOUSEKEEPING" 2>bad.err &&
+	grep "FLUX_JOB_ID" bad.err
+'
+test_expect_success 'a job on both ranks runs the prolog and housekeeping on each' '
+	job4=$(perilog_submit -N2 -n2 -c1 sleep inf) &&
+	flux job wait-event -t 30 $job4 start &&
+	manager_is active &&
+	slice_cpus_are "$(job_cores $job4 0)" &&
+	marker_exists &&
+	perilog_log prolog $job4 >job4.log &&
+	grep "(rank 0)" job4.log &&
+	grep "(rank 1)" job4.log &&
+	end_job $job4 &&
+	perilog_log housekeeping $job4 >hk4.log &&
+	grep "(rank 0)" hk4.log | grep "torn down" &&
+	grep "(rank 1)" hk4.log | grep "torn down" &&
+	perilog_torn_down
+'
+test_expect_success 'partial release: housekeeping with release-after = "0"' '
+	cp "$FLUX_PAM_CONFDIR/job-manager.toml" jm.orig &&
+	perilog_jobmanager_toml "release-after = \"0\"" \
+		>"$FLUX_PAM_CONFDIR/job-manager.toml" &&
+	pam_on &&
+	flux config get job-manager.housekeeping.release-after | grep "\"0\"" &&
+	job5=$(perilog_submit -N2 -n2 -c1 sleep inf) &&
+	flux job wait-event -t 30 $job5 start &&
+	end_job $job5 &&
+	perilog_torn_down &&
+	job6=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job6 start &&
+	slice_cpus_are "$(job_cores $job6)" &&
+	marker_exists &&
+	end_job $job6 &&
+	perilog_torn_down &&
+	cp jm.orig "$FLUX_PAM_CONFDIR/job-manager.toml" &&
+	pam_on
+'
+test_expect_success 'pam.manage-user-slice = false: the executables do nothing' '
+	perilog_config_load </dev/null &&
+	job7=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job7 start &&
+	perilog_log prolog $job7 | grep "manage-user-slice is false: skipping" &&
+	! marker_exists &&
+	! manager_is active &&
+	end_job $job7 &&
+	pam_on
+'
+test_expect_success 'linger enabled for the user: prolog fails and drains the rank' '
+	testbed_run -- mkdir -p /var/lib/systemd/linger &&
+	testbed_run -- touch /var/lib/systemd/linger/alice &&
+	test_when_finished "testbed_run -- rm -f /var/lib/systemd/linger/alice" &&
+	job8=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job8 exception &&
+	perilog_log prolog $job8 | grep "has linger enabled" &&
+	flux resource drain -no {ranks} | grep -w 0 &&
+	! marker_exists &&
+	flux job wait-event -t 30 $job8 clean &&
+	perilog_wait_hk_idle &&
+	flux resource undrain 0
+'
+test_expect_success 'linger check then passes again' '
+	testbed_run -- rm -f /var/lib/systemd/linger/alice &&
+	job9=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job9 start &&
+	end_job $job9 &&
+	perilog_torn_down
+'
+for mode in 0770 0707; do
+test_expect_success "lock directory mode $mode: prolog exception, rank drained, 'writable' logged" '
+	chmod '$mode' "$FLUX_PAM_LOCK_DIR" &&
+	test_when_finished "chmod 0700 \"$FLUX_PAM_LOCK_DIR\"" &&
+	id=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $id exception &&
+	flux job eventlog $id | grep "prolog-finish.*status=256" &&
+	perilog_log prolog $id | grep "writable" &&
+	flux resource drain -no {ranks} | grep -w 0 &&
+	! marker_exists &&
+	flux job wait-event -t 30 $id clean &&
+	chmod 0700 "$FLUX_PAM_LOCK_DIR" &&
+	perilog_wait_hk_idle &&
+	flux resource undrain 0
+'
+done
+test_expect_success 'kill-user-slice: a process ignoring SIGTERM is SIGKILLed' '
+	pam_on "kill-user-slice = true
+kill-slice-grace-time = \"1s\"" &&
+	job10=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $job10 start &&
+	systemd-run -M "$FLUX_PAM_TESTBED" --quiet --uid=$U \
+		--slice=$(perilog_slice) --unit=stubborn-$$ \
+		/bin/sh -c "trap \"\" TERM; while :; do sleep 0.2; done" &&
+	perilog_wait 10 test "$(testbed_unit_state stubborn-$$.service)" = active &&
+	end_job $job10 &&
+	! test "$(testbed_unit_state stubborn-$$.service)" = active &&
+	test "$(testbed_unit_tasks stubborn-$$.service)" = 0 &&
+	perilog_torn_down &&
+	pam_on
+'
+test_expect_success 'remove sdexec-mapper' '
+	perilog_remove_mapper
+'
+test_done
