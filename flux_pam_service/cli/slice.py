@@ -130,9 +130,8 @@ def show(args: argparse.Namespace, uid: int) -> int:
                     or "-"
                 )
             print(f"  {key + ':':<20} {value if value != '' else '-'}")
-    print(
-        f"marker:  {'present' if view['marker'] else 'absent'} ({lockdir.marker_path(uid, args.lock_dir)})"
-    )
+    where = lockdir.marker_path(uid, args.lock_dir)
+    print(f"marker:  {'present' if view['marker'] else 'absent'} ({where})")
     print(f"linger:  {view['linger']}")
     mod = view["module"]
     if not mod["loaded"]:
@@ -142,9 +141,8 @@ def show(args: argparse.Namespace, uid: int) -> int:
     else:
         u = mod["user"]
         jobs = ", ".join(str(j["id"]) for j in u.get("jobs", [])) or "none"
-        print(
-            f"module:  active={u.get('active')} admitted={u.get('admitted')} jobs: {jobs}"
-        )
+        print(f"module:  active={u.get('active')} admitted={u.get('admitted')}")
+        print(f"         jobs: {jobs}")
     return 0 if state is not None else 1
 
 

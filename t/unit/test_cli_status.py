@@ -76,7 +76,7 @@ def test_rows_show_jobs_union_units_scopes_and_last_action_age():
         "0-2",
         "0",
         "active",
-        "active",
+        "inactive",
         "2",
         "apply 2m ago",
     ]
