@@ -1,0 +1,223 @@
+"""The systemd operations of the broker module, run on its worker threads.
+
+Each function takes the worker thread's private ``state`` dict
+(flux_pam_service.workers), where it keeps that thread's systemd connection,
+and returns an Outcome.  Nothing here touches the Flux handle: log lines are
+collected in the Outcome (or in the ``logs`` attribute of a raised OSError)
+and written by the module on its reactor thread.
+
+Operations:
+    activate(state, uid, props, first, verify, desc)
+        The user has jobs here.  *props*: the sdexec-mapper properties of the
+        union, or None when constraints are off.  First activation (or
+        *verify*, after a restart): check linger (LingerError is fatal),
+        apply *props*, start user@UID.service (slice.UserSlice.prepare);
+        with *verify* the slice is read first and every difference is
+        reported as a repair.  Otherwise only apply *props*.
+        The slice's Description is set to *desc* (it marks the slice as
+        managed, so that a restarted module recognises it).
+    deactivate(state, uid, kill, grace)
+        The user's last job here ended: UserSlice.teardown(kill, grace)
+        (SurvivorsError, errno EBUSY, names the survivors), then the
+        Description is put back to systemd's default.
+    unconstrain(state, uid)
+        Constraints were turned off: revert the slice's properties.
+    scan(state, prefix) -> Outcome with .value {uid: {"description",
+        "state", "constrained"}} for every loaded user-UID.slice whose
+        Description starts with *prefix*.
+    probe(state) -> Outcome with .value the manager's SystemState.
+
+Interface:
+    Outcome(value=None, logs=[], repairs=[])
+    connection(state, timeout) -> flux_pam_service.systemd.Systemd
+    DESCRIPTION_PREFIX = "flux-pam:"
+    description(uid, rank) -> str
+"""
+
+import errno
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Tuple
+
+from . import idset, properties
+from .slice import SLICE, UserSlice
+from .systemd import DBusError, Systemd
+
+DESCRIPTION_PREFIX = "flux-pam:"
+#: seconds allowed for each D-Bus call
+CALL_TIMEOUT = 10.0
+#: seconds to wait for user@UID.service to start or stop
+JOB_TIMEOUT = 30.0
+
+LogLine = Tuple[int, str]
+
+
+@dataclass
+class Outcome:
+    """What an operation did: a value, log lines, repairs made."""
+
+    value: Any = None
+    logs: List[LogLine] = field(default_factory=list)
+    repairs: List[str] = field(default_factory=list)
+
+
+def description(uid: int, rank: int) -> str:
+    """The Description of a managed user slice."""
+    return f"{DESCRIPTION_PREFIX} user-{uid}.slice managed by rank {rank}"
+
+
+def default_description(uid: int) -> str:
+    """systemd's own Description of user-UID.slice (user-.slice.d)."""
+    return f"User Slice of UID {uid}"
+
+
+def connection(state: dict, timeout: float = CALL_TIMEOUT) -> Systemd:
+    """This thread's systemd connection (made on first use)."""
+    sd = state.get("systemd")
+    if sd is None:
+        sd = state["systemd"] = Systemd(timeout=timeout)
+    return sd
+
+
+def _user_slice(state: dict, uid: int, out: Outcome) -> UserSlice:
+    return UserSlice(
+        connection(state),
+        uid,
+        log=lambda level, msg: out.logs.append((level, msg)),
+        job_timeout=JOB_TIMEOUT,
+    )
+
+
+def _fail(exc: OSError, out: Outcome) -> OSError:
+    """Attach the collected log lines to *exc* and return it."""
+    exc.logs = out.logs  # type: ignore[attr-defined]
+    return exc
+
+
+def _drop_connection(state: dict, exc: BaseException) -> None:
+    """Forget the connection after a transport error; the next op reconnects."""
+    if isinstance(exc, DBusError) and exc.name is None:
+        sd = state.pop("systemd", None)
+        if sd is not None:
+            sd.close()
+
+
+def _set_description(us: UserSlice, text: str) -> None:
+    us.systemd.set_unit_properties(us.slice, [("Description", ("s", text))])
+
+
+def _compare(us: UserSlice, props: Optional[dict], out: Outcome) -> None:
+    """Report how the slice differs from what *props* asks (after a restart)."""
+    current = us.systemd.unit_properties(us.slice, SLICE)
+    want = dict(properties.to_dbus(props)) if props else {}
+    for name in ("AllowedCPUs", "AllowedMemoryNodes"):
+        have = idset.encode(properties.bitmap_to_ids(current.get(name, b"")))
+        wanted = (
+            idset.encode(properties.bitmap_to_ids(want[name][1]))
+            if name in want
+            else ""
+        )
+        if have != wanted:
+            out.repairs.append(f"{us.slice}: {name} '{have}' -> '{wanted}'")
+    state = us.systemd.unit_property(us.service, "ActiveState")
+    if state != "active":
+        out.repairs.append(f"{us.service}: {state} -> started")
+
+
+def activate(
+    state: dict,
+    uid: int,
+    props: Optional[dict],
+    first: bool,
+    verify: bool,
+    desc: str,
+) -> Outcome:
+    """Bring the user's slice to *props* (see module docstring)."""
+    out = Outcome()
+    us = _user_slice(state, uid, out)
+    try:
+        if verify:
+            _compare(us, props, out)
+        if first or verify:
+            us.prepare(props)
+            _set_description(us, desc)
+            out.value = "prepare"
+        else:
+            if props is not None:
+                us.apply(props)
+            out.value = "apply"
+    except ValueError as exc:
+        raise _fail(OSError(errno.EINVAL, str(exc)), out) from None
+    except OSError as exc:
+        _drop_connection(state, exc)
+        raise _fail(exc, out) from None
+    return out
+
+
+def deactivate(state: dict, uid: int, kill: bool, grace: float) -> Outcome:
+    """Tear the user's slice down (see module docstring)."""
+    out = Outcome(value="teardown")
+    us = _user_slice(state, uid, out)
+    try:
+        us.teardown(kill=kill, grace=grace)
+        _set_description(us, default_description(uid))
+    except OSError as exc:
+        _drop_connection(state, exc)
+        raise _fail(exc, out) from None
+    return out
+
+
+def unconstrain(state: dict, uid: int) -> Outcome:
+    """Revert the slice's constraints, leaving user@UID.service alone."""
+    out = Outcome(value="unconstrain")
+    us = _user_slice(state, uid, out)
+    try:
+        us.systemd.set_unit_properties(us.slice, properties.REVERT)
+    except OSError as exc:
+        _drop_connection(state, exc)
+        raise _fail(exc, out) from None
+    return out
+
+
+def scan(state: dict, prefix: str) -> Outcome:
+    """Find the loaded user slices whose Description starts with *prefix*."""
+    out = Outcome(value={})
+    sd = connection(state)
+    try:
+        (units,) = sd.call(
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "ListUnitsByPatterns",
+            "asas",
+            ([], ["user-*.slice"]),
+        )
+        for unit in units:
+            name, desc, _load, active = unit[0], unit[1], unit[2], unit[3]
+            uid_text = name[len("user-") : -len(".slice")]
+            if not uid_text.isdigit() or not desc.startswith(prefix):
+                continue
+            props = sd.unit_properties(name, SLICE)
+            constrained = (
+                bool(properties.bitmap_to_ids(props.get("AllowedCPUs", b"")))
+                or props.get("DevicePolicy", "auto") != "auto"
+            )
+            out.value[int(uid_text)] = {
+                "description": desc,
+                "state": active,
+                "constrained": constrained,
+            }
+    except OSError as exc:
+        _drop_connection(state, exc)
+        raise _fail(exc, out) from None
+    return out
+
+
+def probe(state: dict) -> Outcome:
+    """Read the manager's SystemState (is systemd reachable?)."""
+    out = Outcome()
+    try:
+        out.value = connection(state).manager_property("SystemState")
+    except OSError as exc:
+        _drop_connection(state, exc)
+        raise _fail(exc, out) from None
+    return out
