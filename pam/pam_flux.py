@@ -1,0 +1,478 @@
+"""pam_flux: admit SSH logins of users with a Flux job here, confine them.
+
+A Python PAM module for Debian's ``pam_python.so`` (package libpam-python),
+installed as /usr/lib/flux-pam/pam_flux.py and used in /etc/pam.d/sshd::
+
+    account  sufficient  pam_python.so /usr/lib/flux-pam/pam_flux.py [OPTIONS]
+    session  requisite   pam_python.so /usr/lib/flux-pam/pam_flux.py [OPTIONS]
+
+Give both lines the same module path: see "Sentinel" below.  The options,
+the broker protocol (``pam.check``, ``pam.attach``) and every decision are in
+flux_pam_service.admission; this file only talks to PAM, the broker, systemd
+and the lock directory.
+
+Finding the package.  pam_python starts Debian's /usr/bin/python3 with the
+environment ignored (PYTHONPATH has no effect) but with site-packages, so
+flux_pam_service is imported from /usr/lib/python3/dist-packages (or
+/usr/local/lib/python3.11/dist-packages) where ``make install`` puts it.  The
+option ``pythonpath=DIR[:DIR...]`` puts absolute directories in front of
+sys.path first: for a source tree, and for Flux's Python bindings when they
+are not in dist-packages (e.g. ``pythonpath=/opt/flux/lib/python3.11/
+site-packages``).  ``flux`` is imported only when the broker is asked.
+
+Account (pam_sm_acct_mgmt).  Root is admitted at once; an unknown user gets
+PAM_USER_UNKNOWN; anyone else is checked with admission.check_account()
+against the broker at $FLUX_URI (else local:///run/flux/local): ``pam.check``,
+or ``job-list.list`` when the module is not loaded.  A denial sends "Access
+denied: user USER has no active jobs on this node" through the conversation,
+logs to syslog (LOG_AUTHPRIV) and returns PAM_PERM_DENIED.
+
+Session (pam_sm_open_session).  Only for users this PAM handle's account
+phase admitted as job owners; everyone else gets PAM_IGNORE.  With
+``pam.manage-user-slice`` true it starts ``PREFIX-PID.scope`` in
+``user-UID.slice`` holding this process (sshd's privileged session process),
+then confirms it with ``pam.attach`` or, if the module is not loaded, with the
+marker LOCKDIR/uid.UID.active read under the per-user lock.  On refusal or
+failure it moves this process back to the cgroup it came from, stops the
+scope and returns PAM_SESSION_ERR.  On success it sets XDG_RUNTIME_DIR and
+DBUS_SESSION_BUS_ADDRESS.  close_session returns PAM_SUCCESS: systemd
+collects the scope when its last process exits.
+
+Sentinel.  pam_python offers no pam_set_data()/pam_get_data().  It does keep
+one module namespace per PAM handle and module path: it executes this file
+once per handle and stores the module with pam_set_data(pamh,
+"libpam_python.<path>") until pam_end(), and the account and session lines of
+one handle share it when they name the same path.  The sentinel is therefore
+a module global, _SENTINELS, keyed by the handle address (pamh.pamh) and
+holding the (user, uid) admitted as job owner; pam_sm_end() drops it.  Like
+pam_set_data() it never reaches the user's environment (pamh.env would), and
+like it, it is lost if the application runs account and session in different
+processes (sshd with keyboard-interactive authentication; see
+pam_slurm_adopt's notes on AuthenticationMethods).
+
+Test only: ``test-answers=FILE``.  The broker is not contacted; its answers
+are read from FILE, a JSON object (the one place a stand-in for the broker is
+used: the pam and systemd test tiers; the broker and node tiers use the real
+thing).  FILE must belong to root or to the caller and not be group- or
+other-writable; every use is logged at LOG_WARNING.  Keys:
+    "connect": {"errno": N}                 connecting fails with errno N
+    "attrs":   {"rank": "0", "security.owner": "999"}
+    "rpc":     {TOPIC: {"response": OBJ} or {"errno": N, "error": TEXT}}
+               a topic not listed fails with ENOSYS
+    "instances": {"local:///PATH": {"rpc": {...}, "connect": {...}}}
+    "log":     "/path"   requests and log lines are appended there as JSON
+               lines ({"rpc": TOPIC, "payload": ...} / {"log": PRI, "text": ...})
+"""
+
+import errno
+import os
+import sys
+
+_SENTINELS: dict = {}
+
+
+def _prepend_pythonpath(argv: list) -> None:
+    for arg in argv:
+        if arg.startswith("pythonpath="):
+            for d in reversed(arg[len("pythonpath=") :].split(":")):
+                if d.startswith("/") and d not in sys.path:
+                    sys.path.insert(0, d)
+
+
+def _syslog(priority: int, text: str) -> None:
+    import syslog
+
+    syslog.syslog(syslog.LOG_AUTHPRIV | priority, text)
+
+
+class _FileBroker:
+    """Test only: answers from a JSON file instead of a broker."""
+
+    def __init__(self, path: str, section: dict = None, log: str = None) -> None:
+        if section is None:
+            import json
+
+            st = os.stat(path)
+            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+                raise OSError(
+                    errno.EPERM, f"test answers {path}: not owned by root or writable"
+                )
+            with open(path) as f:
+                section = json.load(f)
+            log = section.get("log")
+        self.section = section
+        self.logfile = log
+        connect = section.get("connect")
+        if connect:
+            raise OSError(connect["errno"], connect.get("error", "connect failed"))
+
+    @staticmethod
+    def log_path(path: str) -> str:
+        """The "log" key of answer file *path*, or None if it has none."""
+        import json
+
+        try:
+            with open(path) as f:
+                log = json.load(f).get("log")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return log if isinstance(log, str) else None
+
+    def record(self, obj: dict) -> None:
+        if self.logfile:
+            import json
+
+            with open(self.logfile, "a") as f:
+                f.write(json.dumps(obj) + "\n")
+
+    def rpc(self, topic: str, payload: dict) -> object:
+        self.record({"rpc": topic, "payload": payload})
+        answer = self.section.get("rpc", {}).get(topic)
+        if answer is None:
+            raise OSError(errno.ENOSYS, "Function not implemented")
+        if "errno" in answer:
+            raise OSError(
+                answer["errno"], answer.get("error", os.strerror(answer["errno"]))
+            )
+        return answer["response"]
+
+    def attr_get(self, name: str) -> str:
+        try:
+            return self.section["attrs"][name]
+        except KeyError:
+            raise OSError(errno.ENOENT, f"no attribute {name}") from None
+
+    def open_instance(self, uri: str) -> "_FileBroker":
+        section = self.section.get("instances", {}).get(uri)
+        if section is None:
+            raise OSError(errno.ENOENT, f"cannot connect to {uri}")
+        return _FileBroker("", section, self.logfile)
+
+    def close(self) -> None:
+        pass
+
+
+class _FluxBroker:
+    """The broker at *uri*, through the Flux Python bindings.
+
+    Requests go through the raw C calls (flux_rpc, flux_future_wait_for)
+    rather than flux.rpc.RPC, whose methods swap the process's SIGINT
+    handler, which is not ours to touch inside sshd.
+    """
+
+    def __init__(self, uri: str, timeout: float) -> None:
+        import flux
+
+        self.timeout = timeout
+        self.handle = flux.Flux(uri)
+
+    def rpc(self, topic: str, payload: dict) -> object:
+        import json
+
+        from flux.constants import FLUX_NODEID_ANY
+        from flux.core.inner import ffi, raw
+
+        future = raw.flux_rpc(
+            self.handle.handle, topic, json.dumps(payload), FLUX_NODEID_ANY, 0
+        )
+        try:
+            try:
+                raw.flux_future_wait_for(future, self.timeout)
+                out = ffi.new("char *[1]")
+                raw.flux_rpc_get(future, out)
+            except OSError as exc:
+                text = None
+                if exc.errno != errno.ETIMEDOUT:
+                    err = raw.flux_future_error_string(future)
+                    text = ffi.string(err).decode() if err != ffi.NULL else None
+                raise OSError(exc.errno, text or exc.strerror) from None
+            if out[0] == ffi.NULL:
+                return None
+            return json.loads(ffi.string(out[0]).decode())
+        finally:
+            raw.flux_future_destroy(future)
+
+    def attr_get(self, name: str) -> str:
+        return self.handle.attr_get(name)
+
+    def open_instance(self, uri: str) -> "_FluxBroker":
+        return _FluxBroker(uri, self.timeout)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class _Call:
+    """One pam_sm_* call: options, logging, applying a Decision."""
+
+    def __init__(self, pamh: object, argv: list, phase: str) -> None:
+        self.pamh = pamh
+        self.phase = phase
+        self.options = None
+        self.admission = None
+        self.logfile = None
+        try:
+            self.service = pamh.service
+        except pamh.exception:
+            self.service = None
+        args = list(argv[1:])  # argv[0] is this file
+        try:
+            _prepend_pythonpath(args)
+            from flux_pam_service import admission
+        except ImportError as exc:
+            self.error = f"cannot import flux_pam_service: {exc}"
+            _syslog(3, f"pam_flux({self.service}:{phase}): {self.error}")
+            return
+        self.admission = admission
+        try:
+            self.options = admission.parse_options(args)
+        except admission.OptionError as exc:
+            self.error = str(exc)
+            self.log(admission.LOG_ERR, self.error)
+            return
+        self.error = None
+        if self.options.test_answers:
+            self.logfile = _FileBroker.log_path(self.options.test_answers)
+            self.log(
+                admission.LOG_WARNING,
+                f"test-answers={self.options.test_answers}: TEST ONLY,"
+                " the broker is not consulted",
+            )
+
+    def log(self, priority: int, text: str) -> None:
+        if self.options is None or self.admission.loggable(self.options, priority):
+            _syslog(priority, self.admission.format_log(self.service, self.phase, text))
+        if self.logfile:
+            import json
+
+            with open(self.logfile, "a") as f:
+                f.write(json.dumps({"log": priority, "text": text}) + "\n")
+
+    def broker(self) -> object:
+        opts = self.options
+        if opts.test_answers:
+            return _FileBroker(opts.test_answers)
+        return _FluxBroker(self.admission.broker_uri(os.environ), opts.timeout)
+
+    def user(self) -> tuple:
+        import pwd
+
+        try:
+            user = self.pamh.user
+        except self.pamh.exception:
+            user = None
+        if not user:
+            return None, None
+        try:
+            return user, pwd.getpwnam(user).pw_uid
+        except KeyError:
+            return user, None
+
+    def apply(self, decision: object) -> int:
+        for priority, text in decision.logs:
+            self.log(priority, text)
+        if decision.message:
+            pamh = self.pamh
+            try:
+                pamh.conversation(pamh.Message(pamh.PAM_ERROR_MSG, decision.message))
+            except pamh.exception as exc:
+                self.log(self.admission.LOG_ERR, f"unable to converse with app: {exc}")
+        for key, value in decision.env:
+            self.pamh.env[key] = value
+        return getattr(self.pamh, decision.result)
+
+
+def _bare(exc: BaseException) -> BaseException:
+    """Drop *exc*'s traceback before keeping it beyond its except block.
+
+    A traceback holds frames, and through them the PamHandle object.  Should
+    that outlive pam_end(), which unloads pam_python.so and with it the code
+    that frees PamHandle objects, the process crashes when Python frees it
+    later (observed: SIGSEGV at exit of a Python PAM application).
+    """
+    exc.__traceback__ = None
+    exc.__context__ = exc.__cause__ = None
+    return exc
+
+
+def _check(call: _Call, uid: int) -> object:
+    """Ask the broker; return a Verdict, or the exception that stopped it."""
+    try:
+        broker = call.broker()
+        try:
+            return call.admission.check_account(broker, uid, call.options)
+        finally:
+            broker.close()
+    except Exception as exc:  # any failure is a generic failure
+        return _bare(exc)
+
+
+def pam_sm_acct_mgmt(pamh: object, flags: int, argv: list) -> int:
+    """Admit root and users with a running job on this node."""
+    call = _Call(pamh, argv, "account")
+    if call.error:
+        return pamh.PAM_SERVICE_ERR
+    _SENTINELS.pop(pamh.pamh, None)
+    user, uid = call.user()
+    adm = call.admission
+    decision = adm.decide_account(user, uid, call.service, None, call.options)
+    if decision is None:
+        outcome = _check(call, uid)
+        decision = adm.decide_account(user, uid, call.service, outcome, call.options)
+    if decision.sentinel:
+        _SENTINELS[pamh.pamh] = (user, uid)
+    return call.apply(decision)
+
+
+def _own_cgroup() -> str:
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _leave_scope(call: _Call, cgroup: str) -> None:
+    """Move this process back to *cgroup* so stopping the scope spares it."""
+    if cgroup is None:
+        call.log(call.admission.LOG_ERR, "cgroup unknown: stopping the scope kills us")
+        return
+    try:
+        with open(
+            os.path.join("/sys/fs/cgroup", cgroup.lstrip("/"), "cgroup.procs"), "w"
+        ) as f:
+            f.write(str(os.getpid()))
+    except OSError as exc:
+        call.log(call.admission.LOG_ERR, f"cannot move back to {cgroup}: {exc}")
+
+
+def _confirm(call: _Call, uid: int, scope: str) -> tuple:
+    """Confirm *scope*; return (stage, error, how)."""
+    adm = call.admission
+    opts = call.options
+    try:
+        broker = call.broker()
+        try:
+            adm.parse_attach_response(
+                broker.rpc("pam.attach", {"uid": uid, "scope": scope})
+            )
+        finally:
+            broker.close()
+        return adm.ATTACHED, None, "pam.attach"
+    except ValueError as exc:
+        return adm.CONFIRM, _bare(exc), "pam.attach"
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            return adm.REFUSED, _bare(exc), "pam.attach"
+        if exc.errno != errno.ENOSYS:
+            return adm.CONFIRM, _bare(exc), "pam.attach"
+    from flux_pam_service import lockdir
+
+    try:
+        with lockdir.user_lock(uid, opts.lock_dir, opts.timeout):
+            present = lockdir.has_marker(uid, opts.lock_dir)
+    except OSError as exc:
+        return adm.CONFIRM, _bare(exc), "marker"
+    return (adm.ATTACHED if present else adm.REFUSED), None, "marker"
+
+
+def _open_scope(call: _Call, user: str, uid: int) -> object:
+    adm = call.admission
+    opts = call.options
+    from flux_pam_service import systemd
+
+    pid = os.getpid()
+    scope = adm.scope_name(opts.scope_prefix, pid)
+    origin = _own_cgroup()
+    bus = systemd.Systemd(timeout=opts.timeout)
+    try:
+        job = None
+        try:
+            job = bus.start_transient_scope(
+                scope,
+                adm.slice_name(uid),
+                [pid],
+                properties=[("Description", ("s", f"pam_flux login of {user}"))],
+            )
+            result = bus.wait_job(job, opts.timeout)
+            if result != "done":
+                raise OSError(errno.EIO, f"start job of {scope}: {result}")
+            stage, error, how = _confirm(call, uid, scope)
+        except OSError as exc:
+            stage, error, how = adm.SCOPE, _bare(exc), ""
+        if stage != adm.ATTACHED and job is not None:
+            _leave_scope(call, origin)
+            try:
+                bus.wait_job(bus.stop_unit(scope), opts.timeout)
+            except OSError as exc:
+                call.log(adm.LOG_ERR, f"cannot stop {scope}: {exc}")
+        return adm.decide_session(user, uid, stage, error, scope, how)
+    finally:
+        bus.close()
+
+
+def pam_sm_open_session(pamh: object, flags: int, argv: list) -> int:
+    """Put an admitted job owner's login into a scope in the user's slice."""
+    call = _Call(pamh, argv, "session")
+    if call.error:
+        return pamh.PAM_SESSION_ERR
+    adm = call.admission
+    user, uid = call.user()
+    sentinel = _SENTINELS.get(pamh.pamh)
+    decision = adm.decide_session_start(user, uid, call.service, sentinel, call.options)
+    if decision is not None:
+        return call.apply(decision)
+    from flux_pam_service import config
+
+    try:
+        manage = config.load(call.options.config).manage_user_slice
+    except (config.ConfigError, OSError) as exc:
+        error = _bare(exc)
+    else:
+        error = None
+    if error is not None:
+        return call.apply(adm.decide_session(user, uid, adm.CONFIG, error))
+    if not manage:
+        return call.apply(adm.decide_session(user, uid, adm.MANAGE_OFF))
+    return call.apply(_open_scope(call, user, uid))
+
+
+def pam_sm_close_session(pamh: object, flags: int, argv: list) -> int:
+    """Nothing to do: systemd collects the empty scope."""
+    return pamh.PAM_SUCCESS
+
+
+def _not_an_auth_module(pamh: object, argv: list, phase: str) -> int:
+    call = _Call(pamh, argv, phase)
+    return pamh.PAM_SERVICE_ERR if call.error else pamh.PAM_IGNORE
+
+
+def pam_sm_authenticate(pamh: object, flags: int, argv: list) -> int:
+    """pam_flux does not authenticate."""
+    return _not_an_auth_module(pamh, argv, "auth")
+
+
+def pam_sm_setcred(pamh: object, flags: int, argv: list) -> int:
+    """pam_flux has no credentials to set."""
+    return _not_an_auth_module(pamh, argv, "setcred")
+
+
+def pam_sm_chauthtok(pamh: object, flags: int, argv: list) -> int:
+    """pam_flux has no password."""
+    return _not_an_auth_module(pamh, argv, "password")
+
+
+def pam_sm_end(pamh: object) -> None:
+    """pam_end(): forget this handle's sentinel.
+
+    Also collect reference cycles now, while pam_python.so is still loaded,
+    so none holding this handle's objects is freed after it is gone (see
+    _bare()).
+    """
+    import gc
+
+    _SENTINELS.pop(pamh.pamh, None)
+    gc.collect()
