@@ -20,11 +20,13 @@ both sides.
 ``pam.check``: may this user log in here?  (account phase)
     request:  ``{"uid": UID}``
         UID   integer >= 0, the login user
-    response: ``{"admitted": BOOL, "jobs": [ID, ...]}``
+    response: ``{"uid": UID, "admitted": BOOL, "jobs": [ID, ...], "reason": STR}``
         admitted  true iff UID has at least one job in RUN state whose R
                   includes this rank, and UID's teardown on this rank has not
-                  begun.  Jobs in CLEANUP do not count.
+                  begun.  Jobs in CLEANUP do not count.  (required)
         jobs      the IDs (integers) of those jobs; empty when not admitted
+        uid, reason   echo and a human-readable why (optional; the reason
+                  is logged at LOG_DEBUG)
     errors:   EPROTO  malformed request
               EPERM   requester is neither root nor the instance owner
 
@@ -34,11 +36,17 @@ both sides.
                ``user-UID.slice`` holding the login, e.g.
                ``flux-pam-4242.scope``
     response: ``{"attached": true}``
-    errors:   ESRCH   UID has no active job on this rank, or its teardown has
-                      begun: pam_flux stops SCOPE and refuses the session
+    errors:   EPERM (or ESRCH)  UID has no active job on this rank, or its
+                      teardown has begun ("user UID has no active job on rank
+                      R"): pam_flux stops SCOPE and refuses the session, telling
+                      the user they have no active jobs here.  (EPERM is also
+                      what a requester other than root or the owner gets; the
+                      broker's text is logged either way.)
               EPROTO  malformed request
-              EPERM   requester is neither root nor the instance owner
-    Any error other than ENOSYS refuses the session.
+    Any error other than ENOSYS refuses the session; any answer other than
+    ``{"attached": true}`` too.
+
+The other side is the ``pam`` broker module (flux_pam_service/brokermod/pam.py).
 
 ENOSYS from either request means the module is not loaded.  Then:
     account: ``job-list.list`` with
@@ -441,11 +449,14 @@ def check_account(broker: Broker, uid: int, options: Options) -> Verdict:
     notes: List[Log] = []
     ask_joblist_for_owner = False
     try:
-        admitted, jobs = parse_check_response(broker.rpc("pam.check", {"uid": uid}))
+        response = broker.rpc("pam.check", {"uid": uid})
+        admitted, jobs = parse_check_response(response)
+        if isinstance(response.get("reason"), str):
+            notes.append((LOG_DEBUG, f"pam.check: {response['reason']}"))
         if admitted:
-            return Verdict(OWNER, jobs, "pam.check")
+            return Verdict(OWNER, jobs, "pam.check", tuple(notes))
         if not options.allow_guest_user:
-            return Verdict(NONE, (), "pam.check")
+            return Verdict(NONE, (), "pam.check", tuple(notes))
         source = "pam.check"
     except ValueError as exc:
         raise OSError(errno.EPROTO, str(exc)) from None

@@ -365,7 +365,7 @@ def _confirm(call: _Call, uid: int, scope: str) -> tuple:
     except ValueError as exc:
         return adm.CONFIRM, _bare(exc), "pam.attach"
     except OSError as exc:
-        if exc.errno == errno.ESRCH:
+        if exc.errno in (errno.EPERM, errno.ESRCH):
             return adm.REFUSED, _bare(exc), "pam.attach"
         if exc.errno != errno.ENOSYS:
             return adm.CONFIRM, _bare(exc), "pam.attach"
