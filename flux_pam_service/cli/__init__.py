@@ -12,8 +12,8 @@ from typing import List, Optional
 SUBCOMMANDS = ["config", "check", "status", "slice"]
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Parse *argv* and run the subcommand; return its exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (parsing runs nothing)."""
     parser = argparse.ArgumentParser(
         prog="flux-pam",
         description="Inspect and operate flux-pam-service on a Flux node.",
@@ -22,7 +22,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.required = True
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse *argv* and run the subcommand; return its exit code."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -220,6 +220,22 @@ def check_perilog(ctx: Context) -> Result:
     return Result(PASS, "perilog.so loaded, prolog per-rank, housekeeping configured")
 
 
+def check_access(ctx: Context) -> Result:
+    """access.allow-root-owner: root (drop-ins, pam_flux) acts as the owner."""
+    obj, problems = ctx.instance_config()
+    if obj is None:
+        return Result(FAIL, "; ".join(problems), f"fix the TOML in {ctx.config_path}")
+    access = obj.get("access", {})
+    if isinstance(access, dict) and access.get("allow-root-owner") is True:
+        return Result(PASS, "access.allow-root-owner = true")
+    return Result(
+        FAIL,
+        "access.allow-root-owner is not true: as a guest, root cannot read other"
+        " users' jobs, so the drop-ins fail and pam_flux cannot fall back to job-list",
+        "set allow-root-owner = true in the [access] table of the instance config",
+    )
+
+
 def _imp_tables(ctx: Context) -> Tuple[Optional[dict], str]:
     try:
         obj, _ = config.read(ctx.path(ctx.imp_config))
@@ -663,6 +679,7 @@ def check_drop_ins(ctx: Context) -> Result:
 CHECKS: List[Tuple[str, Callable[[Context], Result]]] = [
     ("config", check_config),
     ("perilog", check_perilog),
+    ("access", check_access),
     ("imp-run", check_imp_run),
     ("imp-permissions", check_imp_perms),
     ("lock-dir", check_lock_dir),

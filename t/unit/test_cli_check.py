@@ -163,6 +163,13 @@ def test_perilog_check_fails_without_imp_for_default_commands(root):
     assert "exec.imp is not set" in res.detail
 
 
+def test_access_check_fails_without_allow_root_owner(root):
+    edit(root, PERILOG, "allow-root-owner = true", "allow-root-owner = false")
+    res = run("access", root)
+    assert res.status == check.FAIL
+    assert "root cannot read other users' jobs" in res.detail
+
+
 # --- IMP ------------------------------------------------------------------
 
 IMP = "etc/flux/imp/conf.d/pam.toml"
