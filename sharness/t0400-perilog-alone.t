@@ -163,9 +163,8 @@ test_expect_success 'pam.manage-user-slice = false: the executables do nothing' 
 	pam_on
 '
 test_expect_success 'linger enabled for the user: prolog fails and drains the rank' '
-	testbed_run -- mkdir -p /var/lib/systemd/linger &&
-	testbed_run -- touch /var/lib/systemd/linger/alice &&
-	test_when_finished "testbed_run -- rm -f /var/lib/systemd/linger/alice" &&
+	testbed_run -- loginctl enable-linger alice &&
+	test_when_finished "testbed_run -- loginctl disable-linger alice" &&
 	job8=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job8 exception &&
 	perilog_log prolog $job8 | grep "has linger enabled" &&
@@ -175,10 +174,13 @@ test_expect_success 'linger enabled for the user: prolog fails and drains the ra
 	perilog_wait_hk_idle &&
 	flux resource undrain 0
 '
-test_expect_success 'linger check then passes again' '
-	testbed_run -- rm -f /var/lib/systemd/linger/alice &&
+test_expect_success 'linger off again: the next job of the user is managed' '
+	testbed_run -- loginctl disable-linger alice &&
+	systemctl -M "$FLUX_PAM_TESTBED" stop $(perilog_manager) &&
 	job9=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job9 start &&
+	manager_is active &&
+	marker_exists &&
 	end_job $job9 &&
 	perilog_torn_down
 '

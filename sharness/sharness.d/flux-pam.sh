@@ -118,6 +118,7 @@ test_under_flux_pam() {
 		-Slog-filename="$FLUX_PAM_BROKER_LOG" -Slog-level=7 \
 		"$@" bash "$SHARNESS_TEST_FILE" $flags
 	rc=$?
+	flux_pam_busproxy_cleanup
 	rm -rf "$FLUX_PAM_CONFDIR"
 	test "$debug" = "t" || test $rc -ne 0 || rm -f "$FLUX_PAM_BROKER_LOG"
 	exit $rc
@@ -184,7 +185,7 @@ pam_submit() {
 # systemd in the test bed --------------------------------------------------
 
 testbed_busctl() {
-	busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"
+	busctl --address="${FLUX_PAM_REAL_BUS:-$DBUS_SYSTEM_BUS_ADDRESS}" "$@"
 }
 
 # testbed_manager_property NAME -> busctl's "TYPE VALUE" line
@@ -216,4 +217,48 @@ testbed_unit_tasks() {
 # Run a command inside the test bed (t/testbed.py run).
 testbed_run() {
 	"${PYTHON:-python3}" "$FLUX_PAM_SRCDIR/t/testbed.py" run --name "$FLUX_PAM_TESTBED" "$@"
+}
+
+# D-Bus proxy: make the test bed's systemd unreachable and back ----------
+
+# Before test_under_flux_pam: route the instance's DBUS_SYSTEM_BUS_ADDRESS
+# through sharness/lib/busproxy.py; the test bed helpers keep the real bus.
+flux_pam_use_busproxy() {
+	test -n "$FLUX_PAM_UNDER_FLUX" && return 0
+	local dir
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/flux-pam-bus.XXXXXX")
+	export FLUX_PAM_REAL_BUS="$DBUS_SYSTEM_BUS_ADDRESS"
+	export FLUX_PAM_BUS_TARGET="${DBUS_SYSTEM_BUS_ADDRESS#unix:path=}"
+	export FLUX_PAM_BUS_PROXY="$dir/system_bus_socket"
+	export FLUX_PAM_BUS_PIDFILE="$dir/proxy.pid"
+	busproxy_start || return 1
+	export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$FLUX_PAM_BUS_PROXY"
+}
+
+busproxy_start() {
+	rm -f "$FLUX_PAM_BUS_PIDFILE"
+	"${FLUX_PAM_PYTHON:-/usr/bin/python3}" "$FLUX_PAM_LIB/busproxy.py" \
+		"$FLUX_PAM_BUS_PROXY" "$FLUX_PAM_BUS_TARGET" "$FLUX_PAM_BUS_PIDFILE" \
+		</dev/null >/dev/null 2>&1 &
+	local i=0
+	while ! test -S "$FLUX_PAM_BUS_PROXY" || ! test -s "$FLUX_PAM_BUS_PIDFILE"; do
+		i=$((i + 1))
+		test $i -gt 100 && return 1
+		sleep 0.05
+	done
+}
+
+busproxy_stop() {
+	local pid
+	pid=$(cat "$FLUX_PAM_BUS_PIDFILE" 2>/dev/null) || return 0
+	kill "$pid" 2>/dev/null
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	rm -f "$FLUX_PAM_BUS_PIDFILE"
+}
+
+# Called by the outer script when the instance has exited.
+flux_pam_busproxy_cleanup() {
+	test -n "$FLUX_PAM_BUS_PIDFILE" || return 0
+	busproxy_stop
+	rm -rf "$(dirname "$FLUX_PAM_BUS_PIDFILE")"
 }
