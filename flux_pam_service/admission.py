@@ -111,12 +111,16 @@ Interface:
     slice_name(uid), session_env(uid), denial_message(user), broker_uri(env)
 """
 
-import errno
-import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from __future__ import annotations
 
-from . import fsd, idset
+import errno
+
+# This module is on the login path: it imports neither typing, dataclasses,
+# collections nor re (see "Import cost" in pam/pam_flux.py).  fsd and idset
+# are imported only where needed.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEFAULT_URI = "local:///run/flux/local"
 DEFAULT_CONFIG = "/etc/flux/system/conf.d"
@@ -147,32 +151,91 @@ LOG_LEVELS = {
 
 FLUX_JOB_STATE_RUN = 16
 
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 # systemd unit name characters (systemd.unit(5)), less "@" (templates)
-_UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\-]+$")
-_SERVICE_CHARS = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_UNIT_CHARS = _ALNUM | frozenset(":_.\\-")
+_SERVICE_CHARS = _ALNUM | frozenset("_.+-")
 
-Log = Tuple[int, str]
+if TYPE_CHECKING:
+    Log = Tuple[int, str]
+
+
+class _Record:
+    """An immutable record compared by value.
+
+    Subclasses list their fields in __slots__ and defaults in _defaults.  A
+    stand-in for dataclasses/NamedTuple, which cost too much to import here.
+    """
+
+    __slots__: Tuple[str, ...] = ()
+    _defaults: Dict[str, Any] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__}: too many arguments")
+        values = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in values:
+                raise TypeError(f"{type(self).__name__}: bad argument {key}")
+            values[key] = value
+        for name in names:
+            if name not in values:
+                if name not in self._defaults:
+                    raise TypeError(f"{type(self).__name__}: {name} is missing")
+                values[name] = self._defaults[name]
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
 class OptionError(ValueError):
     """A module option is unknown or malformed; the message names it."""
 
 
-@dataclass(frozen=True)
-class Options:
-    """The parsed module arguments."""
+class Options(_Record):
+    """The parsed module arguments (see the module docstring)."""
 
-    action_no_jobs: str = "deny"
-    action_generic_failure: str = "deny"
-    service: str = DEFAULT_SERVICE
-    log_level: int = LOG_INFO
-    allow_guest_user: bool = False
-    lock_dir: str = DEFAULT_LOCK_DIR
-    scope_prefix: str = DEFAULT_SCOPE_PREFIX
-    config: str = DEFAULT_CONFIG
-    timeout: float = DEFAULT_TIMEOUT
-    pythonpath: Tuple[str, ...] = ()
-    test_answers: Optional[str] = None
+    __slots__ = (
+        "action_no_jobs",
+        "action_generic_failure",
+        "service",
+        "log_level",
+        "allow_guest_user",
+        "lock_dir",
+        "scope_prefix",
+        "config",
+        "timeout",
+        "pythonpath",
+        "test_answers",
+    )
+    _defaults = {
+        "action_no_jobs": "deny",
+        "action_generic_failure": "deny",
+        "service": DEFAULT_SERVICE,
+        "log_level": LOG_INFO,
+        "allow_guest_user": False,
+        "lock_dir": DEFAULT_LOCK_DIR,
+        "scope_prefix": DEFAULT_SCOPE_PREFIX,
+        "config": DEFAULT_CONFIG,
+        "timeout": DEFAULT_TIMEOUT,
+        "pythonpath": (),
+        "test_answers": None,
+    }
 
 
 def _choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -190,7 +253,7 @@ def _abspath(name: str, value: str) -> str:
 
 
 def _service(name: str, value: str) -> str:
-    if value != "*" and not _SERVICE_CHARS.match(value):
+    if value != "*" and not set(value) <= _SERVICE_CHARS:
         raise OptionError(f"option {name}={value}: not a PAM service name or *")
     return value
 
@@ -205,7 +268,7 @@ def _log_level(name: str, value: str) -> int:
 
 
 def _scope_prefix(name: str, value: str) -> str:
-    if not _UNIT_CHARS.match(value) or len(value) > 200:
+    if not set(value) <= _UNIT_CHARS or len(value) > 200:
         raise OptionError(
             f"option {name}={value}: not usable in a systemd unit name"
             " (letters, digits, ':', '_', '.', '-', '\\')"
@@ -214,6 +277,8 @@ def _scope_prefix(name: str, value: str) -> str:
 
 
 def _timeout(name: str, value: str) -> float:
+    from . import fsd
+
     try:
         seconds = fsd.parse(value)
     except ValueError as exc:
@@ -303,7 +368,7 @@ class Broker:
         """Return the broker attribute *name*."""
         raise NotImplementedError
 
-    def open_instance(self, uri: str) -> "Broker":
+    def open_instance(self, uri: str) -> Broker:
         """Connect to another instance (a sub-instance, for the guest check)."""
         raise NotImplementedError
 
@@ -349,13 +414,10 @@ def joblist_request(uids: Sequence[int], rank: int) -> Dict[str, Any]:
     }
 
 
-class JobEntry(NamedTuple):
-    """One job from a job-list answer."""
+class JobEntry(_Record):
+    """One job from a job-list answer: id, userid, ranks (frozenset), uri."""
 
-    id: int
-    userid: int
-    ranks: frozenset
-    uri: Optional[str]
+    __slots__ = ("id", "userid", "ranks", "uri")
 
 
 def parse_joblist_response(obj: Any) -> List[JobEntry]:
@@ -366,6 +428,8 @@ def parse_joblist_response(obj: Any) -> List[JobEntry]:
     """
     if not isinstance(obj, dict) or not isinstance(obj.get("jobs"), list):
         raise ValueError("job-list.list response has no jobs array")
+    from . import idset
+
     entries = []
     for job in obj["jobs"]:
         if not isinstance(job, dict):
@@ -410,13 +474,17 @@ GUEST = "guest"
 NONE = "none"
 
 
-class Verdict(NamedTuple):
-    """What the broker says about a user."""
+class Verdict(_Record):
+    """What the broker says about a user.
 
-    kind: str  # OWNER, GUEST or NONE
-    jobs: Tuple[int, ...] = ()
-    source: str = "pam.check"  # or "job-list"
-    notes: Tuple[Log, ...] = ()
+    kind    OWNER, GUEST or NONE
+    jobs    the job IDs that admit (OWNER), or the guest's job (GUEST)
+    source  "pam.check" or "job-list"
+    notes   (priority, text) lines to log
+    """
+
+    __slots__ = ("kind", "jobs", "source", "notes")
+    _defaults = {"jobs": (), "source": "pam.check", "notes": ()}
 
 
 def _guest_allowed(broker: Broker, job: JobEntry, notes: List[Log]) -> bool:
@@ -513,15 +581,18 @@ def _uint_attr(broker: Broker, name: str) -> int:
     return number
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What pam_flux does: return *result*, tell the user *message*, log."""
+class Decision(_Record):
+    """What pam_flux does.
 
-    result: str
-    message: Optional[str] = None
-    logs: Tuple[Log, ...] = ()
-    sentinel: bool = False
-    env: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
+    result    the PAM return code's name, e.g. "PAM_PERM_DENIED"
+    message   text for the user (PAM_ERROR_MSG), or None
+    logs      (priority, text) lines to log
+    sentinel  True: admitted as a job owner, the session may act
+    env       (name, value) pairs to put in the PAM environment
+    """
+
+    __slots__ = ("result", "message", "logs", "sentinel", "env")
+    _defaults = {"message": None, "logs": (), "sentinel": False, "env": ()}
 
 
 def denial_message(user: str) -> str:
@@ -538,7 +609,7 @@ def decide_account(
     user: Optional[str],
     uid: Optional[int],
     service: Optional[str],
-    outcome: "Verdict | OSError | None",
+    outcome: Verdict | OSError | None,
     options: Options,
 ) -> Optional[Decision]:
     """Map the account-phase facts to a Decision.

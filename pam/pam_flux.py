@@ -50,6 +50,14 @@ like it, it is lost if the application runs account and session in different
 processes (sshd with keyboard-interactive authentication; see
 pam_slurm_adopt's notes on AuthenticationMethods).
 
+Import cost (``python3 -X importtime``, bytecode cached, cumulative, min /
+median of 25 runs on a 2-core VM under load).  Account path:
+flux_pam_service.admission 1.4 / 1.7 ms (48 / 74 ms while it used dataclasses,
+typing and re), pwd and syslog 0.1 ms each; plus ``flux`` when the broker is
+asked.  Session path, only for admitted job owners, adds
+flux_pam_service.config 51 / 100 ms (tomllib, glob, re), flux_pam_service.
+systemd 11 / 30 ms (jeepney, socket) and flux_pam_service.lockdir 0.4 / 0.7 ms.
+
 Test only: ``test-answers=FILE``.  The broker is not contacted; its answers
 are read from FILE, a JSON object (the one place a stand-in for the broker is
 used: the pam and systemd test tiers; the broker and node tiers use the real
