@@ -99,16 +99,23 @@ an option overrides an earlier one.
 
 Interface:
     Options, OptionError(ValueError), parse_options(argv) -> Options
+    service_matches(options, service) -> bool
     Decision(result, message, logs, sentinel, env)
-    Verdict(kind, jobs, source, notes)      OWNER, GUEST or NONE
+    Verdict(kind, jobs, source, notes)      kind is OWNER, GUEST or NONE
     Broker                                  what check_account() talks to
     check_account(broker, uid, options) -> Verdict   raises OSError
     decide_account(user, uid, service, outcome, options) -> Decision | None
-    decide_session_start(user, uid, service, sentinel, options) -> Decision | None
-    decide_session(user, uid, stage, error) -> Decision
-    parse_check_response / parse_attach_response / parse_joblist_response
-    joblist_request(uids, rank), uri_to_local(uri), scope_name(prefix, pid),
-    slice_name(uid), session_env(uid), denial_message(user), broker_uri(env)
+    decide_session_start(user, uid, service, sentinel, options)
+                                            -> Decision | None (None: go on)
+    decide_session(user, uid, stage, error, scope, how) -> Decision
+        stage: MANAGE_OFF, CONFIG, SCOPE, REFUSED, CONFIRM or ATTACHED
+    parse_check_response(obj) -> (admitted, jobs)     raise ValueError
+    parse_attach_response(obj) -> None                raises ValueError
+    parse_joblist_response(obj) -> [JobEntry]         raises ValueError
+    joblist_request(uids, rank), uri_to_local(uri), broker_uri(environ)
+    scope_name(prefix, pid), slice_name(uid), session_env(uid)
+    denial_message(user), setup_failure_message(user)
+    format_log(service, phase, text), loggable(options, priority)
 """
 
 from __future__ import annotations
