@@ -177,11 +177,10 @@ class _FluxBroker:
     def rpc(self, topic: str, payload: dict) -> object:
         import json
 
-        from flux.constants import FLUX_NODEID_ANY
         from flux.core.inner import ffi, raw
 
         future = raw.flux_rpc(
-            self.handle.handle, topic, json.dumps(payload), FLUX_NODEID_ANY, 0
+            self.handle.handle, topic, json.dumps(payload), raw.FLUX_NODEID_ANY, 0
         )
         try:
             try:
@@ -192,7 +191,8 @@ class _FluxBroker:
                 text = None
                 if exc.errno != errno.ETIMEDOUT:
                     err = raw.flux_future_error_string(future)
-                    text = ffi.string(err).decode() if err != ffi.NULL else None
+                    if err is not None and err != ffi.NULL:
+                        text = ffi.string(err).decode(errors="replace")
                 raise OSError(exc.errno, text or exc.strerror) from None
             if out[0] == ffi.NULL:
                 return None
