@@ -17,6 +17,9 @@
 #   FLUXLIBEXECDIR  $(LIBEXECDIR)/flux    cmd/, prolog.d/, housekeeping.d/,
 #                                         modprobe/rc1.d/
 #   FLUXDATADIR     $(DATADIR)/flux       modprobe/modprobe.d/
+#   FLUXMODDIR      $(PREFIX)/lib/flux/modules   pam.py, the broker module
+#                                         (flux's module_path: `flux modprobe`
+#                                         loads `pam` by name from there)
 #   FLUXCONFDIR     $(SYSCONFDIR)/flux    system/conf.d/pam.toml
 #   PAMMODDIR       $(PREFIX)/lib/flux-pam
 #   TMPFILESDIR     $(PREFIX)/lib/tmpfiles.d
@@ -27,7 +30,8 @@
 #
 # flux finds `flux pam` only if FLUXLIBEXECDIR is its own libexecdir (or is
 # in FLUX_EXEC_PATH); for a flux-core installed in /opt/flux use
-# LIBEXECDIR=/opt/flux/libexec and FLUXDATADIR=/opt/flux/share/flux.
+# LIBEXECDIR=/opt/flux/libexec, FLUXDATADIR=/opt/flux/share/flux and
+# FLUXMODDIR=/opt/flux/lib/flux/modules.
 #
 # $(FLUXCONFDIR)/system/conf.d/pam.toml is installed only if absent; uninstall
 # removes it only if it is unchanged.  Paths must not contain blanks or commas.
@@ -41,6 +45,7 @@ PYTHON ?= /usr/bin/python3
 PYTHONDIR ?= $(shell $(PYTHON) $(CURDIR)/mk/pythondir.py $(PREFIX))
 FLUXLIBEXECDIR ?= $(LIBEXECDIR)/flux
 FLUXDATADIR ?= $(DATADIR)/flux
+FLUXMODDIR ?= $(PREFIX)/lib/flux/modules
 FLUXCONFDIR ?= $(SYSCONFDIR)/flux
 PAMMODDIR ?= $(PREFIX)/lib/flux-pam
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
@@ -67,6 +72,7 @@ INSTALL_TABLE = \
   $(BUILDDIR)/flux-pam.py,$(FLUXLIBEXECDIR)/cmd/flux-pam.py,0755 \
   libexec/prolog.d/flux-pam-prolog,$(FLUXLIBEXECDIR)/prolog.d/flux-pam-prolog,0755 \
   libexec/housekeeping.d/flux-pam-housekeeping,$(FLUXLIBEXECDIR)/housekeeping.d/flux-pam-housekeeping,0755 \
+  flux_pam_service/brokermod/pam.py,$(FLUXMODDIR)/pam.py,0644 \
   $(foreach f,$(MODPROBE_TOML),$(f),$(FLUXDATADIR)/modprobe/modprobe.d/$(notdir $(f)),0644) \
   $(foreach f,$(MODPROBE_RC1),$(f),$(FLUXLIBEXECDIR)/modprobe/rc1.d/$(notdir $(f)),0644) \
   $(foreach f,$(MODPROBE_RC3),$(f),$(FLUXLIBEXECDIR)/modprobe/rc3.d/$(notdir $(f)),0644) \

@@ -76,6 +76,7 @@ EXPECTED = {
     "usr/libexec/flux/prolog.d/flux-pam-prolog": 0o755,
     "usr/libexec/flux/housekeeping.d/flux-pam-housekeeping": 0o755,
     "usr/lib/flux-pam/pam_flux.py": 0o644,
+    "usr/lib/flux/modules/pam.py": 0o644,
     "usr/lib/tmpfiles.d/flux-pam.conf": 0o644,
     "usr/share/polkit-1/rules.d/60-flux-pam.rules": 0o644,
     "etc/flux/system/conf.d/pam.toml": 0o644,
@@ -203,8 +204,10 @@ def test_install_honours_prefix_and_libexecdir(tmp_path):
         "PREFIX=/usr/local",
         "LIBEXECDIR=/opt/flux/libexec",
         "FLUXDATADIR=/opt/flux/share/flux",
+        "FLUXMODDIR=/opt/flux/lib/flux/modules",
     )
     for rel in (
+        "opt/flux/lib/flux/modules/pam.py",
         "opt/flux/libexec/flux/cmd/flux-pam.py",
         "opt/flux/libexec/flux/prolog.d/flux-pam-prolog",
         "usr/local/lib/flux-pam/pam_flux.py",
@@ -219,6 +222,7 @@ def test_install_honours_prefix_and_libexecdir(tmp_path):
         "PREFIX=/usr/local",
         "LIBEXECDIR=/opt/flux/libexec",
         "FLUXDATADIR=/opt/flux/share/flux",
+        "FLUXMODDIR=/opt/flux/lib/flux/modules",
     )
     assert files_under(d) == []
 
