@@ -5,7 +5,7 @@ pam_flux moves is pamtester itself, never the test runner.  No broker runs in
 the test bed: the account phase takes its answer from pam_flux's test-only
 ``test-answers=`` file, and ``pam.attach`` is absent from it (ENOSYS, "module
 not loaded") unless a test says otherwise, so the session is confirmed with
-the marker /run/flux-pam/uid.1000.active under the per-user lock, as on a
+the marker LOCKDIR/uid.1000.active under the per-user lock, as on a
 node without the broker module.  A pam_exec line after pam_flux records the
 cgroup the session ended up in.
 """
@@ -18,7 +18,7 @@ import pytest
 SERVICE = "flux-pam-test"
 ETC = "/etc/flux-pam-test"
 OUT = "/run/flux-pam-test-out"
-LOCKDIR = "/run/flux-pam"
+LOCKDIR = "/run/flux-pam-session-test"  # own lock dir: other tests use /run/flux-pam
 DENIED = "Access denied: user alice has no active jobs on this node"
 SETUP_FAILED = "Access denied: cannot set up a session for user alice on this node"
 
