@@ -47,27 +47,38 @@ Threads: a Systemd object holds one connection and is NOT thread-safe.  Use
 one Systemd per thread (the broker module runs these blocking calls from
 worker threads, each with its own connection).
 
-Why jeepney.  pam_flux runs under Debian's /usr/bin/python3 without a venv and
-the broker module under flux's Python, so the library must be a Debian
-package.  Measured with bench/dbus_floor.py --libs against systemd 252 in the
-test bed (2-core VM, median / p95 per call, 300 calls, host -> container bus):
+Why jeepney.  pam_flux runs under Debian's /usr/bin/python3 without a venv
+and the broker module under flux's Python, so the library must come as a
+Debian bookworm package; the broker needs a blocking call with a per-call
+timeout that can run in a worker thread, and JobRemoved signals without a
+main loop.  Measured with `bench/dbus_floor.py --libs -n 500` from the host
+against systemd 252 in the test bed, on the 2-core VM while other builds ran
+(load average 5.7, so the latencies are noisy; client CPU per call, from
+process_time, is the stable figure):
 
-    library                     GetUnit          SetUnitProperties (ay, 2 props)
-    jeepney 0.8 (Debian)        0.22 / 0.32 ms   1.36 / 1.85 ms
-    dbus-python 1.3.2 (Debian)  0.20 / 0.31 ms   1.35 / 1.80 ms
-    dbus-fast 2.x (PyPI, sync   -- not usable: async-only API, needs an
-      path absent)                 event loop; not in Debian bookworm
-    sdbus (PyPI)                -- not in Debian bookworm; needs libsystemd
-                                   headers to build here
+    library (version)        GetUnit                 SetUnitProperties (2 x ay)
+                             median/p95  client CPU  median/p95   client CPU
+    jeepney 0.8 (Debian)     0.39/7.4 ms   204 us    8.7/16.8 ms   412 us
+    dbus-python 1.3.2 (Deb.) 0.28/4.2 ms   100 us    7.6/15.4 ms   213 us
+    dbus-fast 5.2.0 (PyPI)   0.41/7.9 ms   166 us    8.0/15.4 ms   279 us
+    sdbus 0.14.3 (PyPI)      0.28/5.0 ms    90 us    7.5/13.7 ms   131 us
+    (bench/results/dbus-libs-*.json has the run)
 
-(figures: see bench/results/dbus-libs-*.json for the latest run.)  The
-per-call cost is dominated by systemd itself (SetUnitProperties writes a
-drop-in and reloads cgroup attributes), so the libraries are within noise of
-each other; jeepney wins on the other criteria: pure Python (no GLib main
-loop, unlike dbus-python, whose blocking calls also run through libdbus's
-global state and are awkward to bound per call), an explicit per-call
-timeout, a deadline-based socket API we can bound end to end (connect,
-authentication and Hello included), and python3-jeepney is in Debian.
+Latency is systemd's (SetUnitProperties writes a drop-in and re-applies the
+cgroup attributes): the libraries are within noise of each other there, and
+the 0.1-0.3 ms of client CPU that separates them is small next to it.  The
+choice is made on the other criteria:
+  - sdbus is not packaged for bookworm (PyPI only, bundling libsystemd);
+  - dbus-fast (bookworm has 1.84) is asyncio-only: no blocking calls, and an
+    event loop per worker thread;
+  - dbus-python delivers signals only through a GLib main loop, so waiting
+    for JobRemoved would need GLib and its thread; libdbus's shared
+    connection state makes "one connection per thread" easy to get wrong;
+  - jeepney (python3-jeepney) is pure Python, its blocking I/O takes a
+    timeout per call and signals are read from the same socket with
+    deadlines, and connect/authentication are bounded too (Hello is given
+    our timeout below).  It costs about 0.1-0.2 ms more client CPU per call
+    than the C bindings, which is acceptable.
 """
 
 import errno
