@@ -197,3 +197,76 @@ def test_session_refused_when_lock_dir_is_group_writable(session, testbed, sd):
     assert SETUP_FAILED in p.stderr
     assert wait_gone(sd, session.attach_scope())
     assert sh(testbed, f"stat -c %a {LOCKDIR}").strip() == "770"  # left as found
+
+
+RACE = r"""
+import json, os, subprocess, sys, threading, time
+from flux_pam_service import lockdir
+
+SERVICE, LOCKDIR, SLICE_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
+with lockdir.user_lock(1000, LOCKDIR):
+    lockdir.set_marker(1000, LOCKDIR)
+results = []
+stop = time.monotonic() + 8.0
+
+def logins():
+    while time.monotonic() < stop:
+        t0 = time.monotonic()
+        p = subprocess.run(
+            ["pamtester", SERVICE, "alice", "acct_mgmt", "open_session"],
+            capture_output=True,
+        )
+        results.append((t0, p.returncode))
+
+threads = [threading.Thread(target=logins) for _ in range(4)]
+for t in threads:
+    t.start()
+time.sleep(4.0)
+# the fallback teardown: mark the user inactive, then kill the slice
+with lockdir.user_lock(1000, LOCKDIR):
+    teardown = time.monotonic()
+    lockdir.clear_marker(1000, LOCKDIR)
+    subprocess.run(["systemctl", "kill", "-s", "KILL", "user-1000.slice"])
+for t in threads:
+    t.join()
+time.sleep(1.0)
+left = []
+for root, dirs, files in os.walk(SLICE_DIR):
+    if "cgroup.procs" in files:
+        with open(os.path.join(root, "cgroup.procs")) as f:
+            left += [(root, int(pid)) for pid in f.read().split()]
+print(json.dumps({"results": results, "teardown": teardown, "left": left}))
+"""
+
+
+def test_logins_racing_last_job_teardown_never_survive_it(session, testbed):
+    """DESIGN.md section 4 with the marker fallback: after the teardown has
+    marked the user inactive and killed the slice, no login remains in it and
+    none started after it was admitted."""
+    put(
+        testbed,
+        f"{ETC}/record.sh",
+        "#!/bin/sh\n"
+        '[ "$PAM_TYPE" = open_session ] || exit 0\n'
+        "sleep 300 </dev/null >/dev/null 2>&1 &\n",  # the login's "shell"
+        mode="0755",
+    )
+    p = testbed.run(
+        [
+            "python3",
+            "-c",
+            RACE,
+            SERVICE,
+            LOCKDIR,
+            "/sys/fs/cgroup/user.slice/user-1000.slice",
+        ],
+        env={"PYTHONPATH": testbed.repo},
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.splitlines()[-1])
+    before = [rc for t0, rc in out["results"] if t0 < out["teardown"]]
+    after = [rc for t0, rc in out["results"] if t0 > out["teardown"]]
+    assert 0 in before, "no login got in before the teardown: race not exercised"
+    assert after and all(rc != 0 for rc in after), out["results"]
+    assert out["left"] == [], f"processes left in user-1000.slice: {out['left']}"
