@@ -53,7 +53,9 @@ test_expect_success 'the table shows the user row with rank, jobs and cores' '
 	flux pam status --all >table &&
 	head -1 table | grep "^RANK  *USER  *JOBS  *CORES  *GPUS  *SLICE  *USER@  *SCOPES  *LAST" &&
 	user=$(getent passwd 1000 | cut -d: -f1) &&
-	grep -E "^1 +${user:-1000} +1/1 +0 " table
+	cores=$(jq -r ".[] | select(.rank == 1) | .users[0].union.core" all) &&
+	test -n "$cores" &&
+	grep -E "^1 +${user:-1000} +1/1 +$cores +- " table
 '
 test_expect_success 'flux pam status USER filters to that user' '
 	flux pam status -r 1 --json 1000 >one &&
@@ -69,5 +71,12 @@ test_expect_success 'job end empties rank 1 status' '
 	flux cancel $jobid &&
 	flux job wait-event -t 30 $jobid clean &&
 	pam_wait_users 1 ""
+'
+test_expect_success 'without the module on a rank, status says so and fails' '
+	flux exec -r 1 flux module remove pam &&
+	test_must_fail flux pam status -r 1 >nomod &&
+	grep "^rank 1: module not loaded" nomod &&
+	flux pam status -r 0 --json >still &&
+	jq -e ".[0].rank == 0" still
 '
 test_done
