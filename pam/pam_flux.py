@@ -58,18 +58,9 @@ asked.  Session path, only for admitted job owners, adds
 flux_pam_service.config 51 / 100 ms (tomllib, glob, re), flux_pam_service.
 systemd 11 / 30 ms (jeepney, socket) and flux_pam_service.lockdir 0.4 / 0.7 ms.
 
-Test only: ``test-answers=FILE``.  The broker is not contacted; its answers
-are read from FILE, a JSON object (the one place a stand-in for the broker is
-used: the pam and systemd test tiers; the broker and node tiers use the real
-thing).  FILE must belong to root or to the caller and not be group- or
-other-writable; every use is logged at LOG_WARNING.  Keys:
-    "connect": {"errno": N}                 connecting fails with errno N
-    "attrs":   {"rank": "0", "security.owner": "999"}
-    "rpc":     {TOPIC: {"response": OBJ} or {"errno": N, "error": TEXT}}
-               a topic not listed fails with ENOSYS
-    "instances": {"local:///PATH": {"rpc": {...}, "connect": {...}}}
-    "log":     "/path"   requests and log lines are appended there as JSON
-               lines ({"rpc": TOPIC, "payload": ...} / {"log": PRI, "text": ...})
+Test only: ``test-answers=FILE`` makes pam_flux read the broker's answers
+from a JSON file (flux_pam_service.brokerclient.AnswerFile) instead of asking
+the broker; every use is logged at LOG_WARNING.
 """
 
 import errno
@@ -91,123 +82,6 @@ def _syslog(priority: int, text: str) -> None:
     import syslog
 
     syslog.syslog(syslog.LOG_AUTHPRIV | priority, text)
-
-
-class _FileBroker:
-    """Test only: answers from a JSON file instead of a broker."""
-
-    def __init__(self, path: str, section: dict = None, log: str = None) -> None:
-        if section is None:
-            import json
-
-            st = os.stat(path)
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-                raise OSError(
-                    errno.EPERM, f"test answers {path}: not owned by root or writable"
-                )
-            with open(path) as f:
-                section = json.load(f)
-            log = section.get("log")
-        self.section = section
-        self.logfile = log
-        connect = section.get("connect")
-        if connect:
-            raise OSError(connect["errno"], connect.get("error", "connect failed"))
-
-    @staticmethod
-    def log_path(path: str) -> str:
-        """The "log" key of answer file *path*, or None if it has none."""
-        import json
-
-        try:
-            with open(path) as f:
-                log = json.load(f).get("log")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return log if isinstance(log, str) else None
-
-    def record(self, obj: dict) -> None:
-        if self.logfile:
-            import json
-
-            with open(self.logfile, "a") as f:
-                f.write(json.dumps(obj) + "\n")
-
-    def rpc(self, topic: str, payload: dict) -> object:
-        self.record({"rpc": topic, "payload": payload})
-        answer = self.section.get("rpc", {}).get(topic)
-        if answer is None:
-            raise OSError(errno.ENOSYS, "Function not implemented")
-        if "errno" in answer:
-            raise OSError(
-                answer["errno"], answer.get("error", os.strerror(answer["errno"]))
-            )
-        return answer["response"]
-
-    def attr_get(self, name: str) -> str:
-        try:
-            return self.section["attrs"][name]
-        except KeyError:
-            raise OSError(errno.ENOENT, f"no attribute {name}") from None
-
-    def open_instance(self, uri: str) -> "_FileBroker":
-        section = self.section.get("instances", {}).get(uri)
-        if section is None:
-            raise OSError(errno.ENOENT, f"cannot connect to {uri}")
-        return _FileBroker("", section, self.logfile)
-
-    def close(self) -> None:
-        pass
-
-
-class _FluxBroker:
-    """The broker at *uri*, through the Flux Python bindings.
-
-    Requests go through the raw C calls (flux_rpc, flux_future_wait_for)
-    rather than flux.rpc.RPC, whose methods swap the process's SIGINT
-    handler, which is not ours to touch inside sshd.
-    """
-
-    def __init__(self, uri: str, timeout: float) -> None:
-        import flux
-
-        self.timeout = timeout
-        self.handle = flux.Flux(uri)
-
-    def rpc(self, topic: str, payload: dict) -> object:
-        import json
-
-        from flux.core.inner import ffi, raw
-
-        future = raw.flux_rpc(
-            self.handle.handle, topic, json.dumps(payload), raw.FLUX_NODEID_ANY, 0
-        )
-        try:
-            try:
-                raw.flux_future_wait_for(future, self.timeout)
-                out = ffi.new("char *[1]")
-                raw.flux_rpc_get(future, out)
-            except OSError as exc:
-                text = None
-                if exc.errno != errno.ETIMEDOUT:
-                    err = raw.flux_future_error_string(future)
-                    if err is not None and err != ffi.NULL:
-                        text = ffi.string(err).decode(errors="replace")
-                raise OSError(exc.errno, text or exc.strerror) from None
-            if out[0] == ffi.NULL:
-                return None
-            return json.loads(ffi.string(out[0]).decode())
-        finally:
-            raw.flux_future_destroy(future)
-
-    def attr_get(self, name: str) -> str:
-        return self.handle.attr_get(name)
-
-    def open_instance(self, uri: str) -> "_FluxBroker":
-        return _FluxBroker(uri, self.timeout)
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 class _Call:
@@ -240,7 +114,9 @@ class _Call:
             return
         self.error = None
         if self.options.test_answers:
-            self.logfile = _FileBroker.log_path(self.options.test_answers)
+            from flux_pam_service import brokerclient
+
+            self.logfile = brokerclient.AnswerFile.log_path(self.options.test_answers)
             self.log(
                 admission.LOG_WARNING,
                 f"test-answers={self.options.test_answers}: TEST ONLY,"
@@ -257,10 +133,13 @@ class _Call:
                 f.write(json.dumps({"log": priority, "text": text}) + "\n")
 
     def broker(self) -> object:
+        from flux_pam_service import brokerclient
+
         opts = self.options
         if opts.test_answers:
-            return _FileBroker(opts.test_answers)
-        return _FluxBroker(self.admission.broker_uri(os.environ), opts.timeout)
+            return brokerclient.AnswerFile(opts.test_answers)
+        uri = self.admission.broker_uri(os.environ)
+        return brokerclient.FluxBroker(uri, opts.timeout)
 
     def user(self) -> tuple:
         import pwd

@@ -388,3 +388,13 @@ def test_close_session_succeeds(rig):
     rig.answers(rpc=ADMITTED)
     rig.stack()
     rig.expect(USER, [("close_session", "PAM_SUCCESS")])
+
+
+def test_group_writable_answers_file_is_refused_and_denies(rig):
+    """The test-only answers file cannot be planted by a non-root user."""
+    rig.answers(rpc=ADMITTED)
+    rig.answers_file.chmod(0o666)
+    rig.stack()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert res.errors == [DENIED]
+    assert rig.rpcs() == []
