@@ -33,15 +33,7 @@ class AnswerFile:
 
     def __init__(self, path: str, section: dict = None, log: str = None) -> None:
         if section is None:
-            import json
-
-            st = os.stat(path)
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-                raise OSError(
-                    errno.EPERM, f"test answers {path}: not owned by root or writable"
-                )
-            with open(path) as f:
-                section = json.load(f)
+            section = self._load(path)
             log = section.get("log")
         self.section = section
         self.logfile = log
@@ -50,14 +42,26 @@ class AnswerFile:
             raise OSError(connect["errno"], connect.get("error", "connect failed"))
 
     @staticmethod
-    def log_path(path: str) -> str:
-        """The "log" key of answer file *path*, or None if it has none."""
+    def _load(path: str) -> dict:
         import json
 
+        st = os.stat(path)
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            raise OSError(
+                errno.EPERM, f"test answers {path}: not owned by root or writable"
+            )
+        with open(path) as f:
+            section = json.load(f)
+        if not isinstance(section, dict):
+            raise OSError(errno.EPROTO, f"test answers {path}: not a JSON object")
+        return section
+
+    @classmethod
+    def log_path(cls, path: str) -> str:
+        """The "log" key of answer file *path*, or None (also if refused)."""
         try:
-            with open(path) as f:
-                log = json.load(f).get("log")
-        except (OSError, ValueError, AttributeError):
+            log = cls._load(path).get("log")
+        except (OSError, ValueError):
             return None
         return log if isinstance(log, str) else None
 
