@@ -428,13 +428,26 @@ def _cgroup_dir(name: str) -> Optional[str]:
     return os.path.join(mnt, "flux-pam-test", name)
 
 
-def up(name: str = DEFAULT_NAME, repo: str = REPO, log: Log = _stderr) -> Testbed:
-    """Boot test bed *name* (or return it if it is already up)."""
+def up(
+    name: str = DEFAULT_NAME,
+    repo: str = REPO,
+    log: Log = _stderr,
+    tree: Optional[str] = None,
+    volatile: bool = True,
+    extra_args: Sequence[str] = (),
+) -> Testbed:
+    """Boot test bed *name* (or return it if it is already up).
+
+    Other flavours (sharness/node/node.py) pass their own *tree* (not built
+    here), volatile=False when the tree is already a throw-away overlay, and
+    *extra_args* for systemd-nspawn.
+    """
     tb = attach(name)
     if tb is not None:
         return tb
     down(name, log=lambda _msg: None)
-    tree = build(log=log)
+    if tree is None:
+        tree = build(log=log)
     rundir = os.path.join(RUN_DIR, name)
     os.makedirs(os.path.join(rundir, "dbus"), mode=0o755)
     cgdir = _cgroup_dir(name)
@@ -452,9 +465,10 @@ def up(name: str = DEFAULT_NAME, repo: str = REPO, log: Log = _stderr) -> Testbe
         "--private-network",
         "--console=passive",
         "--system-call-filter=bpf",
-        "--volatile=overlay",
+        *(["--volatile=overlay"] if volatile else []),
         f"--bind={rundir}/dbus:/run/dbus",
         f"--bind-ro={repo}",
+        *extra_args,
     ]
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
 

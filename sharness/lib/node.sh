@@ -1,0 +1,184 @@
+# Helpers of the node tier (sharness/t2*-node-*.t): a Flux compute node
+# replica in a systemd-nspawn container (sharness/node/node.py).
+#
+# Source after lib/init.sh:
+#
+#   . "$(dirname "$0")"/lib/init.sh
+#   . "$SHARNESS_TEST_SRCDIR"/lib/node.sh
+#   node_require          # skip_all unless root, flux-core in /opt/flux, nspawn
+#   node_up               # fresh replica; brought down when the script exits
+#
+# Every command runs inside the container as a transient service
+# (systemd-run -M, as root unless -u USER); the container has a private
+# network, so ssh runs inside too, as root with the replica's client key.
+#
+# Variables:
+#   FLUX_PAM_NODE        machine name (default flux-pam-node)
+#   FLUX_PAM_NODE_KEEP   non-empty: leave the replica up when the script ends
+#   NODE_ALICE           1000 (uid of alice)
+
+: "${FLUX_PAM_NODE:=flux-pam-node}"
+export FLUX_PAM_NODE
+NODE_PY="/usr/bin/python3 $FLUX_PAM_SRCDIR/sharness/node/node.py"
+NODE_FLUX_CONF=/opt/flux/etc/flux/system/conf.d
+NODE_ALICE=1000
+
+node_require() {
+	if test "$(id -u)" != 0; then
+		skip_all="the node tier needs root (systemd-nspawn)"
+		test_done
+	fi
+	local why
+	if ! why=$($NODE_PY can-run 2>&1); then
+		skip_all="node replica cannot run: $why"
+		test_done
+	fi
+}
+
+node_down() {
+	test -n "$FLUX_PAM_NODE_KEEP" && return 0
+	$NODE_PY down --name "$FLUX_PAM_NODE" >/dev/null 2>&1
+}
+
+# Boot a fresh replica; it is brought down when the script exits, whatever
+# the way (sharness's own EXIT trap runs after).
+# node_up [--sdexec]
+node_up() {
+	trap 'node_down; die' EXIT
+	$NODE_PY up --name "$FLUX_PAM_NODE" "$@" >/dev/null 2>node-up.log
+	local rc=$?
+	cat node-up.log >&2
+	return $rc
+}
+
+# node_run [-u USER] CMD...: run CMD inside; stdin is passed on.
+node_run() {
+	local uid=
+	if test "$1" = "-u"; then
+		uid="--uid=$2"
+		shift 2
+	fi
+	systemd-run -M "$FLUX_PAM_NODE" --wait --pipe --quiet --collect \
+		--service-type=exec $uid -- "$@"
+}
+
+# node_sh [-u USER] 'shell text'
+node_sh() {
+	if test "$1" = "-u"; then
+		node_run -u "$2" /bin/sh -c "$3" </dev/null
+	else
+		node_run /bin/sh -c "$1" </dev/null
+	fi
+}
+
+# node_flux [-u USER] ARGS...: flux on the system instance.
+node_flux() {
+	if test "$1" = "-u"; then
+		local u=$2
+		shift 2
+		node_run -u "$u" flux "$@" </dev/null
+	else
+		node_run flux "$@" </dev/null
+	fi
+}
+
+# node_ssh USER CMD: a login through sshd and the whole PAM stack.
+node_ssh() {
+	local user=$1
+	shift
+	node_run ssh "$user@127.0.0.1" -- "$@" </dev/null
+}
+
+# node_ssh_bg UNIT USER CMD: a login that stays, its client in unit UNIT.
+node_ssh_bg() {
+	local unit=$1 user=$2
+	shift 2
+	systemd-run -M "$FLUX_PAM_NODE" --quiet --unit="$unit" --service-type=exec \
+		-- ssh "$user@127.0.0.1" -- "$@" </dev/null
+}
+
+# node_prop UNIT PROPERTY: systemctl show -P, inside.
+node_prop() {
+	systemctl -M "$FLUX_PAM_NODE" show -P "$2" "$1"
+}
+
+node_unit_state() {
+	node_prop "$1" ActiveState
+}
+
+# node_wait TIMEOUT 'shell condition on the host' (polls every 0.1s)
+node_wait() {
+	local deadline=$(($(date +%s) + $1))
+	while ! eval "$2"; do
+		if test "$(date +%s)" -ge $deadline; then
+			echo "node_wait: timed out after ${1}s: $2" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# node_submit USER [flux submit args]: prints the job id (f58)
+node_submit() {
+	local user=$1
+	shift
+	node_flux -u "$user" submit "$@"
+}
+
+# node_job_started JOBID: wait for the start event (the prolog has run)
+node_job_started() {
+	node_flux job wait-event -t 60 "$1" start >/dev/null
+}
+
+# node_job_cores JOBID: the job's cores on rank 0, as an idset
+node_job_cores() {
+	node_flux job info "$1" R | jq -r '.execution.R_lite[0].children.core'
+}
+
+# node_housekeeping_idle: wait until no housekeeping task is left
+node_housekeeping_idle() {
+	node_wait ${1:-60} \
+		'test -z "$(node_flux housekeeping list -no {id} 2>/dev/null)"'
+}
+
+# node_job_gone JOBID: wait for the job's clean event and its housekeeping
+node_job_gone() {
+	node_flux job wait-event -t 60 "$1" clean >/dev/null &&
+		node_housekeeping_idle
+}
+
+# node_pam_status: pam.status of the local rank (root is the owner)
+node_pam_status() {
+	local payload=${1:-}
+	test -n "$payload" || payload='{}'
+	node_flux python "$FLUX_PAM_SRCDIR/sharness/lib/rpc.py" pam.status "$payload"
+}
+
+# node_pam_config TOML: replace the [pam]/[exec] config and reload it
+node_pam_config() {
+	printf '%s\n' "$1" |
+		node_run sh -c "cat >$NODE_FLUX_CONF/pam.toml" &&
+		node_flux config reload
+}
+
+# node_auth_log: the container's auth log (syslog facility authpriv)
+node_auth_log() {
+	node_run journalctl -b --no-pager -o cat SYSLOG_FACILITY=10 </dev/null
+}
+
+# node_slice_pids UID: processes in user-UID.slice (recursively), one per line
+node_slice_pids() {
+	node_sh "find /sys/fs/cgroup/user.slice/user-$1.slice -name cgroup.procs \
+		-exec cat {} + 2>/dev/null"
+}
+
+# node_drained: ranks drained (empty if none)
+node_drained() {
+	node_flux resource status -s drain -no {ranks}
+}
+
+# node_kill_sessions UID: end every login of UID (test cleanup)
+node_kill_sessions() {
+	node_sh "systemctl kill -s KILL 'flux-pam-*.scope' 2>/dev/null; \
+		systemctl stop 'ssh-*.service' 2>/dev/null; :"
+}
