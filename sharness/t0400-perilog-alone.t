@@ -7,7 +7,7 @@ flux-pam-housekeeping as its housekeeping command; systemd is the test bed.
 The pam module is not loaded, so the executables do all of the work.'
 
 . "$(dirname "$0")"/lib/init.sh
-. "$(dirname "$0")"/lib/perilog.sh
+. "$SHARNESS_TEST_DIRECTORY"/lib/perilog.sh
 
 flux_pam_require_flux
 perilog_require_testbed
@@ -55,7 +55,7 @@ test_expect_success 'the user starts clean' '
 	perilog_torn_down
 '
 test_expect_success 'a job of the instance owner is skipped' '
-	id=$(flux submit -N1 --requires=rank:0 true) &&
+	id=$(flux submit -n1 --requires=rank:0 true) &&
 	flux job wait-event -t 30 $id clean &&
 	perilog_wait_hk_idle &&
 	perilog_log prolog $id >owner.log &&
@@ -64,7 +64,7 @@ test_expect_success 'a job of the instance owner is skipped' '
 	perilog_torn_down
 '
 test_expect_success 'prolog starts user@, constrains the slice and writes the marker' '
-	job1=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job1=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job1 start &&
 	manager_is active &&
 	slice_cpus_are "$(job_cores $job1)" &&
@@ -74,7 +74,7 @@ test_expect_success 'prolog starts user@, constrains the slice and writes the ma
 	test "$(stat -c %a "$FLUX_PAM_LOCK_DIR/uid.$U.lock")" = 600
 '
 test_expect_success 'a second job of the user on the rank widens the slice to the union' '
-	job2=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job2=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job2 start &&
 	test "$(job_cores $job1)" != "$(job_cores $job2)" &&
 	slice_cpus_are 0-1 &&
@@ -101,7 +101,7 @@ test_expect_success 'prolog got an F58 id and housekeeping a decimal one: same j
 	grep -F "flux-pam-housekeeping[$f58]" hk2.log
 '
 test_expect_success 'the executables accept FLUX_JOB_ID as F58 and as decimal' '
-	job3=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job3=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job3 start &&
 	FLUX_JOB_ID=$(flux job id --to=dec $job3) FLUX_JOB_USERID=$(id -u) \
 		"$PERILOG_PROLOG" 2>dec.err &&
@@ -143,7 +143,7 @@ test_expect_success 'partial release: housekeeping with release-after = "0"' '
 	flux job wait-event -t 30 $job5 start &&
 	end_job $job5 &&
 	perilog_torn_down &&
-	job6=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job6=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job6 start &&
 	slice_cpus_are "$(job_cores $job6)" &&
 	marker_exists &&
@@ -154,7 +154,7 @@ test_expect_success 'partial release: housekeeping with release-after = "0"' '
 '
 test_expect_success 'pam.manage-user-slice = false: the executables do nothing' '
 	perilog_config_load </dev/null &&
-	job7=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job7=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job7 start &&
 	perilog_log prolog $job7 | grep "manage-user-slice is false: skipping" &&
 	! marker_exists &&
@@ -165,7 +165,7 @@ test_expect_success 'pam.manage-user-slice = false: the executables do nothing' 
 test_expect_success 'linger enabled for the user: prolog fails and drains the rank' '
 	testbed_run -- loginctl enable-linger alice &&
 	test_when_finished "testbed_run -- loginctl disable-linger alice" &&
-	job8=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job8=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job8 exception &&
 	perilog_log prolog $job8 | grep "has linger enabled" &&
 	flux resource drain -no {ranks} | grep -w 0 &&
@@ -177,7 +177,7 @@ test_expect_success 'linger enabled for the user: prolog fails and drains the ra
 test_expect_success 'linger off again: the next job of the user is managed' '
 	testbed_run -- loginctl disable-linger alice &&
 	systemctl -M "$FLUX_PAM_TESTBED" stop $(perilog_manager) &&
-	job9=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job9=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job9 start &&
 	manager_is active &&
 	marker_exists &&
@@ -188,7 +188,7 @@ for mode in 0770 0707; do
 test_expect_success "lock directory mode $mode: prolog exception, rank drained, 'writable' logged" '
 	chmod '$mode' "$FLUX_PAM_LOCK_DIR" &&
 	test_when_finished "chmod 0700 \"$FLUX_PAM_LOCK_DIR\"" &&
-	id=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	id=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $id exception &&
 	flux job eventlog $id | grep "prolog-finish.*status=256" &&
 	perilog_log prolog $id | grep "writable" &&
@@ -203,7 +203,7 @@ done
 test_expect_success 'kill-user-slice: a process ignoring SIGTERM is SIGKILLed' '
 	pam_on "kill-user-slice = true
 kill-slice-grace-time = \"1s\"" &&
-	job10=$(perilog_submit -N1 -c1 --requires=rank:0 sleep inf) &&
+	job10=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job10 start &&
 	systemd-run -M "$FLUX_PAM_TESTBED" --quiet --uid=$U \
 		--slice=$(perilog_slice) --unit=stubborn-$$ \

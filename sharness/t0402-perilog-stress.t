@@ -6,8 +6,8 @@ The prologs and housekeepings of one user race for the per-user lock; at the
 end the user slice must be unit-free and unconstrained and the marker gone.'
 
 . "$(dirname "$0")"/lib/init.sh
-. "$(dirname "$0")"/lib/perilog.sh
-. "$(dirname "$0")"/lib/perilog-stress.sh
+. "$SHARNESS_TEST_DIRECTORY"/lib/perilog.sh
+. "$SHARNESS_TEST_DIRECTORY"/lib/perilog-stress.sh
 
 flux_pam_require_flux
 perilog_require_testbed

@@ -6,8 +6,8 @@ Same end states as t0402 when the broker module does the work and the
 executables confirm with pam.prolog / pam.housekeeping.'
 
 . "$(dirname "$0")"/lib/init.sh
-. "$(dirname "$0")"/lib/perilog.sh
-. "$(dirname "$0")"/lib/perilog-stress.sh
+. "$SHARNESS_TEST_DIRECTORY"/lib/perilog.sh
+. "$SHARNESS_TEST_DIRECTORY"/lib/perilog-stress.sh
 
 flux_pam_require_flux
 if ! test -f "$FLUX_PAM_SRCDIR/flux_pam_service/brokermod/pam.py"; then

@@ -173,7 +173,7 @@ test_expect_success 'systemd returns: every pending operation completes' '
 test_expect_success 'manage-user-slice off: new users untouched, old slices end with jobs' '
 	sed -i "s/^manage-user-slice = true/manage-user-slice = false/" \
 		$FLUX_PAM_CONFDIR/pam.toml &&
-	flux exec -r all flux config reload &&
+	flux config reload &&
 	jobF=$(pam_submit 1001 -N1 -n1 --requires=rank:3 sleep inf) &&
 	flux job wait-event -t 30 $jobF start &&
 	idF=$(flux job id $jobF) &&
@@ -188,7 +188,7 @@ test_expect_success 'manage-user-slice off: new users untouched, old slices end 
 	flux job wait-event -t 30 $jobF clean &&
 	sed -i "s/^manage-user-slice = false/manage-user-slice = true/" \
 		$FLUX_PAM_CONFDIR/pam.toml &&
-	flux exec -r all flux config reload
+	flux config reload
 '
 test_expect_success 'a marked slice of a user without a job is torn down on reload' '
 	systemctl -M $FLUX_PAM_TESTBED start user@1001.service &&

@@ -264,7 +264,7 @@ class PamModule(BrokerModule):
     def _payload(msg: Any) -> dict:
         try:
             text = msg.payload_str
-            obj = json.loads(text) if text else None
+            obj = json.loads(text) if text else {}
         except (ValueError, TypeError):
             raise ProtocolError("payload is not JSON") from None
         if not isinstance(obj, dict):
@@ -580,7 +580,10 @@ class PamModule(BrokerModule):
             else:
                 self._activate(user, snap, None)
         else:
-            if user.prepared is False:
+            if user.prepared is False or (
+                user.prepared is None and not self._managing()
+            ):
+                # never managed here (or unknown while not managing): keep off
                 self._finished(user, snap, "skipped")
                 return
             self._submit(
@@ -676,10 +679,13 @@ class PamModule(BrokerModule):
             ops = self.stats["operations"]
             ops[action] = ops.get(action, 0) + 1
             user.busy = None
+            # a failure that repeats the previous one is logged at debug only
+            repeated = exc is not None and bool(user.errors)
+            repeated = repeated and user.errors[-1].endswith(_errtext(exc))
             for level, line in getattr(exc if exc else out, "logs", []) or []:
-                self.log(
-                    level if level <= syslog.LOG_WARNING else syslog.LOG_DEBUG, line
-                )
+                if repeated or level > syslog.LOG_WARNING:
+                    level = syslog.LOG_DEBUG
+                self.log(level, line)
             if exc is not None:
                 self._failed(user, snap, action, exc, elapsed)
                 return

@@ -14,7 +14,7 @@ perilog_stress_config() {
 	test -n "$FLUX_PAM_UNDER_FLUX" && return 0
 	local dir
 	perilog_write_config
-	dir=$(flux_pam_confdir)
+	dir=$FLUX_PAM_CONFDIR
 	"$FLUX" R encode -r 0-1 -c 0-$((PERILOG_NJOBS - 1)) -H "fake[0-1]" \
 		>"$dir/R.json" || exit 1
 	cat >"$dir/resource.toml" <<-EOT
@@ -32,7 +32,7 @@ perilog_stress_config() {
 # The stress tests.  $1 describes the mode ("alone" or "module").
 perilog_stress_tests() {
 	test_expect_success "$1: $PERILOG_NJOBS jobs of one user start together" '
-		perilog_submit --cc=1-$PERILOG_NJOBS -N1 -c1 --requires=rank:0 \
+		perilog_submit --cc=1-$PERILOG_NJOBS -n1 -c1 --requires=rank:0 \
 			sleep inf >jobids &&
 		test $(wc -l <jobids) -eq $PERILOG_NJOBS &&
 		for id in $(cat jobids); do

@@ -78,16 +78,32 @@ perilog_write_config() {
 	test -n "$FLUX_PAM_UNDER_FLUX" && return 0
 	export FLUX_PAM_LOCK_DIR="$SHARNESS_TRASH_DIRECTORY/lock"
 	export FLUX_PAM_SCRIPTS_DEBUG=1
-	perilog_jobmanager_toml "$1" >"$(flux_pam_confdir)/job-manager.toml"
+	# The executables run under /usr/bin/python3: give them flux's bindings
+	# the way `flux python` would.
+	PYTHONPATH=$("$FLUX" env sh -c 'printf %s "$PYTHONPATH"')
+	export PYTHONPATH
+	flux_pam_confdir >/dev/null # sets FLUX_PAM_CONFDIR in this shell
+	perilog_jobmanager_toml "$1" >"$FLUX_PAM_CONFDIR/job-manager.toml"
 }
 
-# Load the full config on every rank: boot config plus the TOML on stdin.
+# Load the full config (boot config plus the TOML on stdin) on rank 0, which
+# passes it on to every rank; wait until the last rank has it.
 perilog_config_load() {
-	local dir="$PWD/conf.$$"
+	local dir="$PWD/conf.$$" want
 	rm -rf "$dir" && mkdir -p "$dir" &&
 	cp "$FLUX_PAM_CONFDIR"/*.toml "$dir"/ &&
 	cat >"$dir/zz-test.toml" &&
-	flux exec -r all flux config load "$dir"
+	flux config load "$dir" &&
+	want=$(flux config get | jq -S -c .) &&
+	perilog_wait 10 perilog_config_is "$want"
+}
+
+perilog_config_is() {
+	local r
+	for r in $(seq 0 $(($(flux getattr size) - 1))); do
+		test "$(flux exec -r $r flux config get | jq -S -c .)" = "$1" ||
+			return 1
+	done
 }
 
 # Load sdexec-mapper on every rank (the prolog's property lookup).

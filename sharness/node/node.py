@@ -116,7 +116,10 @@ NODE_PACKAGES = [
     "python3-psutil",
     "procps",
     "jq",
-    # flux-core's Python and Lua runtime (not visible to ldd)
+    # flux-core's Python and Lua runtime (not visible to ldd): flux-cron is
+    # a Lua script; sdexec and user@UID want a user bus
+    "lua5.1",
+    "dbus-user-session",
     "python3-cffi-backend",
     "python3-yaml",
     "python3-ply",
@@ -538,8 +541,9 @@ def _wait_flux(tb: "testbed.Testbed", log: Log) -> None:
     deadline = time.monotonic() + BOOT_FLUX_TIMEOUT
     last = ""
     while time.monotonic() < deadline:
+        # the unit is active before rc1 ends: wait for the broker's run state
         p = tb.run(["flux", "uptime"], timeout=30)
-        if p.returncode == 0:
+        if p.returncode == 0 and " run " in p.stdout:
             return
         last = (p.stdout + p.stderr).strip()
         time.sleep(0.2)

@@ -86,12 +86,15 @@ flux_pam_require_testbed() {
 }
 
 # The instance's config directory (created once; see FLUX_PAM_CONFDIR).
+# Safe to call in a command substitution: the name depends only on the outer
+# script's PID ($$ is the same in subshells).
 flux_pam_confdir() {
 	if test -z "$FLUX_PAM_CONFDIR"; then
-		FLUX_PAM_CONFDIR=$(mktemp -d "${TMPDIR:-/tmp}/flux-pam-conf.XXXXXX")
+		FLUX_PAM_CONFDIR="${TMPDIR:-/tmp}/flux-pam-conf.$$"
 		export FLUX_PAM_CONFDIR
 	fi
-	echo "$FLUX_PAM_CONFDIR"
+	mkdir -p "$FLUX_PAM_CONFDIR" && chmod 700 "$FLUX_PAM_CONFDIR" &&
+		echo "$FLUX_PAM_CONFDIR"
 }
 
 # Re-execute this script inside `flux start --test-size=SIZE`.
@@ -121,6 +124,7 @@ test_under_flux_pam() {
 	flux_pam_busproxy_cleanup
 	rm -rf "$FLUX_PAM_CONFDIR"
 	test "$debug" = "t" || test $rc -ne 0 || rm -f "$FLUX_PAM_BROKER_LOG"
+	trap - EXIT # the inner script ran test_done; do not let sharness die()
 	exit $rc
 }
 
@@ -138,7 +142,9 @@ pam_status() {
 
 # Print "uid:job,job uid:job" for a rank's users (jobs sorted), or nothing.
 pam_users() {
-	pam_status "$1" | jq -r '[.users[] | "\(.uid):\([.jobs[].id] | sort | map(tostring) | join(","))"] | join(" ")'
+	local st
+	st=$(pam_status "$1") || return 1
+	echo "$st" | jq -r '[.users[] | select(.jobs != []) | "\(.uid):\([.jobs[].id] | sort | map(tostring) | join(","))"] | join(" ")'
 }
 
 # Wait until no systemd operation is queued or running on RANKS (idset-ish
@@ -164,8 +170,7 @@ pam_wait_idle() {
 pam_wait_users() {
 	local rank=$1 expected=$2 deadline=$(($(date +%s) + ${3:-30})) got
 	while :; do
-		got=$(pam_users "$rank")
-		test "$got" = "$expected" && return 0
+		got=$(pam_users "$rank") && test "$got" = "$expected" && return 0
 		if test "$(date +%s)" -ge $deadline; then
 			echo "rank $rank users: '$got', expected '$expected'" >&2
 			return 1
