@@ -7,13 +7,13 @@ takes it down at the end.  The whole tier is skipped, with the reason, when
 """
 
 import os
-import subprocess
 import sys
-import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # t/: testbed
+sys.path.insert(0, HERE)  # t/systemd: bed
 
 import testbed as tb  # noqa: E402
 
@@ -39,8 +39,7 @@ def testbed():
 
 # ------------------------------------------------------------------ helpers
 
-ALICE = 1000
-BOB = 1001
+from bed import ALICE, BOB, Spawner, container_path, reset_user  # noqa: E402, F401
 
 
 @pytest.fixture
@@ -53,76 +52,12 @@ def sd(testbed):
     client.close()
 
 
-def container_path(testbed, path):
-    """*path* inside the container, as the host sees it."""
-    return testbed.root + path
-
-
-def reset_user(testbed, uid, user):
-    """Put a user's slice back to nothing: no processes, no units, no linger."""
-    from flux_pam_service import properties
-    from flux_pam_service.systemd import DBusError, Systemd
-
-    testbed.run(["rm", "-f", f"/var/lib/systemd/linger/{user}"])
-    with Systemd(testbed.address, timeout=10.0) as sd:
-        if sd.get_unit(f"user-{uid}.slice"):
-            sd.kill_unit(f"user-{uid}.slice", "all", 9)
-        for _ in range(100):
-            if not sd.unit_processes(f"user-{uid}.slice"):
-                break
-            time.sleep(0.05)
-        try:
-            sd.wait_job(sd.stop_unit(f"user@{uid}.service"), 10)
-            sd.reset_failed_unit(f"user@{uid}.service")
-        except DBusError:
-            pass
-        sd.set_unit_properties(f"user-{uid}.slice", properties.REVERT)
-
-
 @pytest.fixture
 def alice(testbed):
     """alice's slice reset before and after the test; yields (uid, name)."""
     reset_user(testbed, ALICE, "alice")
     yield ALICE, "alice"
     reset_user(testbed, ALICE, "alice")
-
-
-class Spawner:
-    """Start long-running processes in a slice as transient services."""
-
-    def __init__(self, testbed):
-        self.testbed = testbed
-        self.units = []
-
-    def __call__(self, slice_, argv, uid="alice"):
-        unit = f"flux-pam-test-{os.getpid()}-{len(self.units)}.service"
-        p = subprocess.run(
-            [
-                "systemd-run",
-                "-M",
-                self.testbed.name,
-                "--quiet",
-                "--collect",
-                f"--unit={unit}",
-                f"--slice={slice_}",
-                f"--uid={uid}",
-                "--service-type=exec",
-                "--",
-                *argv,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert p.returncode == 0, p.stderr
-        self.units.append(unit)
-        return unit
-
-    def cleanup(self):
-        for unit in self.units:
-            subprocess.run(
-                ["systemctl", "-M", self.testbed.name, "kill", "-s", "KILL", unit],
-                capture_output=True,
-            )
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from conftest import ALICE, container_path
+from bed import ALICE, container_path
 from test_slice import PROPS, assert_reverted, settled_processes
 
 from flux_pam_service.cli import main

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ALICE, container_path
+from bed import ALICE, container_path
 
 from flux_pam_service.slice import UserSlice
 from flux_pam_service.systemd import DBusError, Systemd, unit_path

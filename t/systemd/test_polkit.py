@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import container_path
+from bed import container_path
 
 RULE = "etc/polkit-1/rules.d/60-flux-pam.rules"
 DENIED = (

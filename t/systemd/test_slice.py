@@ -5,7 +5,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ALICE, container_path
+from bed import ALICE, container_path
 
 from flux_pam_service import properties
 from flux_pam_service.slice import LingerError, SurvivorsError, UserSlice
@@ -178,6 +178,7 @@ def test_prepare_logs_but_survives_user_manager_failure(testbed, us, sd):
         assert any("user@4242.service" in m for _, m in us.logged)
     finally:
         nouser.teardown()
+        sd.reset_failed_unit("user-runtime-dir@4242.service")
 
 
 def test_teardown_without_kill_stops_user_manager_and_reverts(us, sd, spawn):
