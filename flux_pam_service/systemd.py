@@ -278,21 +278,38 @@ class Systemd:
             signature or None,
             tuple(args),
         )
+        what = f"{interface}.{method}"
+        serial = next(conn.outgoing_serial)
         try:
-            reply = conn.send_and_get_reply(msg, timeout=timeout)
-        except TimeoutError:
-            raise DBusError(
-                errno.ETIMEDOUT,
-                None,
-                f"{interface}.{method}: no reply within {timeout}s",
-            ) from None
-        except (ConnectionError, OSError) as exc:
+            conn.send(msg, serial=serial)
+        except OSError as exc:
+            # a partly sent message leaves the stream unusable: drop it
             self.close()
+            err = errno.ETIMEDOUT if isinstance(exc, TimeoutError) else exc.errno
             raise DBusError(
-                exc.errno or errno.ECONNRESET,
-                None,
-                f"{interface}.{method}: D-Bus connection lost: {exc}",
+                err or errno.ECONNRESET, None, f"{what}: cannot send: {exc}"
             ) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = conn.receive(timeout=max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                # the connection stays usable: a late reply is skipped below
+                raise DBusError(
+                    errno.ETIMEDOUT, None, f"{what}: no reply within {timeout}s"
+                ) from None
+            except OSError as exc:
+                self.close()
+                raise DBusError(
+                    exc.errno or errno.ECONNRESET,
+                    None,
+                    f"{what}: D-Bus connection lost: {exc}",
+                ) from None
+            if reply.header.fields.get(HeaderFields.reply_serial) == serial:
+                break
+            # not our reply: a signal for a filter (JobRemoved), or a late one
+            for f in conn._filters.matches(reply):
+                f.queue.append(reply)
         if reply.header.message_type == MessageType.error:
             name = reply.header.fields.get(HeaderFields.error_name, "unknown")
             text = reply.body[0] if reply.body else ""
