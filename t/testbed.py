@@ -45,6 +45,11 @@ do not share a cgroup and `down` can kill whatever is left.
 failed units are printed) and writes /run/systemd/machines/NAME with the
 container's leader PID, so `systemctl -M NAME` and `systemd-run -M NAME` work.
 
+Measured on the 2-core VM: a cold build takes about 63 s (mmdebstrap,
+packages fetched from the host's mirror); `up` from the cached tree boots to
+SystemState=running in 0.65-0.8 s; `up` of a test bed already up takes 0.1 s;
+`run` costs about 0.15 s per command; `down` 0.4 s.
+
 Environment: FLUX_PAM_TESTBED_CACHE overrides CACHE_DIR; FLUX_PAM_TESTBED is the
 default --name (else DEFAULT_NAME); FLUX_PAM_TESTBED_REPO the default --repo.
 """
