@@ -65,7 +65,8 @@ prefix is ever written):
       - ``make install DESTDIR=ROOT PREFIX=/usr`` with the directory
         variables mk/install.mk documents for a flux-core in FLUX
         (LIBEXECDIR, FLUXDATADIR, FLUXMODDIR, SYSCONFDIR)
-      - /etc/pam.d/sshd from the installed example (pam.d-sshd)
+      - /etc/pam.d/sshd from the installed example (pam.d-sshd), the
+        pam_flux lines given config=FLUX/etc/flux/system/conf.d
     The overlays are mounted on the host, so the whole replica is ready
     before systemd boots: flux.service starts at boot with our module.
 
@@ -508,8 +509,17 @@ def stage(name: str, tree: str, log: Log, sdexec: bool = False) -> Dict[str, flo
     timings["make_install"] = time.monotonic() - t1
 
     # the site's sshd stack: the installed example
+    # with pam_flux's config= pointing at this flux-core's config directory
+    # (its default, /etc/flux/system/conf.d, is that of a flux-core in /usr)
     example = f"{root}/usr/share/doc/flux-pam-service/examples/pam.d-sshd"
-    shutil.copy(example, f"{root}/etc/pam.d/sshd")
+    with open(example) as f:
+        lines = f.read().splitlines(keepends=True)
+    conf = f"config={FLUX}/etc/flux/system/conf.d"
+    with open(f"{root}/etc/pam.d/sshd", "w") as f:
+        for line in lines:
+            if not line.lstrip().startswith("#") and "pam_flux.py" in line:
+                line = line.rstrip("\n") + f" {conf}\n"
+            f.write(line)
     return timings
 
 
