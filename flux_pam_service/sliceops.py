@@ -36,7 +36,8 @@ Interface:
 
 import errno
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from syslog import LOG_DEBUG
+from typing import Any, Callable, List, Optional, Tuple
 
 from . import idset, properties
 from .slice import SLICE, UserSlice
@@ -101,6 +102,31 @@ def _drop_connection(state: dict, exc: BaseException) -> None:
             sd.close()
 
 
+def _transport(exc: BaseException) -> bool:
+    """True for a lost or refused connection (not an answer from systemd)."""
+    return isinstance(exc, DBusError) and exc.name is None
+
+
+def _run(
+    state: dict, uid: int, out: Outcome, body: Callable[[UserSlice], None]
+) -> None:
+    """Run *body* on the user's slice; once more on a fresh connection if the
+    thread's connection turns out to be dead (operations are idempotent)."""
+    for attempt in (1, 2):
+        reused = "systemd" in state  # a connection made by an earlier op
+        try:
+            body(_user_slice(state, uid, out))
+            return
+        except ValueError as exc:
+            raise _fail(OSError(errno.EINVAL, str(exc)), out) from None
+        except OSError as exc:
+            _drop_connection(state, exc)
+            if attempt == 1 and _transport(exc) and reused:
+                out.logs.append((LOG_DEBUG, f"reconnecting to systemd: {exc}"))
+                continue
+            raise _fail(exc, out) from None
+
+
 def _set_description(us: UserSlice, text: str) -> None:
     us.systemd.set_unit_properties(us.slice, [("Description", ("s", text))])
 
@@ -133,8 +159,9 @@ def activate(
 ) -> Outcome:
     """Bring the user's slice to *props* (see module docstring)."""
     out = Outcome()
-    us = _user_slice(state, uid, out)
-    try:
+
+    def body(us: UserSlice) -> None:
+        out.repairs.clear()
         if verify:
             _compare(us, props, out)
         if first or verify:
@@ -145,36 +172,32 @@ def activate(
             if props is not None:
                 us.apply(props)
             out.value = "apply"
-    except ValueError as exc:
-        raise _fail(OSError(errno.EINVAL, str(exc)), out) from None
-    except OSError as exc:
-        _drop_connection(state, exc)
-        raise _fail(exc, out) from None
+
+    _run(state, uid, out, body)
     return out
 
 
 def deactivate(state: dict, uid: int, kill: bool, grace: float) -> Outcome:
     """Tear the user's slice down (see module docstring)."""
     out = Outcome(value="teardown")
-    us = _user_slice(state, uid, out)
-    try:
+
+    def body(us: UserSlice) -> None:
         us.teardown(kill=kill, grace=grace)
         _set_description(us, default_description(uid))
-    except OSError as exc:
-        _drop_connection(state, exc)
-        raise _fail(exc, out) from None
+
+    _run(state, uid, out, body)
     return out
 
 
 def unconstrain(state: dict, uid: int) -> Outcome:
     """Revert the slice's constraints, leaving user@UID.service alone."""
     out = Outcome(value="unconstrain")
-    us = _user_slice(state, uid, out)
-    try:
-        us.systemd.set_unit_properties(us.slice, properties.REVERT)
-    except OSError as exc:
-        _drop_connection(state, exc)
-        raise _fail(exc, out) from None
+    _run(
+        state,
+        uid,
+        out,
+        lambda us: us.systemd.set_unit_properties(us.slice, properties.REVERT),
+    )
     return out
 
 

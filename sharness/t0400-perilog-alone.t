@@ -96,16 +96,17 @@ test_expect_success 'the last job ends: marker removed, user@ stopped, slice rev
 	grep "torn down" hk2.log
 '
 test_expect_success 'prolog got an F58 id and housekeeping a decimal one: same job' '
-	f58=$(flux job id --to=f58 $job2) &&
-	grep -F "flux-pam-prolog[$f58]" job2.log &&
-	grep -F "flux-pam-housekeeping[$f58]" hk2.log
+	grep -E "$(perilog_tag prolog $job2)" job2.log &&
+	grep -E "$(perilog_tag housekeeping $job2)" hk2.log &&
+	grep -E "FLUX_JOB_ID=(ƒ|f)$(flux job id --to=f58plain $job2) " job2.log &&
+	grep "FLUX_JOB_ID=$(flux job id --to=dec $job2) " hk2.log
 '
 test_expect_success 'the executables accept FLUX_JOB_ID as F58 and as decimal' '
 	job3=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job3 start &&
 	FLUX_JOB_ID=$(flux job id --to=dec $job3) FLUX_JOB_USERID=$(id -u) \
 		"$PERILOG_PROLOG" 2>dec.err &&
-	grep -F "flux-pam-prolog[$(flux job id --to=f58 $job3)]" dec.err &&
+	grep -E "$(perilog_tag prolog $job3)" dec.err &&
 	FLUX_JOB_ID=$(flux job id --to=f58plain $job3) FLUX_JOB_USERID=$(id -u) \
 		"$PERILOG_PROLOG" 2>f58.err &&
 	grep "1 other active job" f58.err &&

@@ -78,13 +78,13 @@ test_expect_success 'a second job of 1000 grows the union' '
 '
 test_expect_success 'module reload mid-jobs: same state, no teardown, no repair' '
 	inv=$(prop user@1000.service InvocationID) &&
-	flux dmesg -C &&
+	flux exec -r all flux dmesg -C &&
 	flux exec -r all flux module reload pam &&
 	pam_wait_users 0 "1000:$(echo $idA $idB | tr " " "\n" | sort | paste -sd,)" &&
 	pam_wait_idle "0 1 2 3" &&
 	test "$(prop user@1000.service InvocationID)" = "$inv" &&
 	test "$(prop user-1000.slice AllowedCPUs)" = "0-1" &&
-	test_must_fail sh -c "flux dmesg | grep -E \"repair|teardown\""
+	test_must_fail sh -c "flux exec -r all flux dmesg | grep -E \"repair|teardown\""
 '
 test_expect_success 'the first job ends: the union shrinks, housekeeping confirms' '
 	flux cancel $jobA &&
@@ -120,8 +120,8 @@ test_expect_success 'kill-user-slice kills a SIGTERM-ignoring process left in th
 	jobC=$(pam_submit 1000 -N1 -n1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $jobC start &&
 	pam_wait_idle 0 &&
-	systemd-run -M $FLUX_PAM_TESTBED --slice=user-1000.slice \
-		--unit=flux-pam-test-left --quiet \
+	systemd-run -M $FLUX_PAM_TESTBED --slice=user-1000.slice --collect \
+		--unit=flux-pam-test-left-$$ --quiet \
 		sh -c "trap \"\" TERM; while :; do sleep 1; done" &&
 	test "$(testbed_unit_tasks user-1000.slice)" -ge 1 &&
 	flux cancel $jobC &&
@@ -129,7 +129,8 @@ test_expect_success 'kill-user-slice kills a SIGTERM-ignoring process left in th
 	pam_wait_users 0 "" &&
 	pam_wait_idle 0 30 &&
 	test "$(testbed_unit_tasks user-1000.slice)" -eq 0 &&
-	flux dmesg | grep "user-1000.slice: .*SIGKILL"
+	flux dmesg | grep "user-1000.slice: .*SIGKILL" &&
+	test "$(pam_rpc --rank 0 pam.stats-get | jq .drains)" = 0
 '
 test_expect_success 'a job spanning ranks 2-3 constrains the slice from both ranks' '
 	jobD=$(pam_submit 1001 -N2 -n2 --requires=rank:2-3 sleep inf) &&
@@ -195,10 +196,9 @@ test_expect_success 'a marked slice of a user without a job is torn down on relo
 	systemctl -M $FLUX_PAM_TESTBED set-property --runtime user-1001.slice \
 		"Description=flux-pam: user-1001.slice managed by rank 2" \
 		AllowedCPUs=0 &&
-	flux dmesg -C &&
 	flux exec -r 2 flux module reload pam &&
 	pam_wait_idle 2 &&
-	flux dmesg | grep "repair: uid 1001 has no job on rank 2" &&
+	flux exec -r 2 flux dmesg | grep "repair: uid 1001 has no job on rank 2" &&
 	test "$(prop user@1001.service ActiveState)" = inactive &&
 	test -z "$(prop user-1001.slice AllowedCPUs)"
 '

@@ -682,8 +682,9 @@ class PamModule(BrokerModule):
             # a failure that repeats the previous one is logged at debug only
             repeated = exc is not None and bool(user.errors)
             repeated = repeated and user.errors[-1].endswith(_errtext(exc))
+            # the summary line of a failure is the error; the details are debug
             for level, line in getattr(exc if exc else out, "logs", []) or []:
-                if repeated or level > syslog.LOG_WARNING:
+                if repeated or exc is not None or level > syslog.LOG_WARNING:
                     level = syslog.LOG_DEBUG
                 self.log(level, line)
             if exc is not None:

@@ -44,22 +44,27 @@ node_down() {
 # the way (sharness's own EXIT trap runs after).
 # node_up [--sdexec]
 node_up() {
-	trap 'node_down; die' EXIT
+	trap '_node_rc=$?; node_down; (exit $_node_rc); die' EXIT
 	$NODE_PY up --name "$FLUX_PAM_NODE" "$@" >/dev/null 2>node-up.log
 	local rc=$?
 	cat node-up.log >&2
 	return $rc
 }
 
-# node_run [-u USER] CMD...: run CMD inside; stdin is passed on.
+# node_run [-u USER] CMD...: run CMD inside; stdin is passed on.  systemd
+# expands $NAME and $$ in a unit's command line, so every $ is doubled.
 node_run() {
-	local uid=
+	local uid= a
+	local -a argv=()
 	if test "$1" = "-u"; then
 		uid="--uid=$2"
 		shift 2
 	fi
+	for a in "$@"; do
+		argv+=("${a//\$/\$\$}")
+	done
 	systemd-run -M "$FLUX_PAM_NODE" --wait --pipe --quiet --collect \
-		--service-type=exec $uid -- "$@"
+		--service-type=exec $uid -- "${argv[@]}"
 }
 
 # node_sh [-u USER] 'shell text'
@@ -91,10 +96,14 @@ node_ssh() {
 
 # node_ssh_bg UNIT USER CMD: a login that stays, its client in unit UNIT.
 node_ssh_bg() {
-	local unit=$1 user=$2
+	local unit=$1 user=$2 a
+	local -a argv=()
 	shift 2
+	for a in "$@"; do
+		argv+=("${a//\$/\$\$}")
+	done
 	systemd-run -M "$FLUX_PAM_NODE" --quiet --unit="$unit" --service-type=exec \
-		-- ssh "$user@127.0.0.1" -- "$@" </dev/null
+		-- ssh "$user@127.0.0.1" -- "${argv[@]}" </dev/null
 }
 
 # node_prop UNIT PROPERTY: systemctl show -P, inside.

@@ -192,10 +192,16 @@ perilog_torn_down() {
 	slice_cpus_are "" "$1"
 }
 
+# The message prefix of one job's prolog or housekeeping, as an ERE:
+# "flux-pam-prolog[ƒXXX]" (the F58 prefix is "f" in an ASCII locale, which
+# sharness sets, so match either).
+# Usage: perilog_tag prolog|housekeeping JOBID
+perilog_tag() {
+	printf 'flux-pam-%s\[(ƒ|f)%s\]' "$1" "$(flux job id --to=f58plain "$2")"
+}
+
 # Broker log lines of one job's prolog or housekeeping.
 # Usage: perilog_log prolog|housekeeping JOBID
 perilog_log() {
-	local f58
-	f58=$(flux job id --to=f58 "$2")
-	flux dmesg -H | grep -F "flux-pam-$1[$f58]"
+	flux dmesg -H | grep -E "$(perilog_tag "$1" "$2")"
 }

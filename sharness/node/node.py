@@ -684,18 +684,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             json.dumps({"name": node.name, "root": node.root, "timings": node.timings})
         )
         return 0
+
+    # systemd expands $NAME and $$ in a unit's command line: double every $
+    def literal(argv: Sequence[str]) -> List[str]:
+        return [a.replace("$", "$$") for a in argv]
+
     if args.cmd == "run":
         cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not cmd:
             ap.error("run: no command given")
         env = dict(kv.split("=", 1) for kv in args.setenv)
         return subprocess.run(
-            testbed._run_argv(args.name, cmd, args.uid, env)
+            testbed._run_argv(args.name, literal(cmd), args.uid, env)
         ).returncode
     if args.cmd == "ssh":
         cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         ssh = ["ssh", f"{args.user}@127.0.0.1", "--", *cmd]
-        return subprocess.run(testbed._run_argv(args.name, ssh)).returncode
+        return subprocess.run(testbed._run_argv(args.name, literal(ssh))).returncode
     return 2
 
 

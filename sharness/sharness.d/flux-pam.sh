@@ -209,14 +209,14 @@ testbed_unit_state() {
 	testbed_unit_property "$1" ActiveState
 }
 
-# Number of processes in a unit's cgroup (0 if none).
+# Number of processes in a unit's cgroup, subunits included (0 if not loaded).
 testbed_unit_tasks() {
-	local n
-	n=$(testbed_unit_property "$1" TasksCurrent)
-	case "$n" in
-	"" | "[not set]") echo 0 ;;
-	*) echo "$n" ;;
-	esac
+	local out
+	out=$(testbed_busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+		org.freedesktop.systemd1.Manager GetUnitProcesses s "$1" 2>/dev/null) ||
+		{ echo 0; return 0; }
+	set -- $out
+	echo "${2:-0}"
 }
 
 # Run a command inside the test bed (t/testbed.py run).

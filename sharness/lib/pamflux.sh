@@ -1,0 +1,250 @@
+# pam_flux against a real Flux instance: an instance owned by an unprivileged
+# uid, and pamtester running pam/pam_flux.py as root.
+#
+# Source after lib/init.sh and flux_pam_require_flux:
+#
+#   . "$FLUX_PAM_LIB/pamflux.sh"
+#   pamflux_require                 # skip_all unless root, pamtester, ...
+#   pamflux_users                   # passwd/group for nss_wrapper
+#   pamflux_stack [OPTION...]       # pam.d/sshd: account pam_flux OPTION...
+#   pamflux_start NAME SIZE [module]  # instance owned by $PAMFLUX_OWNER_UID
+#   pamtest USER [PAM_OP...]        # pamtester sshd USER (default acct_mgmt)
+#   as_owner CMD...                 # run CMD as the instance owner
+#   pamflux_stop                    # shut the instance down
+#
+# Why an unprivileged owner.  pam_flux admits root at once, and in a test
+# instance every job belongs to the instance owner, so with root as owner no
+# job could ever admit anybody through job-list.  The instance is therefore
+# started as PAMFLUX_OWNER_UID (a uid without a passwd entry on the host) with
+# access.allow-root-owner, the way a system instance owned by `flux` is run
+# (DESIGN.md section 3), and pamtester runs as root, as sshd does.
+#
+# Users.  pamtester runs with libnss_wrapper preloaded and a passwd file in
+# the trash directory, so no account is added to the host:
+#   alice  PAMFLUX_OWNER_UID  the instance owner; her jobs are what job-list
+#                             reports (the pam module ignores the owner)
+#   bob    PAMFLUX_BOB_UID    a job user only through the test-only mapping
+#                             system.flux-pam.test-userid (module only)
+#   nobody 65534              never has a job; the guest
+#
+# The PAM stack is read from the trash directory's pam.d (libpam_wrapper).
+# FLUX_URI (exported by pamflux_start) tells pam_flux where the local broker
+# is; pamtest_rank N points it at rank N instead.
+
+PAMFLUX_PAM_PYTHON=
+PAMFLUX_INSTANCE_DIR=
+PAMFLUX_BROKER_PID=
+
+# Skip the whole script unless everything pam_flux needs is here.
+pamflux_require() {
+	local missing="" p
+	test "$(id -u)" = 0 || missing="$missing root (instance as another uid, pam_flux as root);"
+	command -v pamtester >/dev/null || missing="$missing pamtester;"
+	command -v setpriv >/dev/null || missing="$missing setpriv (util-linux);"
+	command -v jq >/dev/null || missing="$missing jq;"
+	for p in /lib/security/pam_python.so /usr/lib/security/pam_python.so \
+		/lib/x86_64-linux-gnu/security/pam_python.so \
+		/usr/lib/x86_64-linux-gnu/security/pam_python.so; do
+		if test -e "$p"; then
+			PAMFLUX_PAM_PYTHON=$p
+			break
+		fi
+	done
+	test -n "$PAMFLUX_PAM_PYTHON" || missing="$missing pam_python.so (libpam-python);"
+	for p in "libpam_wrapper.so libpam-wrapper" "libnss_wrapper.so libnss-wrapper"; do
+		set -- $p
+		if LD_PRELOAD=$1 /bin/true 2>&1 | grep -q "cannot be preloaded"; then
+			missing="$missing $1 ($2);"
+		fi
+	done
+	PAMFLUX_PYTHONDIR=$("$FLUX" python -c \
+		'import flux, os; print(os.path.dirname(os.path.dirname(flux.__file__)))' \
+		2>/dev/null) || missing="$missing flux Python bindings;"
+	if test -n "$missing"; then
+		skip_all="pam_flux broker tier needs:$missing"
+		test_done
+	fi
+	export PAMFLUX_PAM_PYTHON PAMFLUX_PYTHONDIR
+}
+
+# A uid with no passwd entry on this host, from $1 up.
+pamflux_free_uid() {
+	local uid=$1
+	while getent passwd "$uid" >/dev/null || getent group "$uid" >/dev/null; do
+		uid=$((uid + 1))
+	done
+	echo "$uid"
+}
+
+# passwd and group files for nss_wrapper (see "Users" above).
+pamflux_users() {
+	: "${PAMFLUX_OWNER_UID:=$(pamflux_free_uid 54200)}"
+	: "${PAMFLUX_BOB_UID:=$(pamflux_free_uid $((PAMFLUX_OWNER_UID + 1)))}"
+	export PAMFLUX_OWNER_UID PAMFLUX_BOB_UID
+	cat >"$PWD/passwd" <<-EOF
+	root:x:0:0:root:/root:/bin/bash
+	alice:x:$PAMFLUX_OWNER_UID:$PAMFLUX_OWNER_UID:instance owner:/nonexistent:/bin/sh
+	bob:x:$PAMFLUX_BOB_UID:$PAMFLUX_BOB_UID:job user:/nonexistent:/bin/sh
+	nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+	EOF
+	cat >"$PWD/group" <<-EOF
+	root:x:0:
+	alice:x:$PAMFLUX_OWNER_UID:
+	bob:x:$PAMFLUX_BOB_UID:
+	nogroup:x:65534:
+	EOF
+	PAMFLUX_NSS_DIR=$PWD
+	export PAMFLUX_NSS_DIR
+}
+
+# Write pam.d/sshd: the account stack is pam_flux alone, with OPTIONS.
+# `pamflux_stack --permit` writes a pam_permit.so-only stack instead.
+pamflux_stack() {
+	mkdir -p "$PWD/pam.d"
+	PAMFLUX_PAM_DIR=$PWD/pam.d
+	export PAMFLUX_PAM_DIR
+	printf 'account required pam_deny.so\n' >"$PAMFLUX_PAM_DIR/other"
+	if test "$1" = "--permit"; then
+		printf 'account required pam_permit.so\n' >"$PAMFLUX_PAM_DIR/sshd"
+		return
+	fi
+	printf 'account required %s %s pythonpath=%s:%s %s\n' \
+		"$PAMFLUX_PAM_PYTHON" "$FLUX_PAM_SRCDIR/pam/pam_flux.py" \
+		"$PAMFLUX_PYTHONDIR" "$FLUX_PAM_SRCDIR" "$*" >"$PAMFLUX_PAM_DIR/sshd"
+}
+
+# pamtest USER [PAM_OP...]: run the sshd stack for USER (acct_mgmt unless
+# operations are given).  Exits with pamtester's status; the conversation
+# (e.g. "Access denied: ...") goes to stderr.
+pamtest() {
+	local user=$1
+	shift
+	test $# -gt 0 || set -- acct_mgmt
+	LD_PRELOAD="libpam_wrapper.so libnss_wrapper.so" \
+	PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$PAMFLUX_PAM_DIR" \
+	NSS_WRAPPER_PASSWD="$PAMFLUX_NSS_DIR/passwd" \
+	NSS_WRAPPER_GROUP="$PAMFLUX_NSS_DIR/group" \
+		pamtester sshd "$user" "$@"
+}
+
+# pamtest_rank RANK USER [PAM_OP...]: pamtest against rank RANK's broker.
+pamtest_rank() {
+	local rank=$1 uri
+	shift
+	uri=$(flux exec -r "$rank" flux getattr local-uri) || return 1
+	FLUX_URI=$uri pamtest "$@"
+}
+
+# Run a command as the instance owner (FLUX_URI is passed on).
+as_owner() {
+	env HOME="$PAMFLUX_INSTANCE_DIR/home" \
+		setpriv --reuid="$PAMFLUX_OWNER_UID" --regid="$PAMFLUX_OWNER_UID" \
+		--clear-groups "$@"
+}
+
+# The instance's config directory (set by pamflux_start).
+pamflux_confdir() {
+	echo "$PAMFLUX_INSTANCE_DIR/conf"
+}
+
+# pamflux_start NAME SIZE [module]: start `flux start --test-size=SIZE` as
+# the owner, in the background, and export its FLUX_URI.  With `module`, the
+# config has a [pam] table (manage-user-slice off), so modprobe loads the pam
+# module on every rank; without, the module is not loaded.  Extra config may
+# be written to $(pamflux_confdir) before (files) or after (flux config
+# reload) the start.
+pamflux_start() {
+	local name=$1 size=$2 module=$3 dir i
+	dir=$PWD/$name
+	mkdir -p "$dir/conf" "$dir/home" "$dir/run" &&
+	chmod 0755 "$dir" "$dir/conf" &&
+	chown "$PAMFLUX_OWNER_UID:$PAMFLUX_OWNER_UID" "$dir/home" "$dir/run" || return 1
+	PAMFLUX_INSTANCE_DIR=$dir
+	cat >"$dir/conf/access.toml" <<-EOF
+	[access]
+	allow-root-owner = true
+	EOF
+	if test "$module" = module; then
+		cat >"$dir/conf/pam.toml" <<-EOF
+		[pam]
+		manage-user-slice = false
+		EOF
+	fi
+	chmod 0644 "$dir"/conf/*.toml
+	(
+		unset FLUX_URI
+		export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/flux_pam_service/brokermod"
+		export FLUX_MODPROBE_PATH_APPEND="$FLUX_PAM_SRCDIR/etc/flux/modprobe"
+		export PYTHONPATH="$FLUX_PAM_SRCDIR${PYTHONPATH:+:$PYTHONPATH}"
+		exec env HOME="$dir/home" setpriv --reuid="$PAMFLUX_OWNER_UID" \
+			--regid="$PAMFLUX_OWNER_UID" --clear-groups \
+			"$FLUX" start --test-size="$size" -c "$dir/conf" \
+			-Slog-filename="$dir/run/broker.log" -Slog-level=7 \
+			sh -c 'printenv FLUX_URI >"$1.tmp" && mv "$1.tmp" "$1" &&
+				while ! test -e "$2"; do sleep 0.1; done' \
+			sh "$dir/run/uri" "$dir/run/stop"
+	) >"$dir/start.log" 2>&1 </dev/null &
+	PAMFLUX_BROKER_PID=$!
+	i=0
+	while ! test -s "$dir/run/uri"; do
+		if ! kill -0 "$PAMFLUX_BROKER_PID" 2>/dev/null; then
+			echo "flux start exited early:" >&2
+			cat "$dir/start.log" >&2
+			return 1
+		fi
+		i=$((i + 1))
+		test $i -le 600 || { echo "no FLUX_URI after 60s" >&2; return 1; }
+		sleep 0.1
+	done
+	FLUX_URI=$(cat "$dir/run/uri")
+	export FLUX_URI
+}
+
+# Shut the instance down: the initial program ends, then rc3; waits up to
+# 60s, then kills it.
+pamflux_stop() {
+	local i=0 pid=$PAMFLUX_BROKER_PID
+	test -n "$pid" || return 0
+	touch "$PAMFLUX_INSTANCE_DIR/run/stop"
+	while kill -0 "$pid" 2>/dev/null; do
+		i=$((i + 1))
+		if test $i -gt 600; then
+			echo "flux start (pid $pid) still running after 60s: killing" >&2
+			kill "$pid" 2>/dev/null
+			wait "$pid" 2>/dev/null
+			PAMFLUX_BROKER_PID=
+			return 1
+		fi
+		sleep 0.1
+	done
+	wait "$pid"
+	local rc=$?
+	PAMFLUX_BROKER_PID=
+	unset FLUX_URI
+	if test $rc -ne 0; then
+		echo "flux start exited $rc" >&2
+		cat "$PAMFLUX_INSTANCE_DIR/start.log" >&2
+	fi
+	return $rc
+}
+
+# The pam module's view of job ID on RANK: running, cleanup, or absent.
+pamflux_module_job() {
+	pam_status "$1" | jq -r --argjson id "$2" '
+		[.users[].jobs[] | select(.id == $id)] |
+		if length == 0 then "absent"
+		elif .[0].running then "running" else "cleanup" end'
+}
+
+# Wait until pamflux_module_job RANK ID prints STATE (30s).
+pamflux_wait_module_job() {
+	local rank=$1 id=$2 want=$3 deadline=$(($(date +%s) + 30)) got
+	while :; do
+		got=$(pamflux_module_job "$rank" "$id") && test "$got" = "$want" && return 0
+		if test "$(date +%s)" -ge $deadline; then
+			echo "module on rank $rank: job $id is '$got', expected $want" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}

@@ -1,0 +1,195 @@
+#!/bin/bash
+
+test_description='pam_flux account decisions against a real Flux instance
+
+The behaviour of Flux'"'"'s peer suite (flux-pam t/t0001-pam_flux.t), for
+pam/pam_flux.py run by pam_python.so inside pamtester as root, against
+`flux start --test-size=2` owned by an unprivileged uid (see lib/pamflux.sh).
+Every case runs twice: with the pam broker module loaded, when pam_flux asks
+pam.check, and without it, when pam_flux falls back to job-list.
+
+The job user differs between the two: the module ignores the instance
+owner'"'"'s jobs, so with the module the job user is bob (jobs mapped to him
+with the test-only system.flux-pam.test-userid attribute), and without it the
+job user is alice, the instance owner, whose jobs are what job-list reports.
+The guest is nobody; the sub-instances that admit guests are alice'"'"'s.'
+
+. "$(dirname "$0")"/lib/init.sh
+
+flux_pam_require_flux
+. "$FLUX_PAM_LIB/pamflux.sh"
+pamflux_require
+
+trap 'pamflux_stop >/dev/null 2>&1; die' EXIT
+
+pamflux_users
+
+# job_submit [flux submit options] COMMAND...: a job of $JOBUSER
+job_submit() {
+	if test "$MODE" = module; then
+		as_owner flux submit \
+			--setattr=system.flux-pam.test-userid="$PAMFLUX_BOB_UID" "$@"
+	else
+		as_owner flux submit "$@"
+	fi
+}
+
+# With the module: wait until it holds job ID on RANK in STATE (running,
+# cleanup, absent), so that pamtester is asked after the module has seen the
+# event (the journal reaches the ranks asynchronously).  Without: nothing.
+module_sync() {
+	test "$MODE" = module || return 0
+	pamflux_wait_module_job "$@"
+}
+
+# denied USER FILE [pamtest args]: pamtester refuses with pam_flux's message
+denied() {
+	local user=$1 out=$2
+	shift 2
+	test_must_fail pamtest "$user" "$@" 2>"$out" &&
+	test_debug "cat $out" &&
+	grep "Access denied: user $user has no active jobs on this node" "$out"
+}
+
+cancel_and_wait() {
+	flux cancel "$1" &&
+	flux job wait-event -t 30 "$1" clean
+}
+
+run_cases() {
+	MODE=$1
+	if test "$MODE" = module; then
+		JOBUSER=bob JOBUID=$PAMFLUX_BOB_UID
+	else
+		JOBUSER=alice JOBUID=$PAMFLUX_OWNER_UID
+	fi
+	local m=$MODE
+
+	test_expect_success "$m: start an instance of size 2 owned by alice" '
+		pamflux_start $MODE 2 $MODE &&
+		test "$(flux getattr security.owner)" = "$PAMFLUX_OWNER_UID" &&
+		flux exec -r all flux module list >modules.$MODE &&
+		if test "$MODE" = module; then
+			test $(grep -c "^pam " modules.$MODE) -eq 2
+		else
+			! grep "^pam " modules.$MODE
+		fi
+	'
+	test_expect_success "$m: create the pam_flux account stack" '
+		pamflux_stack &&
+		grep "pam_flux.py pythonpath=" pam.d/sshd
+	'
+	test_expect_success "$m: $JOBUSER without a job is denied" '
+		denied $JOBUSER nojob.$MODE.err
+	'
+	test_expect_success "$m: $JOBUSER with a running job is admitted" '
+		jobid=$(job_submit -N1 --requires=rank:0 --wait-event=start sleep inf) &&
+		id=$(flux job id $jobid) &&
+		module_sync 0 $id running &&
+		pamtest $JOBUSER 2>allow.$MODE.err &&
+		test_debug "cat allow.$MODE.err" &&
+		grep "account management done" allow.$MODE.err
+	'
+	test_expect_success "$m: root is admitted without asking the broker" '
+		FLUX_URI=local:///nonexistent/local-0 pamtest root
+	'
+	test_expect_success "$m: nobody, who has no job, is not let in" '
+		denied nobody nobody.$MODE.err
+	'
+	test_expect_success "$m: the job user is denied on a rank without the job" '
+		test_must_fail pamtest_rank 1 $JOBUSER 2>rank1.$MODE.err &&
+		grep "Access denied: user $JOBUSER has" rank1.$MODE.err
+	'
+	test_expect_success "$m: an unreachable broker (bad FLUX_URI) fails closed" '
+		FLUX_URI=/tmp/foo test_must_fail pamtest $JOBUSER 2>baduri.$MODE.err &&
+		grep "Access denied: user $JOBUSER has" baduri.$MODE.err &&
+		FLUX_URI=local:///nonexistent/local-0 \
+			test_must_fail pamtest $JOBUSER 2>baduri2.$MODE.err &&
+		grep "Access denied: user $JOBUSER has" baduri2.$MODE.err
+	'
+	test_expect_success "$m: $JOBUSER is denied once the job is cancelled and freed" '
+		flux cancel $jobid &&
+		flux job wait-event -t 30 $jobid free &&
+		module_sync 0 $id absent &&
+		denied $JOBUSER freed.$MODE.err
+	'
+	test_expect_success "$m: $JOBUSER is denied while the job is in CLEANUP" '
+		cat >"$(pamflux_confdir)"/epilog.toml <<-EOF &&
+		[job-manager.epilog]
+		command = [ "flux", "event", "sub", "-c1", "pam-test-done" ]
+		EOF
+		chmod 644 "$(pamflux_confdir)"/epilog.toml &&
+		flux config reload &&
+		test_when_finished "rm -f \"$(pamflux_confdir)\"/epilog.toml && flux config reload" &&
+		flux jobtap load perilog.so &&
+		jobid=$(job_submit -N1 --requires=rank:0 --wait-event=epilog-start true) &&
+		id=$(flux job id $jobid) &&
+		test "$(flux jobs -no {state} $jobid)" = CLEANUP &&
+		module_sync 0 $id cleanup &&
+		denied $JOBUSER cleanup.$MODE.err &&
+		test "$(flux jobs -no {state} $jobid)" = CLEANUP &&
+		flux event pub pam-test-done &&
+		flux job wait-event -t 30 $jobid clean &&
+		flux jobtap remove perilog.so
+	'
+	test_expect_success "$m: add allow-guest-user to the pam_flux options" '
+		pamflux_stack allow-guest-user &&
+		grep "allow-guest-user" pam.d/sshd
+	'
+	test_expect_success "$m: with allow-guest-user and no jobs, all are denied" '
+		denied $JOBUSER guest0.$MODE.err &&
+		denied nobody guest1.$MODE.err
+	'
+	test_expect_success "$m: a guest is denied if alice'"'"'s job is not an instance" '
+		jobid=$(as_owner flux submit -N1 --requires=rank:0 \
+			--wait-event=start sleep inf) &&
+		denied nobody guest-nouri.$MODE.err &&
+		cancel_and_wait $jobid
+	'
+	test_expect_success "$m: the job user is still admitted with allow-guest-user" '
+		jobid=$(job_submit -N1 --requires=rank:0 --wait-event=start sleep inf) &&
+		id=$(flux job id $jobid) &&
+		module_sync 0 $id running &&
+		pamtest $JOBUSER &&
+		denied nobody guest-jobuser.$MODE.err &&
+		cancel_and_wait $jobid
+	'
+	test_expect_success "$m: a guest is denied if access.allow-guest-user is off" '
+		jobid=$(as_owner flux alloc --bg -N1 --requires=rank:0) &&
+		flux job info $jobid annotations | jq -e ".user.uri" &&
+		denied nobody guest-off.$MODE.err &&
+		cancel_and_wait $jobid
+	'
+	test_expect_success "$m: a guest is admitted if access.allow-guest-user is on" '
+		jobid=$(as_owner flux alloc --bg -N1 --requires=rank:0 \
+			--conf=access.allow-guest-user=true) &&
+		pamtest nobody 2>guest-on.$MODE.err &&
+		test_debug "cat guest-on.$MODE.err" &&
+		grep "account management done" guest-on.$MODE.err
+	'
+	test_expect_success "$m: that guest is denied without allow-guest-user" '
+		pamflux_stack &&
+		denied nobody guest-noopt.$MODE.err &&
+		pamflux_stack allow-guest-user &&
+		cancel_and_wait $jobid
+	'
+	test_expect_success "$m: a guest is denied on a rank that is not the job'"'"'s first" '
+		jobid=$(as_owner flux alloc --bg -N2 \
+			--conf=access.allow-guest-user=true) &&
+		flux jobs -no {ranks} $jobid >ranks.$MODE &&
+		test "$(cat ranks.$MODE)" = "[0-1]" &&
+		test_must_fail pamtest_rank 1 nobody 2>guest-rank1.$MODE.err &&
+		test_debug "cat guest-rank1.$MODE.err" &&
+		grep "Access denied: user nobody has" guest-rank1.$MODE.err &&
+		pamtest_rank 0 nobody &&
+		cancel_and_wait $jobid
+	'
+	test_expect_success "$m: the instance shuts down cleanly" '
+		pamflux_stop
+	'
+}
+
+run_cases module
+run_cases job-list
+
+test_done
