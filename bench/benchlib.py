@@ -364,9 +364,17 @@ def _proc_stat(pid: int) -> List[str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of *pid* (all its threads)."""
-    fields = _proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of *pid*, all its live threads (schedstat, nanoseconds);
+    without schedstat, user + system time from /proc/PID/stat (ticks)."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = _proc_stat(pid)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""Run every benchmark in bench/ and check the targets of the design.
+
+    make bench                     (= .venv/bin/python bench/run.py)
+    bench/run.py [--quick] [--only floor,memory,scale,admission,job_overhead]
+
+Run as root on a machine with flux-core (/opt/flux or FLUX) and what
+scripts/install-deps installs.  One systemd test bed (t/testbed.py) is
+brought up for the run, or the exported one (FLUX_PAM_TESTBED and
+DBUS_SYSTEM_BUS_ADDRESS) is used.  Each benchmark runs as its own process
+(its table goes to stdout as it finishes; a benchmark that fails is reported
+and the others still run), then the targets are checked against the JSON
+they wrote (bench/results/KIND-latest.json) and the summary is written to
+bench/results/summary-TIME.json and summary-latest.md.
+
+--quick runs every benchmark small (a smoke run of a couple of minutes).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import benchlib as bl  # noqa: E402
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ORDER = ("floor", "memory", "scale", "admission", "job_overhead")
+TIMEOUT = {
+    "floor": 600,
+    "memory": 600,
+    "scale": 900,
+    "admission": 900,
+    "job_overhead": 1800,
+}
+
+
+def latest(kind: str) -> dict:
+    path = os.path.join(bl.RESULTS, f"{kind}-latest.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+# ------------------------------------------------------------------ targets
+
+
+def _target(name: str, met, figure: str, how: str) -> dict:
+    return {"target": name, "met": met, "figure": figure, "how": how}
+
+
+def targets(res: dict) -> list:
+    """Check the four targets of issue 9 against the results *res*
+    ({kind: JSON}); met is True/False, or None when not measured."""
+    out = []
+    floor = res.get("floor") or {}
+    jobs = res.get("job_overhead") or {}
+    adm = res.get("admission") or {}
+    mem = res.get("memory") or {}
+    sup = floor.get("rows", {}).get("SetUnitProperties", {}).get("median")
+    mod = floor.get("rows", {}).get("module apply", {}).get("median")
+    # 1a: per operation
+    if sup and mod:
+        r = mod / sup
+        out.append(
+            _target(
+                "service mode: slice update <= 2x raw SetUnitProperties (median)",
+                r <= 2.0,
+                f"module apply {mod:.2f} ms = {r:.2f}x SetUnitProperties {sup:.2f} ms",
+                "floor: pam.job-start -> pam.prolog answered, vs raw D-Bus call",
+            )
+        )
+    else:
+        out.append(_target("service mode: slice update <= 2x", None, "-", "floor"))
+    # 1b: per job end to end, and forks
+    service = (jobs.get("modes") or {}).get("service")
+    if service and sup:
+        worst = None
+        forks = 0
+        for r in service["runs"]:
+            med = r["alloc_to_constrained_ms"].get("median")
+            if med is not None and (worst is None or med > worst[0]):
+                worst = (med, r["n"], r["users"])
+            forks += (r.get("module") or {}).get("forks", 0)
+        if worst:
+            out.append(
+                _target(
+                    "service mode: alloc -> slice constrained <= 2x SetUnitProperties",
+                    worst[0] <= 2 * sup,
+                    f"worst median {worst[0]:.1f} ms (N={worst[1]}, {worst[2]} users)"
+                    f" vs 2x {sup:.2f} ms",
+                    "job_overhead: pam.prolog answer time minus alloc event time",
+                )
+            )
+        out.append(
+            _target(
+                "service mode forks no process per job",
+                forks == 0,
+                f"{forks} forks by the module process over all service runs",
+                "job_overhead: proc connector fork events, parent = module process",
+            )
+        )
+    # 2: throughput
+    rows = []
+    if service and (jobs.get("modes") or {}).get("off"):
+        off = {
+            (r["n"], r["users"]): r["jobs_per_s"] for r in jobs["modes"]["off"]["runs"]
+        }
+        for r in service["runs"]:
+            base = off.get((r["n"], r["users"]))
+            if base:
+                rows.append((r["jobs_per_s"] / base, r["n"], r["users"]))
+    if rows:
+        worst = min(rows)
+        out.append(
+            _target(
+                "service-mode throughput >= 90% of management off",
+                worst[0] >= 0.9,
+                "; ".join(
+                    f"N={n} U={u}: {x:.0%}"
+                    for x, n, u in sorted(rows, key=lambda t: t[1:])
+                ),
+                "job_overhead: N / (last clean - first submit), same run",
+            )
+        )
+    else:
+        out.append(_target("throughput >= 90% of off", None, "-", "job_overhead"))
+    # 3: admission
+    steps = []
+    for mode, m in (adm.get("modes") or {}).items():
+        for s in m["steps"]:
+            pt = s["pamtester_ms"]
+            if pt.get("pam_flux", {}).get("n") and pt.get("permit", {}).get("n"):
+                steps.append(
+                    (
+                        s["k"],
+                        mode,
+                        pt["pam_flux"]["p95"] - pt["permit"]["p95"],
+                        s["rpc_ms"].get("p95"),
+                    )
+                )
+    if steps:
+        kmax = max(k for k, *_ in steps)
+        at = [s for s in steps if s[0] == kmax]
+        out.append(
+            _target(
+                f"admission < 5 ms p95 above pam_permit at {kmax} jobs",
+                all(s[2] < 5 for s in at),
+                "; ".join(
+                    f"{mode}: pamtester +{d:.1f} ms (broker request alone p95"
+                    f" {rpc:.2f} ms)"
+                    for _, mode, d, rpc in at
+                ),
+                "admission: pamtester acct_mgmt p95 minus pam_permit-only p95",
+            )
+        )
+    else:
+        out.append(
+            _target("admission < 5 ms p95 above pam_permit", None, "-", "admission")
+        )
+    # 4: memory
+    r = (mem.get("results") or {}).get("module RSS")
+    if r:
+        kib = r["bytes_per_job"] / 1024
+        out.append(
+            _target(
+                "memory linear, < 2 KiB per tracked job",
+                kib < 2 and r["max_residual_frac"] < 0.15,
+                f"{kib:.2f} KiB/job over {r['jobs']} jobs (max residual"
+                f" {r['max_residual_frac']:.0%} of the range)",
+                "memory: module process VmRSS, least-squares slope",
+            )
+        )
+    else:
+        out.append(_target("memory < 2 KiB/job", None, "-", "memory"))
+    return out
+
+
+def format_targets(ts: list) -> str:
+    return bl.format_table(
+        "targets",
+        ["target", "met", "figure"],
+        [
+            [t["target"], "not measured" if t["met"] is None else t["met"], t["figure"]]
+            for t in ts
+        ],
+    )
+
+
+def markdown_targets(ts: list) -> str:
+    return bl.markdown_table(
+        ["target", "met", "figure", "how"],
+        [
+            [
+                t["target"],
+                "not measured"
+                if t["met"] is None
+                else ("yes" if t["met"] else "**no**"),
+                t["figure"],
+                t["how"],
+            ]
+            for t in ts
+        ],
+    )
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a small smoke run")
+    ap.add_argument("--only", default=",".join(ORDER))
+    ap.add_argument("--keep-testbed", action="store_true")
+    args = ap.parse_args(argv)
+    only = [k for k in args.only.split(",") if k]
+    for k in only:
+        if k not in ORDER:
+            ap.error(f"unknown benchmark {k}")
+    if bl.find_flux() is None:
+        print("bench: flux-core not found (/opt/flux/bin/flux or FLUX): nothing run")
+        return 0
+    t_all = time.monotonic()
+    status = {}
+    with bl.testbed(keep=args.keep_testbed) as bed:
+        env = dict(os.environ)
+        if bed is not None:
+            env.update(bed.env())
+        for kind in [k for k in ORDER if k in only]:
+            argv_k = [sys.executable, os.path.join(BENCH, f"{kind}.py")]
+            if args.quick:
+                argv_k.append("--quick")
+            print(f"\n=== {kind}: {' '.join(argv_k[1:])}", flush=True)
+            t0 = time.monotonic()
+            try:
+                rc = subprocess.run(argv_k, env=env, timeout=TIMEOUT[kind]).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+            status[kind] = {"rc": rc, "wall_s": round(time.monotonic() - t0, 1)}
+            print(f"=== {kind}: exit {rc} in {status[kind]['wall_s']} s", flush=True)
+    # only what ran to completion now: never a stale result
+    res = {k: latest(k) for k, v in status.items() if v["rc"] == 0}
+    ts = targets(res)
+    summary = {
+        "quick": args.quick,
+        "status": status,
+        "targets": ts,
+        "wall_s": round(time.monotonic() - t_all, 1),
+        "machine": bl.machine(),
+    }
+    print()
+    print(format_targets(ts))
+    print(
+        f"\ntotal {summary['wall_s']} s; "
+        + ", ".join(f"{k} {v['wall_s']} s (exit {v['rc']})" for k, v in status.items())
+    )
+    print(bl.write_json("summary", summary))
+    with open(os.path.join(bl.RESULTS, "summary-latest.md"), "w") as f:
+        f.write(markdown_targets(ts) + "\n")
+    failed = [k for k, v in status.items() if v["rc"] != 0]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
