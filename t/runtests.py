@@ -31,8 +31,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -51,7 +53,8 @@ USES_TESTBED = NEEDS_TESTBED | {"broker"}
 NEEDS_FLUX = {"broker", "node"}
 
 TESTBED_TIMEOUT = 900
-SCRIPT_TIMEOUT = 900
+SCRIPT_TIMEOUT = 900  # seconds per sharness script
+STRAY_GRACE = 10  # seconds a script's leftovers may hold its stdout
 
 
 @dataclass
@@ -314,8 +317,34 @@ def tap_line(line: str, counts: TapCounts) -> None:
         counts.failed += 1
 
 
+def _killpg(proc: "subprocess.Popen[str]") -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _watch(
+    proc: "subprocess.Popen[str]", eof: threading.Event, state: Dict[str, str]
+) -> None:
+    """Kill the script's session on timeout, and strays holding its stdout."""
+    try:
+        proc.wait(timeout=SCRIPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        state["killed"] = f"timed out after {SCRIPT_TIMEOUT}s"
+        _killpg(proc)
+        return
+    if not eof.wait(STRAY_GRACE):
+        state["killed"] = "left processes behind holding its output; killed them"
+        _killpg(proc)
+
+
 def run_script(script: str, args: argparse.Namespace, env: Dict[str, str]) -> TapCounts:
-    """Run one sharness script, echoing and parsing its TAP."""
+    """Run one sharness script, echoing and parsing its TAP.
+
+    The script runs in its own session, so a timeout or Ctrl-C kills
+    everything it started.
+    """
     name = os.path.basename(script)
     cmd = ["bash", name, "--no-color"] + (["--verbose"] if args.verbose else [])
     counts = TapCounts()
@@ -328,24 +357,28 @@ def run_script(script: str, args: argparse.Namespace, env: Dict[str, str]) -> Ta
         stdout=subprocess.PIPE,
         text=True,
         errors="replace",
-        start_new_session=False,
+        start_new_session=True,
     )
     assert proc.stdout is not None
+    eof = threading.Event()
+    state: Dict[str, str] = {}
+    watcher = threading.Thread(target=_watch, args=(proc, eof, state), daemon=True)
+    watcher.start()
     try:
         for line in proc.stdout:
             print(line, end="", flush=True)
             tap_line(line, counts)
-        rc = proc.wait(timeout=SCRIPT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        counts.failed += 1
-        say(f"{name}: timed out after {SCRIPT_TIMEOUT}s")
-        return counts
+        eof.set()
+        rc = proc.wait()
     except KeyboardInterrupt:
-        proc.kill()
+        _killpg(proc)
         proc.wait()
         raise
+    watcher.join()
+    if "killed" in state:
+        counts.failed += 1
+        say(f"{name}: {state['killed']}")
+        return counts
     if counts.skip_all is not None and counts.results == 0:
         counts.skipped += 1
         say(f"{name}: skipped: {counts.skip_all}")

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import re
 import textwrap
+import time
 
 import pytest
 
@@ -297,3 +298,46 @@ def test_tap_plan_with_skip_reason():
     runtests.tap_line("1..0 # SKIP flux-core too old", c)
     assert c.plan == 0
     assert c.skip_all == "flux-core too old"
+
+
+@needs_sharness
+def test_script_that_hangs_is_killed_and_fails(project, capfd, monkeypatch):
+    fake_flux(project, monkeypatch)
+    monkeypatch.setattr(runtests, "SCRIPT_TIMEOUT", 3)
+    (project / "sharness/t0001-hang.t").write_text(
+        sharness_script("test_expect_success ok true\nsleep 60\n")
+    )
+    rc, out, lines = run(capfd, "--tier", "broker")
+    assert "t0001-hang.t: timed out after 3s" in out
+    assert tier_row(out, "broker") == (1, 1, 0)
+    assert rc == 1
+
+
+@needs_sharness
+def test_processes_a_script_leaves_behind_are_killed(project, capfd, monkeypatch):
+    fake_flux(project, monkeypatch)
+    monkeypatch.setattr(runtests, "STRAY_GRACE", 1)
+    pidfile = project / "stray.pid"
+    (project / "sharness/t0001-stray.t").write_text(
+        sharness_script(
+            f"test_expect_success ok true\nsleep 300 &\necho $! >{pidfile}\n"
+        )
+    )
+    rc, out, lines = run(capfd, "--tier", "broker")
+    assert "t0001-stray.t: left processes behind" in out
+    assert tier_row(out, "broker") == (1, 1, 0)
+    assert not alive(int(pidfile.read_text()))
+
+
+def alive(pid):
+    """True if *pid* runs (a zombie waiting for its reaper does not)."""
+    for _ in range(50):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.1)
+    return True
