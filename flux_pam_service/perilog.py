@@ -567,6 +567,10 @@ def run(prog: str, environ: Optional[Mapping[str, str]] = None) -> int:
         broker = Broker(handle, log)
         cfg = broker.config()
         log.debug_on = debug_enabled(environ, cfg)
+        log.debug(
+            f"rank {broker.rank}: FLUX_JOB_ID={environ.get('FLUX_JOB_ID')}"
+            f" FLUX_JOB_USERID={env.userid}"
+        )
         if not cfg.manage_user_slice:
             log.debug("pam.manage-user-slice is false: skipping")
             return 0

@@ -98,7 +98,7 @@ test_expect_success 'the last job ends: marker removed, user@ stopped, slice rev
 test_expect_success 'prolog got an F58 id and housekeeping a decimal one: same job' '
 	grep -E "$(perilog_tag prolog $job2)" job2.log &&
 	grep -E "$(perilog_tag housekeeping $job2)" hk2.log &&
-	grep -E "FLUX_JOB_ID=(ƒ|f)$(flux job id --to=f58plain $job2) " job2.log &&
+	grep -E "FLUX_JOB_ID=(ƒ|f)$(perilog_f58digits $job2) " job2.log &&
 	grep "FLUX_JOB_ID=$(flux job id --to=dec $job2) " hk2.log
 '
 test_expect_success 'the executables accept FLUX_JOB_ID as F58 and as decimal' '
@@ -107,7 +107,7 @@ test_expect_success 'the executables accept FLUX_JOB_ID as F58 and as decimal' '
 	FLUX_JOB_ID=$(flux job id --to=dec $job3) FLUX_JOB_USERID=$(id -u) \
 		"$PERILOG_PROLOG" 2>dec.err &&
 	grep -E "$(perilog_tag prolog $job3)" dec.err &&
-	FLUX_JOB_ID=$(flux job id --to=f58plain $job3) FLUX_JOB_USERID=$(id -u) \
+	FLUX_JOB_ID=ƒ$(perilog_f58digits $job3) FLUX_JOB_USERID=$(id -u) \
 		"$PERILOG_PROLOG" 2>f58.err &&
 	grep "1 other active job" f58.err &&
 	slice_cpus_are "$(job_cores $job3)" &&

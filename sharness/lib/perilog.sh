@@ -197,7 +197,15 @@ perilog_torn_down() {
 # sharness sets, so match either).
 # Usage: perilog_tag prolog|housekeeping JOBID
 perilog_tag() {
-	printf 'flux-pam-%s\[(ƒ|f)%s\]' "$1" "$(flux job id --to=f58plain "$2")"
+	printf 'flux-pam-%s\[(ƒ|f)%s\]' "$1" "$(perilog_f58digits "$2")"
+}
+
+# The F58 digits of a job id, without the prefix.
+perilog_f58digits() {
+	local id
+	id=$(flux job id --to=f58plain "$1") || return 1
+	id=${id#f}
+	printf '%s' "${id#ƒ}"
 }
 
 # Broker log lines of one job's prolog or housekeeping.
