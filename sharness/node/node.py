@@ -11,11 +11,10 @@ install``; nothing of it is copied by hand.
 CLI (run as root):
     node.py can-run              exit 0 if a replica can run here, else print why
     node.py build                build (or reuse) the cached tree
-    node.py up [--name N] [--sdexec]
+    node.py up [--name N] [--restartable]
                                  stage and boot a fresh replica, wait for the
                                  broker; prints ``export FLUX_PAM_NODE=N``;
-                                 --sdexec: job shells run under sdexec (jobs
-                                 survive a restart of flux.service)
+                                 --restartable: see RESTART_CONF
     node.py down [--name N]      stop it and remove everything up made
     node.py run [--name N] [--uid U] [--setenv K=V]... -- CMD...
                                  run CMD inside (a transient service), exit code
@@ -448,18 +447,28 @@ def make_install_args(destdir: str) -> List[str]:
     ]
 
 
-SDEXEC_CONF = """\
-# node replica: job shells run as systemd units of the flux user's manager
-# (sdexec), so running jobs survive a restart of flux.service
-[systemd]
-enable = true
+# `up --restartable`: flux-core 0.88 reattaches to running jobs after a broker
+# restart only for its test execution service (jobs with
+# attributes.system.exec.test run no processes); a job under bulkexec or
+# sdexec gets an exception when the broker stops.  Let guests run such jobs.
+RESTART_CONF = """\
+# node replica: jobs that survive a restart of flux.service (testexec)
+[exec.testexec]
+allow-guests = true
+"""
 
-[exec]
-service = "sdexec"
+# flux-core's rc1 pushes a cleanup that cancels every running job when the
+# broker stops; a site that restarts flux.service under running jobs turns
+# it off.
+RESTART_DROPIN = """\
+[Service]
+Environment=FLUX_DISABLE_JOB_CLEANUP=1
 """
 
 
-def stage(name: str, tree: str, log: Log, sdexec: bool = False) -> Dict[str, float]:
+def stage(
+    name: str, tree: str, log: Log, restartable: bool = False
+) -> Dict[str, float]:
     """Mount the overlays and configure the replica like a site would."""
     timings: Dict[str, float] = {}
     t0 = time.monotonic()
@@ -478,8 +487,9 @@ def stage(name: str, tree: str, log: Log, sdexec: bool = False) -> Dict[str, flo
         f"{root}{FLUX}/etc/flux/system/conf.d/node.toml",
         SYSTEM_CONF.format(imp=IMP_PATH),
     )
-    if sdexec:
-        _write(f"{root}{FLUX}/etc/flux/system/conf.d/sdexec.toml", SDEXEC_CONF)
+    if restartable:
+        _write(f"{root}{FLUX}/etc/flux/system/conf.d/restart.toml", RESTART_CONF)
+        _write(f"{root}/etc/systemd/system/flux.service.d/node.conf", RESTART_DROPIN)
 
     # flux-core's own units
     unitdir = f"{root}/etc/systemd/system"
@@ -566,7 +576,7 @@ def _wait_flux(tb: "testbed.Testbed", log: Log) -> None:
 
 
 def up(
-    name: str = DEFAULT_NAME, log: Log = testbed._stderr, sdexec: bool = False
+    name: str = DEFAULT_NAME, log: Log = testbed._stderr, restartable: bool = False
 ) -> Node:
     """Stage and boot a fresh replica; wait for the system instance."""
     down(name, log=lambda _m: None)
@@ -575,7 +585,7 @@ def up(
     tree = build(log=log)
     timings["tree"] = time.monotonic() - t0
     try:
-        timings.update(stage(name, tree, log, sdexec=sdexec))
+        timings.update(stage(name, tree, log, restartable=restartable))
         t1 = time.monotonic()
         tb = testbed.up(name, repo=REPO, log=log, tree=_root(name), volatile=False)
         timings["boot"] = time.monotonic() - t1
@@ -643,7 +653,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_up = sub.add_parser("up")
     p_up.add_argument("--name", default=default)
     p_up.add_argument(
-        "--sdexec", action="store_true", help="run job shells under sdexec"
+        "--restartable",
+        action="store_true",
+        help="test-execution jobs of guests survive a restart of flux.service",
     )
     for cmd in ("down", "status"):
         sub.add_parser(cmd).add_argument("--name", default=default)
@@ -669,7 +681,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{path} ({time.monotonic() - t0:.1f}s)")
         return 0
     if args.cmd == "up":
-        node = up(args.name, sdexec=args.sdexec)
+        node = up(args.name, restartable=args.restartable)
         print(f"export FLUX_PAM_NODE={node.name}")
         return 0
     if args.cmd == "down":
