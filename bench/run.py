@@ -13,7 +13,8 @@ and the others still run), then the targets are checked against the JSON
 they wrote (bench/results/KIND-latest.json) and the summary is written to
 bench/results/summary-TIME.json and summary-latest.md.
 
---quick runs every benchmark small (a smoke run of a couple of minutes).
+--quick runs every benchmark small (a smoke run of a few minutes);
+--report-only runs nothing and rewrites the summary from the latest JSON.
 """
 
 import argparse
@@ -209,6 +210,20 @@ def markdown_targets(ts: list) -> str:
     )
 
 
+def summary_markdown(ts: list, res: dict) -> str:
+    """The targets, then each benchmark's table, for bench/README.md."""
+    import importlib
+
+    out = [markdown_targets(ts), ""]
+    for kind in ORDER:
+        if not res.get(kind):
+            continue
+        mod = importlib.import_module(kind)
+        out += [f"### {kind}", "", "```", mod.report(res[kind]), "```", ""]
+        out += [f"![{kind}](results/{kind}-latest.png)", ""]
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -217,11 +232,23 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a small smoke run")
     ap.add_argument("--only", default=",".join(ORDER))
     ap.add_argument("--keep-testbed", action="store_true")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: targets and summary from the latest results",
+    )
     args = ap.parse_args(argv)
     only = [k for k in args.only.split(",") if k]
     for k in only:
         if k not in ORDER:
             ap.error(f"unknown benchmark {k}")
+    if args.report_only:
+        res = {k: latest(k) for k in only}
+        ts = targets(res)
+        print(format_targets(ts))
+        with open(os.path.join(bl.RESULTS, "summary-latest.md"), "w") as f:
+            f.write(summary_markdown(ts, res))
+        return 0
     if bl.find_flux() is None:
         print("bench: flux-core not found (/opt/flux/bin/flux or FLUX): nothing run")
         return 0
@@ -237,11 +264,17 @@ def main(argv=None) -> int:
                 argv_k.append("--quick")
             print(f"\n=== {kind}: {' '.join(argv_k[1:])}", flush=True)
             t0 = time.monotonic()
+            load0 = os.getloadavg()[0]
             try:
                 rc = subprocess.run(argv_k, env=env, timeout=TIMEOUT[kind]).returncode
             except subprocess.TimeoutExpired:
                 rc = "timeout"
-            status[kind] = {"rc": rc, "wall_s": round(time.monotonic() - t0, 1)}
+            status[kind] = {
+                "rc": rc,
+                "wall_s": round(time.monotonic() - t0, 1),
+                # 1-minute load average before and after: others' work counts
+                "load": [round(load0, 1), round(os.getloadavg()[0], 1)],
+            }
             print(f"=== {kind}: exit {rc} in {status[kind]['wall_s']} s", flush=True)
     # only what ran to completion now: never a stale result
     res = {k: latest(k) for k, v in status.items() if v["rc"] == 0}
@@ -257,11 +290,14 @@ def main(argv=None) -> int:
     print(format_targets(ts))
     print(
         f"\ntotal {summary['wall_s']} s; "
-        + ", ".join(f"{k} {v['wall_s']} s (exit {v['rc']})" for k, v in status.items())
+        + ", ".join(
+            f"{k} {v['wall_s']} s (exit {v['rc']}, load {v['load'][0]}->{v['load'][1]})"
+            for k, v in status.items()
+        )
     )
     print(bl.write_json("summary", summary))
     with open(os.path.join(bl.RESULTS, "summary-latest.md"), "w") as f:
-        f.write(markdown_targets(ts) + "\n")
+        f.write(summary_markdown(ts, res))
     failed = [k for k, v in status.items() if v["rc"] != 0]
     return 1 if failed else 0
 

@@ -325,3 +325,12 @@ def test_each_benchmark_draws_its_plot(results, mod, data):
     path = mod.plot(data(), when="T0")
     assert os.path.getsize(path) > 1000
     assert os.path.exists(results / f"{mod.KIND}-latest.png")
+
+
+def test_summary_markdown_has_each_table_and_plot():
+    res = {"floor": floor_data(), "memory": mem_data()}
+    res["memory"]["results"] = memory.results(mem_data())
+    text = run.summary_markdown(run.targets(res), res)
+    assert "### floor" in text and "### memory" in text
+    assert "![memory](results/memory-latest.png)" in text
+    assert "### scale" not in text
