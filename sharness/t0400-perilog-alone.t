@@ -109,7 +109,7 @@ test_expect_success 'the executables accept FLUX_JOB_ID as F58 and as decimal' '
 	grep -E "$(perilog_tag prolog $job3)" dec.err &&
 	FLUX_JOB_ID=ƒ$(perilog_f58digits $job3) FLUX_JOB_USERID=$(id -u) \
 		"$PERILOG_PROLOG" 2>f58.err &&
-	grep "1 other active job" f58.err &&
+	grep "0 other active job" f58.err &&
 	slice_cpus_are "$(job_cores $job3)" &&
 	end_job $job3 &&
 	perilog_torn_down

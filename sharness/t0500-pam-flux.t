@@ -34,6 +34,27 @@ job_submit() {
 	fi
 }
 
+# start_job [flux submit options] COMMAND...: a job of $JOBUSER, started
+start_job() {
+	local jobid
+	jobid=$(job_submit "$@") &&
+	flux job wait-event -t 30 "$jobid" start >/dev/null &&
+	echo "$jobid"
+}
+
+# owner_job [flux submit options] COMMAND...: a job of alice, started
+owner_job() {
+	local jobid
+	jobid=$(as_owner flux submit "$@") &&
+	flux job wait-event -t 30 "$jobid" start >/dev/null &&
+	echo "$jobid"
+}
+
+# owner_alloc [flux alloc options]: a sub-instance of alice, ready
+owner_alloc() {
+	as_owner timeout 120 flux alloc --bg "$@"
+}
+
 # With the module: wait until it holds job ID on RANK in STATE (running,
 # cleanup, absent), so that pamtester is asked after the module has seen the
 # event (the journal reaches the ranks asynchronously).  Without: nothing.
@@ -42,13 +63,19 @@ module_sync() {
 	pamflux_wait_module_job "$@"
 }
 
-# denied USER FILE [pamtest args]: pamtester refuses with pam_flux's message
+# denied USER FILE: pamtester refuses USER with pam_flux's message
 denied() {
-	local user=$1 out=$2
-	shift 2
-	test_must_fail pamtest "$user" "$@" 2>"$out" &&
-	test_debug "cat $out" &&
-	grep "Access denied: user $user has no active jobs on this node" "$out"
+	test_must_fail pamtest "$1" >"$2" 2>&1 &&
+	test_debug "cat $2" &&
+	grep "Access denied: user $1 has no active jobs on this node" "$2"
+}
+
+# admitted USER FILE: pamtester admits USER
+admitted() {
+	pamtest "$1" >"$2" 2>&1 &&
+	test_debug "cat $2" &&
+	grep "pamtester: account management done" "$2" &&
+	! grep "Access denied" "$2"
 }
 
 cancel_and_wait() {
@@ -83,35 +110,31 @@ run_cases() {
 		denied $JOBUSER nojob.$MODE.err
 	'
 	test_expect_success "$m: $JOBUSER with a running job is admitted" '
-		jobid=$(job_submit -N1 --requires=rank:0 --wait-event=start sleep inf) &&
+		jobid=$(start_job -n1 --requires=rank:0 sleep inf) &&
 		id=$(flux job id $jobid) &&
 		module_sync 0 $id running &&
-		pamtest $JOBUSER 2>allow.$MODE.err &&
-		test_debug "cat allow.$MODE.err" &&
-		grep "account management done" allow.$MODE.err
+		admitted $JOBUSER allow.$MODE.out
 	'
 	test_expect_success "$m: root is admitted without asking the broker" '
-		FLUX_URI=local:///nonexistent/local-0 pamtest root
+		FLUX_URI=local:///nonexistent/local-0 admitted root root.$MODE.out
 	'
 	test_expect_success "$m: nobody, who has no job, is not let in" '
 		denied nobody nobody.$MODE.err
 	'
 	test_expect_success "$m: the job user is denied on a rank without the job" '
-		test_must_fail pamtest_rank 1 $JOBUSER 2>rank1.$MODE.err &&
-		grep "Access denied: user $JOBUSER has" rank1.$MODE.err
+		uri1=$(flux exec -r 1 flux getattr local-uri) &&
+		FLUX_URI=$uri1 denied $JOBUSER rank1.$MODE.out
 	'
 	test_expect_success "$m: an unreachable broker (bad FLUX_URI) fails closed" '
-		FLUX_URI=/tmp/foo test_must_fail pamtest $JOBUSER 2>baduri.$MODE.err &&
-		grep "Access denied: user $JOBUSER has" baduri.$MODE.err &&
-		FLUX_URI=local:///nonexistent/local-0 \
-			test_must_fail pamtest $JOBUSER 2>baduri2.$MODE.err &&
-		grep "Access denied: user $JOBUSER has" baduri2.$MODE.err
+		FLUX_URI=/tmp/foo denied $JOBUSER baduri.$MODE.out &&
+		FLUX_URI=local:///nonexistent/local-0 denied $JOBUSER baduri2.$MODE.out &&
+		admitted $JOBUSER gooduri.$MODE.out
 	'
 	test_expect_success "$m: $JOBUSER is denied once the job is cancelled and freed" '
 		flux cancel $jobid &&
 		flux job wait-event -t 30 $jobid free &&
 		module_sync 0 $id absent &&
-		denied $JOBUSER freed.$MODE.err
+		denied $JOBUSER freed.$MODE.out
 	'
 	test_expect_success "$m: $JOBUSER is denied while the job is in CLEANUP" '
 		cat >"$(pamflux_confdir)"/epilog.toml <<-EOF &&
@@ -120,68 +143,64 @@ run_cases() {
 		EOF
 		chmod 644 "$(pamflux_confdir)"/epilog.toml &&
 		flux config reload &&
-		test_when_finished "rm -f \"$(pamflux_confdir)\"/epilog.toml && flux config reload" &&
+		test_when_finished "rm -f \"$(pamflux_confdir)\"/epilog.toml &&
+			flux config reload && flux jobtap remove perilog.so" &&
 		flux jobtap load perilog.so &&
-		jobid=$(job_submit -N1 --requires=rank:0 --wait-event=epilog-start true) &&
+		test_when_finished "flux event pub pam-test-done" &&
+		jobid=$(job_submit -n1 --requires=rank:0 true) &&
+		flux job wait-event -t 30 $jobid epilog-start &&
 		id=$(flux job id $jobid) &&
 		test "$(flux jobs -no {state} $jobid)" = CLEANUP &&
-		module_sync 0 $id cleanup &&
-		denied $JOBUSER cleanup.$MODE.err &&
+		module_sync 0 $id "cleanup|absent" &&
+		denied $JOBUSER cleanup.$MODE.out &&
 		test "$(flux jobs -no {state} $jobid)" = CLEANUP &&
 		flux event pub pam-test-done &&
-		flux job wait-event -t 30 $jobid clean &&
-		flux jobtap remove perilog.so
+		flux job wait-event -t 30 $jobid clean
 	'
 	test_expect_success "$m: add allow-guest-user to the pam_flux options" '
 		pamflux_stack allow-guest-user &&
 		grep "allow-guest-user" pam.d/sshd
 	'
 	test_expect_success "$m: with allow-guest-user and no jobs, all are denied" '
-		denied $JOBUSER guest0.$MODE.err &&
-		denied nobody guest1.$MODE.err
+		denied $JOBUSER guest0.$MODE.out &&
+		denied nobody guest1.$MODE.out
 	'
 	test_expect_success "$m: a guest is denied if alice'"'"'s job is not an instance" '
-		jobid=$(as_owner flux submit -N1 --requires=rank:0 \
-			--wait-event=start sleep inf) &&
-		denied nobody guest-nouri.$MODE.err &&
+		jobid=$(owner_job -n1 --requires=rank:0 sleep inf) &&
+		denied nobody guest-nouri.$MODE.out &&
 		cancel_and_wait $jobid
 	'
 	test_expect_success "$m: the job user is still admitted with allow-guest-user" '
-		jobid=$(job_submit -N1 --requires=rank:0 --wait-event=start sleep inf) &&
+		jobid=$(start_job -n1 --requires=rank:0 sleep inf) &&
 		id=$(flux job id $jobid) &&
 		module_sync 0 $id running &&
-		pamtest $JOBUSER &&
-		denied nobody guest-jobuser.$MODE.err &&
+		admitted $JOBUSER guest-jobuser.$MODE.out &&
+		denied nobody guest-jobuser-nobody.$MODE.out &&
 		cancel_and_wait $jobid
 	'
 	test_expect_success "$m: a guest is denied if access.allow-guest-user is off" '
-		jobid=$(as_owner flux alloc --bg -N1 --requires=rank:0) &&
+		jobid=$(owner_alloc -N1 --requires=rank:0) &&
 		flux job info $jobid annotations | jq -e ".user.uri" &&
-		denied nobody guest-off.$MODE.err &&
+		denied nobody guest-off.$MODE.out &&
 		cancel_and_wait $jobid
 	'
 	test_expect_success "$m: a guest is admitted if access.allow-guest-user is on" '
-		jobid=$(as_owner flux alloc --bg -N1 --requires=rank:0 \
+		jobid=$(owner_alloc -N1 --requires=rank:0 \
 			--conf=access.allow-guest-user=true) &&
-		pamtest nobody 2>guest-on.$MODE.err &&
-		test_debug "cat guest-on.$MODE.err" &&
-		grep "account management done" guest-on.$MODE.err
+		admitted nobody guest-on.$MODE.out
 	'
 	test_expect_success "$m: that guest is denied without allow-guest-user" '
 		pamflux_stack &&
-		denied nobody guest-noopt.$MODE.err &&
+		denied nobody guest-noopt.$MODE.out &&
 		pamflux_stack allow-guest-user &&
 		cancel_and_wait $jobid
 	'
 	test_expect_success "$m: a guest is denied on a rank that is not the job'"'"'s first" '
-		jobid=$(as_owner flux alloc --bg -N2 \
-			--conf=access.allow-guest-user=true) &&
-		flux jobs -no {ranks} $jobid >ranks.$MODE &&
-		test "$(cat ranks.$MODE)" = "[0-1]" &&
-		test_must_fail pamtest_rank 1 nobody 2>guest-rank1.$MODE.err &&
-		test_debug "cat guest-rank1.$MODE.err" &&
-		grep "Access denied: user nobody has" guest-rank1.$MODE.err &&
-		pamtest_rank 0 nobody &&
+		jobid=$(owner_alloc -N2 --conf=access.allow-guest-user=true) &&
+		test "$(flux jobs -no {ranks} $jobid)" = "[0-1]" &&
+		uri1=$(flux exec -r 1 flux getattr local-uri) &&
+		FLUX_URI=$uri1 denied nobody guest-rank1.$MODE.out &&
+		admitted nobody guest-rank0.$MODE.out &&
 		cancel_and_wait $jobid
 	'
 	test_expect_success "$m: the instance shuts down cleanly" '

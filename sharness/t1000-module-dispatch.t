@@ -20,6 +20,10 @@ plugins = [ { load = "perilog.so" } ]
 [job-manager.prolog]
 per-rank = true
 command = [ "$SHARNESS_TEST_SRCDIR/lib/test-prolog.sh" ]
+
+[job-manager.housekeeping]
+command = [ "$SHARNESS_TEST_SRCDIR/lib/test-housekeeping.sh" ]
+release-after = "0"
 EOF
 
 test_under_flux_pam 4
@@ -133,6 +137,26 @@ test_expect_success 'a job whose prolog fails is started, cleaned up and ended' 
 	flux job eventlog $jobid4 | grep "exception.*prolog" &&
 	after=$(pam_rpc --rank 0 pam.stats-get | jq ".\"jobs-started\"") &&
 	test $after -eq $((before + 1)) &&
+	pam_wait_users 0 "" &&
+	flux resource undrain 0
+'
+test_expect_success 'partial release: each rank ends the job at release, housekeeping or not' '
+	jobP=$(pam_submit 1001 -N2 -n2 --requires=rank:0-1 \
+		--setattr=system.test-slow-housekeeping=1 true) &&
+	flux job wait-event -t 30 $jobP clean &&
+	idP=$(flux job id $jobP) &&
+	pam_wait_users 0 "" 5 && pam_wait_users 1 "" 5 &&
+	flux module stats job-manager | jq -e ".housekeeping.running | length == 1" &&
+	pam_rpc --rank 1 pam.housekeeping "{\"id\": $idP}" >hkP &&
+	jq -e ".result == \"skipped\" and .uid == 1001" hkP
+'
+test_expect_success 'partial release: rank 0 is reused while rank 1 still housekeeps' '
+	jobQ=$(pam_submit 1000 -n1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $jobQ start &&
+	pam_wait_users 0 "1000:$(flux job id $jobQ)" &&
+	flux module stats job-manager | jq -e ".housekeeping.running | length == 1" &&
+	flux cancel $jobQ &&
+	flux job wait-event -t 30 $jobQ clean &&
 	pam_wait_users 0 ""
 '
 test_expect_success 'pam.prolog answers skipped while manage-user-slice is off' '

@@ -192,6 +192,8 @@ class PamModule(BrokerModule):
         self.users: Dict[int, User] = {}
         self.ended: OrderedDict[int, tuple] = OrderedDict()  # jobid -> (uid, seq)
         self.job_waiters: Dict[int, List[Waiter]] = {}
+        # last outcome of users no longer tracked, for late pam.housekeeping
+        self.forgotten: OrderedDict[int, tuple] = OrderedDict()
         self.props_cache: Dict[Any, dict] = {}
         self.systemd_status = "ok"
         self.synced = False
@@ -311,6 +313,7 @@ class PamModule(BrokerModule):
     def _user(self, uid: int) -> User:
         user = self.users.get(uid)
         if user is None:
+            self.forgotten.pop(uid, None)
             # before the first sync every user is verified against systemd
             user = self.users[uid] = User(uid, prepared=False if self.synced else None)
         return user
@@ -812,6 +815,10 @@ class PamModule(BrokerModule):
             and not user.errors
         ):
             self.users.pop(user.uid, None)
+            self.forgotten[user.uid] = user.last_result
+            self.forgotten.move_to_end(user.uid)
+            while len(self.forgotten) > ENDED_MEMORY:
+                self.forgotten.popitem(last=False)
 
     def _drain(self, reason: str) -> None:
         self.stats["drains"] += 1
@@ -945,7 +952,11 @@ class PamModule(BrokerModule):
             user = self.users.get(uid)
             if user is None or user.done_seq >= seq and not user.busy:
                 w.uid = uid
-                self._answer(w, user.last_result if user else ("torn-down", 0, ""))
+                if user is not None:
+                    outcome = user.last_result
+                else:
+                    outcome = self.forgotten.get(uid, ("skipped", 0, ""))
+                self._answer(w, outcome)
                 return
             w.uid, w.need = uid, seq
             user.waiters.append(w)
