@@ -18,8 +18,11 @@ U=$PERILOG_UID
 
 # R's cores of a job on RANK (logical ids; this VM maps core N to CPU N)
 job_cores() {
-	flux job info "$1" R |
-		jq -r --arg r "${2:-0}" '.execution.R_lite[] | select(.rank == $r) | .children.core'
+	flux job info "$1" R | "${PYTHON:-python3}" -c '
+import json, sys
+from flux_pam_service import idset, rv1
+print(idset.encode(rv1.local(json.load(sys.stdin), int(sys.argv[1])).cores))
+' "${2:-0}"
 }
 
 # Stop a job and wait until its housekeeping has finished everywhere.
@@ -51,7 +54,8 @@ test_expect_success 'load the config with pam.manage-user-slice on every rank' '
 test_expect_success 'load sdexec-mapper on every rank' '
 	perilog_load_mapper
 '
-test_expect_success 'the user starts clean' '
+test_expect_success 'reset the user in the test bed; it starts clean' '
+	perilog_reset_user &&
 	perilog_torn_down
 '
 test_expect_success 'a job of the instance owner is skipped' '

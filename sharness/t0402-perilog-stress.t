@@ -6,6 +6,8 @@ The prologs and housekeepings of one user race for the per-user lock; at the
 end the user slice must be unit-free and unconstrained and the marker gone.'
 
 . "$(dirname "$0")"/lib/init.sh
+# bob: the stress may run next to t0400, which uses alice
+PERILOG_UID=1001
 . "$SHARNESS_TEST_DIRECTORY"/lib/perilog.sh
 . "$SHARNESS_TEST_DIRECTORY"/lib/perilog-stress.sh
 
@@ -26,7 +28,8 @@ test_expect_success 'load the pam config on every rank and sdexec-mapper' '
 	EOF
 	perilog_load_mapper
 '
-test_expect_success 'the user starts clean' '
+test_expect_success 'reset the user in the test bed; it starts clean' '
+	perilog_reset_user &&
 	perilog_torn_down
 '
 perilog_stress_tests alone

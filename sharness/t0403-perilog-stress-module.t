@@ -6,6 +6,8 @@ Same end states as t0402 when the broker module does the work and the
 executables confirm with pam.prolog / pam.housekeeping.'
 
 . "$(dirname "$0")"/lib/init.sh
+# bob: the stress may run next to t0400, which uses alice
+PERILOG_UID=1001
 . "$SHARNESS_TEST_DIRECTORY"/lib/perilog.sh
 . "$SHARNESS_TEST_DIRECTORY"/lib/perilog-stress.sh
 
@@ -29,7 +31,8 @@ test_expect_success 'the pam module is loaded on every rank' '
 test_expect_success 'load sdexec-mapper' '
 	perilog_load_mapper
 '
-test_expect_success 'the user starts clean' '
+test_expect_success 'reset the user in the test bed; it starts clean' '
+	perilog_reset_user &&
 	perilog_torn_down
 '
 perilog_stress_tests module

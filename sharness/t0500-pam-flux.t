@@ -165,7 +165,7 @@ run_cases() {
 		denied $JOBUSER guest0.$MODE.out &&
 		denied nobody guest1.$MODE.out
 	'
-	test_expect_success "$m: a guest is denied if alice'"'"'s job is not an instance" '
+	test_expect_success "$m: a guest is denied if alice's job is not an instance" '
 		jobid=$(owner_job -n1 --requires=rank:0 sleep inf) &&
 		denied nobody guest-nouri.$MODE.out &&
 		cancel_and_wait $jobid
@@ -195,7 +195,7 @@ run_cases() {
 		pamflux_stack allow-guest-user &&
 		cancel_and_wait $jobid
 	'
-	test_expect_success "$m: a guest is denied on a rank that is not the job'"'"'s first" '
+	test_expect_success "$m: a guest is denied on a rank that is not the job's first" '
 		jobid=$(owner_alloc -N2 --conf=access.allow-guest-user=true) &&
 		test "$(flux jobs -no {ranks} $jobid)" = "[0-1]" &&
 		uri1=$(flux exec -r 1 flux getattr local-uri) &&

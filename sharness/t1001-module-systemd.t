@@ -171,6 +171,32 @@ test_expect_success 'systemd returns: every pending operation completes' '
 	test "$(prop user@1001.service ActiveState)" = inactive &&
 	test -z "$(prop user-1001.slice AllowedCPUs)"
 '
+test_expect_success 'systemd not answering: pam.status and pam.check still answer at once' '
+	busproxy_pause &&
+	jobG=$(pam_submit 1001 -N1 -n1 --requires=rank:2 sleep inf) &&
+	flux job wait-event -t 30 $jobG start &&
+	idG=$(flux job id $jobG) &&
+	pam_wait_users 2 "1001:$idG" &&
+	t0=$(date +%s%N) &&
+	pam_status 2 >slow &&
+	pam_rpc --rank 2 pam.check "{\"uid\": 1001}" | jq -e ".admitted == true" &&
+	elapsed_ms=$((($(date +%s%N) - t0) / 1000000)) &&
+	echo "status and check answered in ${elapsed_ms} ms" &&
+	test $elapsed_ms -lt 2000 &&
+	jq -e ".pending == 1 and .users[0].pending" slow
+'
+test_expect_success 'systemd answers again: the operation completes' '
+	busproxy_resume &&
+	pam_wait_idle 2 60 &&
+	test "$(prop user@1001.service ActiveState)" = active &&
+	test "$(prop user-1001.slice AllowedCPUs)" = \
+		"$(pam_status 2 | jq -r .users[0].union.core)" &&
+	flux cancel $jobG &&
+	flux job wait-event -t 30 $jobG clean &&
+	pam_wait_users 2 "" &&
+	pam_wait_idle 2 60 &&
+	test "$(prop user@1001.service ActiveState)" = inactive
+'
 test_expect_success 'manage-user-slice off: new users untouched, old slices end with jobs' '
 	sed -i "s/^manage-user-slice = true/manage-user-slice = false/" \
 		$FLUX_PAM_CONFDIR/pam.toml &&

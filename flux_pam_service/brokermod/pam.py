@@ -334,8 +334,8 @@ class PamModule(BrokerModule):
             resp = f.get()
         except OSError as exc:
             self.journal = None
-            if exc.errno == errno.ENOSYS:
-                self.log.debug("job-manager not loaded yet: retrying")
+            if exc.errno in (errno.ENOSYS, errno.ENODATA):
+                self.log.debug(f"job-manager journal: {exc.strerror}: retrying")
             else:
                 self.log.error(f"job-manager.events-journal: {exc.strerror or exc}")
             self._timer(JOURNAL_RETRY, self._journal_start)

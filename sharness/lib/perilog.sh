@@ -183,6 +183,19 @@ marker_exists() {
 	test -f "$FLUX_PAM_LOCK_DIR/uid.${1:-$PERILOG_UID}.active"
 }
 
+# Put the user back to the test bed's defaults (what an earlier, failed
+# script may have left): no linger, user@ stopped, slice unconstrained.
+perilog_reset_user() {
+	local sd="systemctl -M $FLUX_PAM_TESTBED" name
+	name=$(testbed_run -- id -nu "${1:-$PERILOG_UID}") &&
+	testbed_run -- loginctl disable-linger "$name" &&
+	$sd stop "$(perilog_manager "$1")" &&
+	$sd reset-failed "$(perilog_manager "$1")" 2>/dev/null
+	$sd set-property --runtime "$(perilog_slice "$1")" \
+		AllowedCPUs= AllowedMemoryNodes= DevicePolicy=auto DeviceAllow= &&
+	rm -f "$FLUX_PAM_LOCK_DIR/uid.${1:-$PERILOG_UID}.active"
+}
+
 # The torn-down state: no marker, user@ not active, the slice unit-free and
 # without constraints.
 perilog_torn_down() {

@@ -261,6 +261,16 @@ busproxy_stop() {
 	rm -f "$FLUX_PAM_BUS_PIDFILE"
 }
 
+# Freeze the proxy (SIGSTOP): connections hang instead of failing, as with
+# a systemd that does not answer.  busproxy_resume undoes it.
+busproxy_pause() {
+	kill -STOP "$(cat "$FLUX_PAM_BUS_PIDFILE")"
+}
+
+busproxy_resume() {
+	kill -CONT "$(cat "$FLUX_PAM_BUS_PIDFILE")"
+}
+
 # Called by the outer script when the instance has exited.
 flux_pam_busproxy_cleanup() {
 	test -n "$FLUX_PAM_BUS_PIDFILE" || return 0
