@@ -27,7 +27,10 @@ pamtester process per sample, FLUX_URI pointing at the instance):
     pam_flux   account required pam_python.so pam/pam_flux.py
                service=flux-pam-bench-flux pythonpath=REPO:FLUX_BINDINGS
 Also measured inside the instance: the broker round trip alone (pam.check,
-or the job-list.list request pam_flux sends), from a Python client.
+or the job-list.list request pam_flux sends), from a Python client; and at
+the largest K, where a login's time goes: python3 start-up, importing
+flux_pam_service.admission, importing flux, connecting, the request (each
+sample a fresh /usr/bin/python3, as pam_python gives every login).
 
 Output: a table (p50/p95 in ms, pam_flux p95 minus permit p95),
 bench/results/admission-TIME.json and .png.
@@ -179,6 +182,52 @@ def pamtester(stack: str, user: str, uri: str) -> tuple:
     return (time.perf_counter() - t0) * 1000, r.returncode, r.stderr.strip()
 
 
+STAGES_SCRIPT = r"""
+import json, sys, time
+t = [time.perf_counter()]
+sys.path[:0] = sys.argv[1].split(":")
+import flux_pam_service.admission as adm
+t.append(time.perf_counter())
+import flux
+t.append(time.perf_counter())
+h = flux.Flux(sys.argv[2])
+t.append(time.perf_counter())
+try:
+    h.rpc("pam.check", {"uid": int(sys.argv[3])}, flux.constants.FLUX_NODEID_ANY).get()
+except OSError:
+    h.rpc("job-list.list", adm.joblist_request([int(sys.argv[3])], 0)).get()
+t.append(time.perf_counter())
+print(json.dumps([b - a for a, b in zip(t, t[1:])]))
+"""
+STAGE_NAMES = (
+    "import flux_pam_service.admission",
+    "import flux",
+    "flux.Flux(uri)",
+    "broker request",
+)
+
+
+def stages(uri: str, uid: int, pythonpath: str, samples: int) -> dict:
+    """Where a login's time goes: the steps of pam_flux's account path,
+    timed in a fresh /usr/bin/python3 per sample (plus its start-up)."""
+    parts = {name: [] for name in ("python start-up",) + STAGE_NAMES}
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            ["/usr/bin/python3", "-c", STAGES_SCRIPT, pythonpath, uri, str(uid)],
+            capture_output=True,
+            text=True,
+        )
+        total = (time.perf_counter() - t0) * 1000
+        if r.returncode != 0:
+            continue
+        steps = [x * 1000 for x in json.loads(r.stdout)]
+        parts["python start-up"].append(total - sum(steps))
+        for name, ms in zip(STAGE_NAMES, steps):
+            parts[name].append(ms)
+    return {name: bl.summary(v) for name, v in parts.items()}
+
+
 def measure_mode(mode: str, user: str, uid: int, counts: list, samples: int) -> dict:
     work = tempfile.mkdtemp(prefix="flux-pam-bench-adm.")
     os.chmod(work, 0o777)
@@ -231,6 +280,9 @@ def measure_mode(mode: str, user: str, uid: int, counts: list, samples: int) -> 
                     else:
                         failures[s].append(err)
             step["pamtester_ms"] = {s: bl.summary(v) for s, v in times.items()}
+            if k == max(counts):
+                pp = ":".join([bl.TOP] + [p for p in [flux_bindings()] if p])
+                step["stages_ms"] = stages(step["uri"], uid, pp, max(10, samples // 2))
             step["failures"] = {s: len(v) for s, v in failures.items()}
             step["failure_sample"] = {s: v[0] for s, v in failures.items() if v}
             steps.append(step)
@@ -357,11 +409,25 @@ def table_rows(data: dict) -> list:
 
 
 def report(data: dict) -> str:
-    return bl.format_table(
+    out = bl.format_table(
         f"login admission: pamtester acct_mgmt as {data.get('user')} (ms)",
         HEADERS,
         table_rows(data),
     )
+    for mode, res in data["modes"].items():
+        for step in res["steps"]:
+            if not step.get("stages_ms"):
+                continue
+            out += "\n\n" + bl.format_table(
+                f"where pam_flux's time goes ({mode}, {step['k']} jobs; fresh"
+                " python3 per sample, ms)",
+                ["step", "n", "median", "p95"],
+                [
+                    [name, st.get("n"), st.get("median"), st.get("p95")]
+                    for name, st in step["stages_ms"].items()
+                ],
+            )
+    return out
 
 
 def plot(data: dict, when: str = None) -> str:

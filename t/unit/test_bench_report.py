@@ -163,6 +163,7 @@ def adm_data():
                 "pam_flux": summ(flux95 / 2, flux95),
             },
             "failures": {"permit": 0, "pam_python": 0, "pam_flux": 1},
+            "stages_ms": {"import flux": summ(80.0, 120.0)} if k == 1000 else None,
         }
 
     return {
@@ -179,7 +180,9 @@ def test_admission_rows_subtract_the_pam_permit_p95():
     assert [r["p95_above_permit"] for r in rows] == [3.0, 4.0, 15.0]
     assert rows[0]["p95_above_pam_python"] == pytest.approx(7.0 - 60.0)
     assert rows[0]["failures"] == 1
-    assert "someone" in admission.report(adm_data())
+    text = admission.report(adm_data())
+    assert "someone" in text
+    assert "where pam_flux's time goes (service, 1000 jobs" in text
 
 
 # ------------------------------------------------------------------ floor
