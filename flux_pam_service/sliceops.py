@@ -23,8 +23,9 @@ Operations:
     unconstrain(state, uid)
         Constraints were turned off: revert the slice's properties.
     scan(state, prefix) -> Outcome with .value {uid: {"description",
-        "state", "constrained"}} for every loaded user-UID.slice whose
-        Description starts with *prefix*.
+        "state", "constrained", "scopes"}} for every loaded user-UID.slice
+        whose Description starts with *prefix* or that holds a
+        flux-pam-*.scope.
     probe(state) -> Outcome with .value the manager's SystemState.
 
 Interface:
@@ -43,6 +44,7 @@ from . import idset, properties
 from .slice import SLICE, UserSlice
 from .systemd import DBusError, Systemd
 
+SCOPE = "org.freedesktop.systemd1.Scope"
 DESCRIPTION_PREFIX = "flux-pam:"
 #: seconds allowed for each D-Bus call
 CALL_TIMEOUT = 10.0
@@ -202,7 +204,13 @@ def unconstrain(state: dict, uid: int) -> Outcome:
 
 
 def scan(state: dict, prefix: str) -> Outcome:
-    """Find the loaded user slices whose Description starts with *prefix*."""
+    """Find user slices that this module manages or that hold login scopes.
+
+    .value maps uid to {"description", "state", "constrained", "scopes"}
+    for every loaded user-UID.slice whose Description starts with *prefix*,
+    and for every user-UID.slice that holds a ``flux-pam-*.scope`` (a login
+    that pam_flux placed there; "scopes" lists them).
+    """
     out = Outcome(value={})
     sd = connection(state)
     try:
@@ -212,10 +220,15 @@ def scan(state: dict, prefix: str) -> Outcome:
             "org.freedesktop.systemd1.Manager",
             "ListUnitsByPatterns",
             "asas",
-            ([], ["user-*.slice"]),
+            ([], ["user-*.slice", "flux-pam-*.scope"]),
         )
+        scopes: dict = {}
         for unit in units:
-            name, desc, _load, active = unit[0], unit[1], unit[2], unit[3]
+            name, desc, active = unit[0], unit[1], unit[3]
+            if name.endswith(".scope"):
+                parent = sd.unit_property(name, "Slice", SCOPE)
+                scopes.setdefault(parent, []).append(name)
+                continue
             uid_text = name[len("user-") : -len(".slice")]
             if not uid_text.isdigit() or not desc.startswith(prefix):
                 continue
@@ -228,7 +241,17 @@ def scan(state: dict, prefix: str) -> Outcome:
                 "description": desc,
                 "state": active,
                 "constrained": constrained,
+                "scopes": [],
             }
+        for parent, names in scopes.items():
+            uid_text = parent[len("user-") : -len(".slice")]
+            if not (parent.startswith("user-") and uid_text.isdigit()):
+                continue
+            entry = out.value.setdefault(
+                int(uid_text),
+                {"description": "", "state": "active", "constrained": False},
+            )
+            entry["scopes"] = sorted(names)
     except OSError as exc:
         _drop_connection(state, exc)
         raise _fail(exc, out) from None

@@ -143,7 +143,7 @@ test_expect_success 'partial release: housekeeping with release-after = "0"' '
 	perilog_jobmanager_toml "release-after = \"0\"" \
 		>"$FLUX_PAM_CONFDIR/job-manager.toml" &&
 	pam_on &&
-	flux config get job-manager.housekeeping.release-after | grep "\"0\"" &&
+	flux config get | jq -e ".[\"job-manager\"].housekeeping[\"release-after\"] == \"0\"" &&
 	job5=$(perilog_submit -N2 -n2 -c1 sleep inf) &&
 	flux job wait-event -t 30 $job5 start &&
 	end_job $job5 &&

@@ -788,9 +788,10 @@ class PamModule(BrokerModule):
             self._cancel_timer(w.timer)
             self._answer(w, outcome)
         user.waiters = keep
-        if user.busy != "teardown":
+        if user.busy is None:
             attach, user.attach_waiters = user.attach_waiters, []
             for w in attach:
+                self._cancel_timer(w.timer)
                 self._attach_answer(w.msg, user.uid, w.scope)
 
     def _answer(self, w: Waiter, outcome: tuple) -> None:
@@ -841,6 +842,12 @@ class PamModule(BrokerModule):
             pass  # not root: the executables own the markers
 
     def _markers(self) -> List[int]:
+        """Users with a marker file (readable only when running as root).
+
+        In a test instance markers count only in an explicit
+        FLUX_PAM_LOCK_DIR, never in the host's /run/flux-pam."""
+        if self.test_instance and not os.environ.get("FLUX_PAM_LOCK_DIR"):
+            return []
         try:
             names = os.listdir(self.lockdir)
         except OSError:
@@ -867,23 +874,31 @@ class PamModule(BrokerModule):
             assert out is not None
             found = dict(out.value)
             for uid in self._markers():
-                found.setdefault(uid, {"description": "marker"})
+                found.setdefault(uid, {"description": "marker", "scopes": []})
             for uid, info in sorted(found.items()):
                 if uid in (0, self.owner) or self.table.jobs(uid):
                     continue
-                if self.test_instance and info["description"] not in (
-                    sliceops.description(uid, self.rank),
-                    "marker",
-                ):
-                    continue  # all test brokers share one systemd
+                desc = info["description"]
+                if self.test_instance:
+                    # all test brokers share one systemd: only this rank's
+                    # own marks count, never scopes nobody can attribute
+                    ours = desc in (sliceops.description(uid, self.rank), "marker")
+                else:
+                    ours = (
+                        desc.startswith(sliceops.DESCRIPTION_PREFIX)
+                        or desc == "marker"
+                        or bool(info.get("scopes"))
+                    )
+                if not ours:
+                    continue
                 user = self._user(uid)
                 if user.busy or user.prepared is not False:
                     continue
                 self.stats["repairs"] += 1
+                why = info["description"] or "logins: " + ", ".join(info["scopes"])
                 self.log.warning(
                     f"repair: uid {uid} has no job on rank {self.rank} but"
-                    f" user-{uid}.slice is managed ({info['description']}):"
-                    " tearing it down"
+                    f" user-{uid}.slice is in use ({why}): tearing it down"
                 )
                 user.prepared = None
                 user.seq += 1
@@ -1030,12 +1045,43 @@ class PamModule(BrokerModule):
         self._handle(msg, fn, admin=True)
 
     def _attach_answer(self, msg: Any, uid: int, scope: str) -> None:
+        """Confirm *scope* for *uid*, refuse it, or wait for the slice.
+
+        The user must be admitted here.  While the module manages slices, a
+        login is confirmed only once the user's slice is in place: while an
+        operation on it is queued or running the answer waits for it (a
+        teardown then ends in a refusal); a slice whose preparation failed
+        refuses with EAGAIN and the error.
+        """
         if not self.table.admitted(uid):
             self._error(
                 msg, errno.EPERM, f"user {uid} has no active job on rank {self.rank}"
             )
             return
         user = self._user(uid)
+        if self._managing() and (user.busy or user.seq > user.done_seq):
+            if user.retry_timer is not None:
+                err = user.errors[-1] if user.errors else "not ready"
+                self._error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
+                return
+            w = Waiter(msg, "attach", uid=uid, scope=scope)
+            user.attach_waiters.append(w)
+
+            def expire() -> None:
+                if w in user.attach_waiters:
+                    user.attach_waiters.remove(w)
+                    self._error(
+                        msg,
+                        errno.ETIMEDOUT,
+                        f"user-{uid}.slice not ready within {WAIT_TIMEOUT:.0f}s",
+                    )
+
+            w.timer = self._timer(WAIT_TIMEOUT, expire)
+            return
+        if self._managing() and user.prepared is not True:
+            err = user.errors[-1] if user.errors else "not prepared"
+            self._error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
+            return
         if scope not in user.scopes:
             user.scopes = (user.scopes + [scope])[-32:]
         self.log.debug(f"uid {uid}: attached {scope}")
@@ -1052,10 +1098,6 @@ class PamModule(BrokerModule):
                 or "/" in scope
             ):
                 raise ProtocolError("scope is missing or not a unit name NAME.scope")
-            user = self.users.get(uid)
-            if user is not None and user.busy == "teardown":
-                user.attach_waiters.append(Waiter(msg, "attach", uid=uid, scope=scope))
-                return
             self._attach_answer(msg, uid, scope)
 
         self._handle(msg, fn, admin=True)
