@@ -61,6 +61,10 @@ Which outcome wins when both the module and a script act:
     every operation is idempotent and both compute the union from the same
     set of jobs, so the later writer leaves the same slice, and the module's
     state (which it rebuilds from the journal) is the one that persists.
+    The marker is the executables' in both cases (the module, running as the
+    instance owner, cannot write /run/flux-pam): after the module's
+    "applied" the prolog writes it; after its "torn-down" housekeeping
+    removes it unless ``pam.check`` shows a new running job of the user.
 
 Messages go to stderr as ``flux-pam-prolog[<F58 jobid>]: text`` (or
 ``flux-pam-housekeeping[...]``), which Flux copies into the job-manager log.
@@ -337,6 +341,11 @@ class Broker:
                 return None
             raise PerilogError(f"pam module: {_errtext(exc)}") from None
 
+    def module_jobs(self, uid: int) -> List[int]:
+        """The running jobs of *uid* the pam module holds on this rank."""
+        f = self.h.rpc("pam.check", {"uid": uid})
+        return list(self._get(f, "pam.check").get("jobs", []))
+
     def drain(self, reason: str) -> None:
         payload = {"targets": str(self.rank), "reason": reason, "mode": "update"}
         try:
@@ -534,13 +543,44 @@ class Perilog:
         answer = self.broker.ask_module(self.prog, self.env.jobid)
         if answer is not None:
             self.log.debug(f"pam module: {json.dumps(answer)}")
+            self.sync_marker(answer.get("result"))
             return
         self.work_alone()
 
+    def sync_marker(self, result: Optional[str]) -> None:
+        """Keep the marker in step with what the module did.
+
+        The module runs as the instance owner and cannot write the root-only
+        lock directory, so the executables keep ``uid.UID.active`` there
+        (for pam_flux when the module is gone): set after an applied prolog,
+        removed after a teardown, unless the module (asked again under the
+        lock) holds a running job of the user here by then.
+        """
+        from . import lockdir
+
+        try:
+            with lockdir.user_lock(self.uid, self.lockdir_path, LOCK_TIMEOUT):
+                if self.prog == PROLOG and result == "applied":
+                    lockdir.set_marker(self.uid, self.lockdir_path)
+                    self.log.debug(f"uid {self.uid}: marker set")
+                elif self.prog == HOUSEKEEPING and result == "torn-down":
+                    if self.broker.module_jobs(self.uid):
+                        self.log.debug(f"uid {self.uid}: a new job: marker kept")
+                    else:
+                        lockdir.clear_marker(self.uid, self.lockdir_path)
+                        self.log.debug(f"uid {self.uid}: marker removed")
+        except OSError as exc:
+            raise PerilogError(_errtext(exc)) from None
+
 
 def _connect(env: JobEnv) -> Any:
-    import flux
-
+    try:
+        import flux
+    except ImportError as exc:
+        raise PerilogError(
+            f"cannot import flux-core's Python bindings ({exc}): install them"
+            f" for {sys.executable} or put them on PYTHONPATH"
+        ) from None
     try:
         return flux.Flux(env.uri) if env.uri else flux.Flux()
     except OSError as exc:

@@ -215,6 +215,7 @@ kill-slice-grace-time = \"1s\"" &&
 		/bin/sh -c "trap \"\" TERM; while :; do sleep 0.2; done" &&
 	perilog_wait 10 test "$(testbed_unit_state stubborn-$$.service)" = active &&
 	end_job $job10 &&
+	perilog_log housekeeping $job10 | grep "left after SIGTERM.*sending SIGKILL" &&
 	! test "$(testbed_unit_state stubborn-$$.service)" = active &&
 	test "$(testbed_unit_tasks stubborn-$$.service)" = 0 &&
 	perilog_torn_down &&
