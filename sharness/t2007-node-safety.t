@@ -22,6 +22,7 @@ node_prolog_status() {
 safety_checks() {
 	test_expect_success "$1: alice has a job while the lock dir is safe" '
 		test "$(node_sh "stat -c %a:%U /run/flux-pam")" = 700:root &&
+		test -z "$(node_flux jobs -no {id} --user=alice)" &&
 		id=$(node_submit alice -n1 sleep inf) &&
 		echo $id >sf.job1 &&
 		node_job_started $id
@@ -39,7 +40,7 @@ safety_checks() {
 		echo "prolog status $status" &&
 		test "$status" != 0 &&
 		node_flux job wait-event -t 30 $id clean &&
-		! node_flux job eventlog $id | grep -w start
+		! node_flux job eventlog $id | grep -E "^[0-9.]+ start( |$)"
 	'
 	test_expect_success "$1: the node is drained" '
 		node_wait 30 "test -n \"\$(node_drained)\"" &&
@@ -47,8 +48,9 @@ safety_checks() {
 	'
 	test_expect_success "$1: restore the lock dir, end the jobs, undrain" '
 		node_sh "chmod 0700 /run/flux-pam" &&
-		node_flux cancel $(cat sf.job1) &&
+		node_flux cancel --all --user=alice &&
 		node_job_gone $(cat sf.job1) &&
+		node_job_gone $(cat sf.job2) &&
 		{ test -z "$(node_drained)" || node_flux resource undrain 0; } &&
 		test -z "$(node_drained)"
 	'
@@ -63,11 +65,12 @@ safety_checks() {
 		echo "prolog status $status" &&
 		test "$status" != 0 &&
 		node_flux job wait-event -t 30 $id clean &&
-		! node_flux job eventlog $id | grep -w start
+		! node_flux job eventlog $id | grep -E "^[0-9.]+ start( |$)"
 	'
 	test_expect_success "$1: linger off again, the node undrained" '
 		node_run loginctl disable-linger alice </dev/null &&
-		node_housekeeping_idle &&
+		node_flux cancel --all --user=alice &&
+		node_job_gone $(cat sf.job3) &&
 		{ test -z "$(node_drained)" || node_flux resource undrain 0; } &&
 		test -z "$(node_drained)"
 	'

@@ -13,11 +13,12 @@
 # network, so ssh runs inside too, as root with the replica's client key.
 #
 # Variables:
-#   FLUX_PAM_NODE        machine name (default flux-pam-node)
+#   FLUX_PAM_NODE        machine name (default flux-pam-node-PID: scripts run
+#                        at the same time do not share a replica)
 #   FLUX_PAM_NODE_KEEP   non-empty: leave the replica up when the script ends
 #   NODE_ALICE           1000 (uid of alice)
 
-: "${FLUX_PAM_NODE:=flux-pam-node}"
+: "${FLUX_PAM_NODE:=flux-pam-node-$$}"
 export FLUX_PAM_NODE
 NODE_PY="/usr/bin/python3 $FLUX_PAM_SRCDIR/sharness/node/node.py"
 NODE_FLUX_CONF=/opt/flux/etc/flux/system/conf.d
