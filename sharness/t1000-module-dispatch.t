@@ -79,6 +79,20 @@ test_expect_success 'a second user on other ranks is tracked separately' '
 	pam_wait_users 3 "1001:$id2" &&
 	test "$(ranks_with_user 1001)" = "2 3"
 '
+test_expect_success 'the instance owner is never managed' '
+	jobO=$(flux submit -n1 --requires=rank:3 sleep inf) &&
+	flux job wait-event -t 30 $jobO start &&
+	idO=$(flux job id $jobO) &&
+	pam_rpc --rank 3 pam.prolog "{\"id\": $idO}" >prologO &&
+	jq -e ".result == \"skipped\" and .uid == $(id -u)" prologO &&
+	pam_users 3 >usersO &&
+	test "$(cat usersO)" = "1001:$id2" &&
+	pam_rpc --rank 3 pam.check "{\"uid\": $(id -u)}" >checkO &&
+	jq -e ".admitted == false" checkO &&
+	jq -r .reason checkO | grep "instance owner" &&
+	flux cancel $jobO &&
+	flux job wait-event -t 30 $jobO clean
+'
 test_expect_success 'owner sees every user; a guest sees only itself' '
 	pam_status 0 | jq -e "[.users[].uid] == [1000]" &&
 	pam_status 2 | jq -e "[.users[].uid] == [1001]" &&
@@ -87,7 +101,10 @@ test_expect_success 'owner sees every user; a guest sees only itself' '
 	jq -e "[.users[].uid] == [1001] and .config.pam" guest2 &&
 	FLUX_HANDLE_ROLEMASK=0x2 FLUX_HANDLE_USERID=1001 \
 		pam_status 0 >guest0 &&
-	jq -e ".users == []" guest0
+	jq -e ".users == []" guest0 &&
+	FLUX_HANDLE_ROLEMASK=0x2 FLUX_HANDLE_USERID=1001 \
+		pam_status 3 "{\"uid\": 1000}" | jq -e ".users == []" &&
+	pam_status 3 "{\"uid\": 1001}" | jq -e "[.users[].uid] == [1001]"
 '
 test_expect_success 'a guest may not use the admission RPCs' '
 	FLUX_HANDLE_ROLEMASK=0x2 FLUX_HANDLE_USERID=1001 \

@@ -9,7 +9,7 @@ user-1000.slice after user@1000 stopped (kill-user-slice=false), the slice
 must be empty (kill-user-slice=true), and a new login must be refused.  Both
 with the pam module and with the drop-ins alone.
 
-FLUX_PAM_RACE_ROUNDS sets ROUNDS (default 25; the acceptance run uses 200).'
+FLUX_PAM_RACE_ROUNDS sets ROUNDS (default 10; the acceptance run uses 200).'
 
 . "$(dirname "$0")"/lib/init.sh
 . "$SHARNESS_TEST_SRCDIR"/lib/node.sh
@@ -17,7 +17,7 @@ FLUX_PAM_RACE_ROUNDS sets ROUNDS (default 25; the acceptance run uses 200).'
 
 node_require
 
-ROUNDS=${FLUX_PAM_RACE_ROUNDS:-25}
+ROUNDS=${FLUX_PAM_RACE_ROUNDS:-10}
 RACE="$FLUX_PAM_SRCDIR/sharness/node/race.sh"
 
 KILL_CONF='[pam]

@@ -46,6 +46,10 @@ safety_checks() {
 		node_wait 30 "test -n \"\$(node_drained)\"" &&
 		node_flux resource drain -no "{ranks} {reason}"
 	'
+	test_expect_success "$1: the prolog said why (broker log)" '
+		node_flux dmesg | grep "$(node_flux job id --to=f58 $(cat sf.job2))" |
+			grep "/run/flux-pam"
+	'
 	test_expect_success "$1: restore the lock dir, end the jobs, undrain" '
 		node_sh "chmod 0700 /run/flux-pam" &&
 		node_flux cancel --all --user=alice &&
@@ -66,6 +70,10 @@ safety_checks() {
 		test "$status" != 0 &&
 		node_flux job wait-event -t 30 $id clean &&
 		! node_flux job eventlog $id | grep -E "^[0-9.]+ start( |$)"
+	'
+	test_expect_success "$1: the prolog said why (broker log)" '
+		node_flux dmesg | grep "$(node_flux job id --to=f58 $(cat sf.job3))" |
+			grep -i linger
 	'
 	test_expect_success "$1: linger off again, the node undrained" '
 		node_run loginctl disable-linger alice </dev/null &&

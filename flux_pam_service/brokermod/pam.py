@@ -24,11 +24,13 @@ operation is retried with backoff (1 s doubling to 30 s) until it succeeds,
 so nothing is lost while systemd is unreachable; pam.status keeps answering
 from memory.
 
-Admission.  A user is admitted while a job of theirs is RUNNING here.  The
-state changes on the reactor thread the moment job-cleanup/job-end arrives,
-before any teardown is queued, so pam.check and pam.attach refuse at once.
-While a teardown is running, pam.attach waits for it to finish and then
-answers from the state at that time.
+Admission.  A user is admitted while a job of theirs is RUNNING here (from
+job-start to job-cleanup).  The state changes on the reactor thread the
+moment job-cleanup/job-end arrives, before any teardown is queued, so
+pam.check and pam.attach refuse at once.  While slices are managed, pam.attach
+confirms a login only once the user's slice is in place: while an operation
+on it is queued or running the answer waits for it (after a teardown it is a
+refusal); a slice whose preparation failed refuses with EAGAIN.
 
 Restart.  A module (re)loaded on rank N asks rank 0 (``pam.sync-request``)
 for the jobs that hold rank N; rank 0 answers once it has read the journal
@@ -36,11 +38,13 @@ backlog, and pushes the same (``pam.sync``) to every rank whenever it has
 (re)read the journal.  A rank reconciles its table with that list (unknown
 jobs start, vanished jobs end), then re-verifies every user it holds
 (differences are logged as repairs) and scans systemd for user slices this
-module marked (Description "flux-pam: ...") and marker files
-(flux_pam_service.lockdir) of users without a job here, which it tears
-down, logging each repair.  Users with jobs are never torn down by a reload.
-In a test instance, where all brokers share one systemd, the scan only
-considers slices marked with this rank.
+module marked (Description "flux-pam: ..."), user slices holding login scopes
+(flux-pam-*.scope) and marker files (flux_pam_service.lockdir, readable as
+root only) of users without a job here, which it tears down, logging each
+repair.  Users with jobs are never torn down by a reload.  In a test
+instance, where all brokers share one systemd, the scan only considers
+slices marked with this rank (and markers only in an explicit
+FLUX_PAM_LOCK_DIR).
 
 Configuration (flux_pam_service.config), read at load and on config-reload:
     [pam] manage-user-slice  off: no new systemd operations; slices that are

@@ -19,8 +19,8 @@
 # access.allow-root-owner, the way a system instance owned by `flux` is run
 # (DESIGN.md section 3), and pamtester runs as root, as sshd does.
 #
-# Users.  pamtester runs with libnss_wrapper preloaded and a passwd file in
-# the trash directory, so no account is added to the host:
+# Users.  pamtester and the instance run with libnss_wrapper preloaded and a
+# passwd file in the trash directory, so no account is added to the host:
 #   alice  PAMFLUX_OWNER_UID  the instance owner; her jobs are what job-list
 #                             reports (the pam module ignores the owner)
 #   bob    PAMFLUX_BOB_UID    a job user only through the test-only mapping
@@ -127,9 +127,13 @@ pamtest() {
 		pamtester sshd "$user" "$@"
 }
 
-# Run a command as the instance owner (FLUX_URI is passed on).
+# Run a command as the instance owner (FLUX_URI is passed on), with the
+# test passwd/group (alice has no entry on the host; a job that starts a
+# sub-instance must resolve her uid).
 as_owner() {
-	env HOME="$PAMFLUX_INSTANCE_DIR/home" \
+	env HOME="$PAMFLUX_INSTANCE_DIR/home" LD_PRELOAD=libnss_wrapper.so \
+		NSS_WRAPPER_PASSWD="$PAMFLUX_NSS_DIR/passwd" \
+		NSS_WRAPPER_GROUP="$PAMFLUX_NSS_DIR/group" \
 		setpriv --reuid="$PAMFLUX_OWNER_UID" --regid="$PAMFLUX_OWNER_UID" \
 		--clear-groups "$@"
 }
@@ -168,7 +172,9 @@ pamflux_start() {
 		export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/flux_pam_service/brokermod"
 		export FLUX_MODPROBE_PATH_APPEND="$FLUX_PAM_SRCDIR/etc/flux/modprobe"
 		export PYTHONPATH="$FLUX_PAM_SRCDIR${PYTHONPATH:+:$PYTHONPATH}"
-		exec setsid env HOME="$dir/home" setpriv --reuid="$PAMFLUX_OWNER_UID" \
+		exec setsid env HOME="$dir/home" LD_PRELOAD=libnss_wrapper.so \
+			NSS_WRAPPER_PASSWD="$PAMFLUX_NSS_DIR/passwd" \
+			NSS_WRAPPER_GROUP="$PAMFLUX_NSS_DIR/group" setpriv --reuid="$PAMFLUX_OWNER_UID" \
 			--regid="$PAMFLUX_OWNER_UID" --clear-groups \
 			"$FLUX" start --test-size="$size" -c "$dir/conf" \
 			-Slog-filename="$dir/run/broker.log" -Slog-level=7 \

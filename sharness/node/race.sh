@@ -5,7 +5,7 @@
 # MODE: keep (kill-user-slice=false) or kill (kill-user-slice=true, grace 1s);
 # the config is set by the caller.  Every round:
 #   1. alice submits `sleep inf`; wait for start (the prolog has run);
-#   2. concurrently: cancel the job after a random 0-290 ms, and start an ssh
+#   2. concurrently: cancel the job after a random 0-990 ms, and start an ssh
 #      login of alice that records its shell's pid and sleeps;
 #   3. wait for the job's clean event, then until no housekeeping is left;
 #   4. check (an escape is counted for each violation):
@@ -63,8 +63,8 @@ for round in $(seq "$rounds"); do
 	rm -f /tmp/race.pid
 	id=$(runuser -u alice -- flux submit -n1 sleep inf) || { echo "round $round: submit failed"; exit 2; }
 	flux job wait-event -t 30 "$id" start >/dev/null || { echo "round $round: $id did not start"; exit 2; }
-	delay=$((RANDOM % 30))
-	(sleep "0.$(printf %02d $delay)"; flux cancel "$id") &
+	delay=$((RANDOM % 100))
+	(sleep "$((delay / 100)).$(printf %02d $((delay % 100)))"; flux cancel "$id") &
 	cancel=$!
 	ssh $ssh_opts alice@127.0.0.1 -- 'echo $$ >/tmp/race.pid; exec sleep 60' \
 		</dev/null >/dev/null 2>&1 &
