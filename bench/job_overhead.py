@@ -4,9 +4,11 @@
     bench/job_overhead.py [--quick] [--n 100,1000] [--users 1,8]
                           [--modes off,service,fallback] [--fallback-max-n 100]
 
-Three single-broker test instances run one after the other in one
-invocation, against the same systemd test bed (t/testbed.py; the exported
-one, else one of our own):
+Three single-broker test instances run side by side in one invocation,
+against the same systemd test bed (t/testbed.py; the exported one, else one
+of our own).  Each (N, users) batch runs in every mode in turn, one instance
+busy at a time, so that the modes are compared within seconds of each other
+on a machine whose load drifts:
 
     off       no [pam] table: the module is not loaded, no perilog
     service   the pam module (modprobe), manage-user-slice and
@@ -35,6 +37,9 @@ Measured, per job, from the job-manager journal (event timestamps):
                              event (the drop-in has applied the union and
                              started user@ by then); off: not applicable
     jobs/s                   N / (last clean - first submit)
+"ended first" counts the service-mode jobs that ended before the module got
+to their slice (pam.prolog answered "skipped": the coalesced operation was
+already the user's teardown), so they have no alloc -> slice ready figure;
 and per run: process forks in the instance's process tree (proc connector:
 all of them, and those of the pam module's own process), the module's
 slice operations (pam.stats-get) and its CPU time.
@@ -100,6 +105,32 @@ def boot_config(mode: str) -> dict:
 
 
 # ------------------------------------------------------------------ inner side
+
+
+class Sync:
+    """Files in a shared directory: the outer side lets one instance run a
+    batch at a time (go-I), the instance says when it is ready and done."""
+
+    def __init__(self, directory: str, mode: str) -> None:
+        self.dir, self.mode = directory, mode
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dir, f"{self.mode}.{name}")
+
+    def post(self, name: str) -> None:
+        open(self._path(name), "w").close()
+
+    def posted(self, name: str) -> bool:
+        return os.path.exists(self._path(name))
+
+    def wait(self, name: str, timeout: float = 3600, proc=None) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.posted(name):
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{self.mode}: instance exited before {name}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.mode}: no {name} in {timeout}s")
+            time.sleep(0.05)
 
 
 def _flux_cmd(*args: str) -> None:
@@ -284,8 +315,11 @@ def inner_jobs(args: dict) -> dict:
     probe = mode == "service"
     _batch(h, args.get("warmup", 4), 1, probe)  # warm up: imports, user@
     _wait_quiet(h, mode)
+    sync = Sync(args["sync_dir"], mode)
+    sync.post("ready")
     runs = []
-    for n, users in args["runs"]:
+    for i, (n, users) in enumerate(args["runs"]):
+        sync.wait(f"go-{i}")
         stats0 = h.rpc("pam.stats-get", {}).get() if mode == "service" else None
         cpu0 = bl.cpu_seconds(modpid) if modpid else None
         forks = bl.ForkCounter([broker]).start()
@@ -305,6 +339,7 @@ def inner_jobs(args: dict) -> dict:
             res["module"]["cpu_s"] = bl.cpu_seconds(modpid) - cpu0
             res["module"]["forks"] = forks.by_parent.get(modpid, 0)
         runs.append(res)
+        sync.post(f"done-{i}")
     if mode == "fallback":
         _flux_cmd("module", "remove", "sdexec-mapper")
     return {"mode": mode, "broker_pid": broker, "module_pid": modpid, "runs": runs}
@@ -338,38 +373,39 @@ def reset_users(bed) -> None:
 def measure(
     bed, ns: list, users: list, modes: list, warmup: int, fallback_max_n: int
 ) -> dict:
+    """Start one instance per mode, then run each (N, users) batch in every
+    mode in turn (off, service, fallback), one instance busy at a time, so
+    that the modes of a batch are measured within seconds of each other."""
     import tempfile
 
-    out = {"modes": {}, "runs": [(n, u) for n in ns for u in users]}
-    out["fallback_max_n"] = fallback_max_n
-    for mode in modes:
-        runs = [
-            (n, u)
-            for n in ns
-            for u in users
-            if mode != "fallback" or n <= fallback_max_n
-        ]
-        if not runs:
-            continue
-        lockdir = tempfile.mkdtemp(prefix="flux-pam-bench-lock.")
-        env = dict(bed.env())
-        env["FLUX_PAM_LOCK_DIR"] = lockdir
-        env["FLUX_PAM_SCRIPTS_DEBUG"] = "0"
-        env["FLUX_BENCH_FLUX"] = bl.find_flux()
-        fbpath = flux_pythonpath()
-        env["PYTHONPATH"] = ":".join(
-            [bl.TOP, os.path.join(bl.TOP, "bench")] + ([fbpath] if fbpath else [])
-        )
-        fallback_conf = None
-        if mode == "fallback":
-            fallback_conf = bl.write_conf(
-                {"job-manager.toml": jobmanager_toml(), "pam.toml": PAM_TOML}
+    allruns = [(n, u) for n in ns for u in users]
+    out = {"modes": {}, "runs": allruns, "fallback_max_n": fallback_max_n}
+    sync_dir = tempfile.mkdtemp(prefix="flux-pam-bench-sync.")
+    fbpath = flux_pythonpath()
+    inners, tmpdirs, syncs, runs_of = {}, [sync_dir], {}, {}
+    reset_users(bed)
+    try:
+        for mode in modes:
+            runs = [r for r in allruns if mode != "fallback" or r[0] <= fallback_max_n]
+            if not runs:
+                continue
+            lockdir = tempfile.mkdtemp(prefix="flux-pam-bench-lock.")
+            tmpdirs.append(lockdir)
+            env = dict(bed.env())
+            env["FLUX_PAM_LOCK_DIR"] = lockdir
+            env["FLUX_PAM_SCRIPTS_DEBUG"] = "0"
+            env["FLUX_BENCH_FLUX"] = bl.find_flux()
+            env["PYTHONPATH"] = ":".join(
+                [bl.TOP, os.path.join(bl.TOP, "bench")] + ([fbpath] if fbpath else [])
             )
-        reset_users(bed)
-        print(f"job_overhead: mode {mode}: runs {runs}", file=sys.stderr, flush=True)
-        t0 = time.monotonic()
-        try:
-            res = bl.run_inner(
+            fallback_conf = None
+            if mode == "fallback":
+                fallback_conf = bl.write_conf(
+                    {"job-manager.toml": jobmanager_toml(), "pam.toml": PAM_TOML}
+                )
+                tmpdirs.append(fallback_conf)
+            print(f"job_overhead: {mode}: starting", file=sys.stderr, flush=True)
+            inners[mode] = bl.Inner(
                 os.path.abspath(__file__),
                 "jobs",
                 {
@@ -377,23 +413,51 @@ def measure(
                     "runs": runs,
                     "warmup": warmup,
                     "fallback_conf": fallback_conf,
+                    "sync_dir": sync_dir,
                 },
                 1,
                 boot_config(mode),
                 env=env,
                 tag=f"job_overhead-{mode}",
             )
-        finally:
-            subprocess.run(["rm", "-rf", lockdir])
-            if fallback_conf:
-                subprocess.run(["rm", "-rf", fallback_conf])
-        res["wall_s"] = time.monotonic() - t0
-        out["modes"][mode] = res
-    reset_users(bed)
+            syncs[mode] = Sync(sync_dir, mode)
+            syncs[mode].wait("ready", 600, inners[mode].proc)
+            runs_of[mode] = runs
+        for n, u in allruns:
+            for mode in inners:
+                if (n, u) not in runs_of[mode]:
+                    continue
+                i = runs_of[mode].index((n, u))
+                print(
+                    f"job_overhead: {mode}: N={n} users={u}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                t0 = time.monotonic()
+                syncs[mode].post(f"go-{i}")
+                syncs[mode].wait(f"done-{i}", 3600, inners[mode].proc)
+                out.setdefault("batch_wall_s", {})[f"{mode} {n} {u}"] = (
+                    time.monotonic() - t0
+                )
+        for mode, inner in inners.items():
+            out["modes"][mode] = inner.wait(300)
+    finally:
+        for inner in inners.values():
+            if inner.proc.poll() is None:
+                inner.proc.terminate()
+                inner.proc.wait()
+        for d in tmpdirs:
+            subprocess.run(["rm", "-rf", d])
+        reset_users(bed)
     return out
 
 
 # ------------------------------------------------------------------ report
+
+
+def ordered(data: dict) -> list:
+    """The modes in data, in MODES order (the JSON keeps them sorted)."""
+    return [m for m in MODES if m in data["modes"]]
 
 
 def rows(data: dict) -> list:
@@ -404,8 +468,8 @@ def rows(data: dict) -> list:
         for r in off["runs"]:
             base[(r["n"], r["users"])] = r
     out = []
-    for mode, res in data["modes"].items():
-        for r in res["runs"]:
+    for mode in ordered(data):
+        for r in data["modes"][mode]["runs"]:
             b = base.get((r["n"], r["users"]))
             a2s, a2c = r["alloc_to_start_ms"], r["alloc_to_constrained_ms"]
             added = None
@@ -426,6 +490,9 @@ def rows(data: dict) -> list:
                     "constrained_med": a2c.get("median"),
                     "constrained_p95": a2c.get("p95"),
                     "constrained_n": a2c.get("n", 0),
+                    "ended_first": r.get("unmeasured", 0)
+                    if mode == "service"
+                    else None,
                     "forks_per_job": r["forks_per_job"],
                     "module_forks": mod.get("forks") if mod else None,
                     "slice_ops_per_job": ops / r["n"] if ops is not None else None,
@@ -448,6 +515,7 @@ HEADERS = [
     "added med",
     "alloc>slice ready med",
     "p95",
+    "ended first",
     "forks/job",
     "module forks",
     "slice ops/job",
@@ -468,6 +536,7 @@ def table_rows(data: dict) -> list:
             r["start_added_med"],
             r["constrained_med"],
             r["constrained_p95"],
+            r["ended_first"],
             r["forks_per_job"],
             r["module_forks"],
             r["slice_ops_per_job"],
@@ -491,7 +560,7 @@ def plot(data: dict, when: str = None) -> str:
     rs = rows(data)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = sorted({(r["n"], r["users"]) for r in rs})
-    modes = list(data["modes"])
+    modes = ordered(data)
     width = 0.8 / max(1, len(modes))
     for i, mode in enumerate(modes):
         xs, tput, med, p95 = [], [], [], []
