@@ -11,10 +11,12 @@
 #   4. check (an escape is counted for each violation):
 #      - user@1000.service is inactive;
 #      - kill: no process at all is left in user-1000.slice;
-#      - keep: every flux-pam-*.scope left in user-1000.slice entered
-#        ActiveState before user@1000.service left it (systemd's own
-#        monotonic timestamps): a login scope started after the teardown
-#        began must have been refused and removed;
+#      - keep: every flux-pam-*.scope left in user-1000.slice was started
+#        before the stop of user@1000.service began (the order of PID 1's
+#        journal entries: "Started flux-pam-N.scope" vs "Stopping
+#        user@1000.service"); teardown marks the user inactive before it
+#        stops user@, so a scope started later must have been refused and
+#        removed;
 #      - a new login right after teardown is refused;
 #   5. end any surviving login.
 # Output: one line per round, then
@@ -61,6 +63,7 @@ t0=$(date +%s)
 for round in $(seq "$rounds"); do
 	why=
 	rm -f /tmp/race.pid
+	cursor=$(journalctl -n0 --show-cursor -q | sed -n 's/^-- cursor: //p')
 	id=$(runuser -u alice -- flux submit -n1 sleep inf) || { echo "round $round: submit failed"; exit 2; }
 	flux job wait-event -t 30 "$id" start >/dev/null || { echo "round $round: $id did not start"; exit 2; }
 	delay=$((RANDOM % 100))
@@ -93,15 +96,25 @@ for round in $(seq "$rounds"); do
 		left=$(slice_pids | tr '\n' ' ')
 		test -n "$left" && why="$why left-in-slice:[$left]"
 	else
-		stopped=$(prop user@1000.service InactiveEnterTimestampMonotonic)
-		for scope in $(systemctl list-units --plain --no-legend --state=active \
-			'flux-pam-*.scope' | awk '{print $1}'); do
-			test "$(prop "$scope" Slice)" = user-1000.slice || continue
-			entered=$(prop "$scope" ActiveEnterTimestampMonotonic)
-			if test "$entered" -gt "$stopped"; then
-				why="$why $scope:entered-after-teardown($entered>$stopped)"
-			fi
-		done
+		# order of PID 1's own journal entries (user@1000 is unloaded once
+		# stopped, so its unit timestamps are gone)
+		journalctl --sync
+		journalctl --after-cursor="$cursor" _PID=1 -o json >/tmp/race.journal
+		stopped=$(jq -r 'select(.UNIT == "user@1000.service" and .JOB_TYPE == "stop")
+			| .__MONOTONIC_TIMESTAMP' /tmp/race.journal | head -1)
+		if test -z "$stopped"; then
+			why="$why user@1000-never-stopped"
+		else
+			for scope in $(systemctl list-units --plain --no-legend --state=active \
+				'flux-pam-*.scope' | awk '{print $1}'); do
+				test "$(prop "$scope" Slice)" = user-1000.slice || continue
+				entered=$(jq -r --arg u "$scope" 'select(.UNIT == $u and .JOB_TYPE == "start")
+					| .__MONOTONIC_TIMESTAMP' /tmp/race.journal | head -1)
+				if test -z "$entered" || test "$entered" -gt "$stopped"; then
+					why="$why $scope:started-after-teardown(${entered:-?}>$stopped)"
+				fi
+			done
+		fi
 	fi
 	if ssh $ssh_opts alice@127.0.0.1 true </dev/null >/dev/null 2>&1; then
 		why="$why login-admitted-after-teardown"
