@@ -297,11 +297,15 @@ def test_targets_report_met_and_unmet_with_their_figures():
     }
     ts = {t["target"].split(":")[0][:20]: t for t in run.targets(res)}
     met = [t["met"] for t in run.targets(res)]
-    # module apply 3.0 = 2.0x SetUnitProperties: met; alloc->constrained
-    # 2.5 ms <= 3.0: met; no forks; throughput 95%; admission fallback
+    # module apply 3.0 = 1.5x UserSlice.apply: met; alloc->ready
+    # 2.5 ms <= 2 x 2.0: met; no forks; throughput 95%; admission fallback
     # +15 ms: not met; memory 1 KiB/job: met
     assert met == [True, True, True, True, False, True]
-    assert "fallback: pamtester +15.0 ms" in run.format_targets(run.targets(res))
+    text = run.format_targets(run.targets(res))
+    assert "fallback: pamtester +15.0 ms" in text
+    # the floor of an apply is SetUnitProperties with the job's properties
+    assert "1.50x SetUnitProperties with the job's properties (2.00 ms)" in text
+    assert "2.0x the AllowedCPUs-only call (1.50 ms)" in text
     assert ts
 
 
