@@ -133,8 +133,11 @@ def _set_description(us: UserSlice, text: str) -> None:
     us.systemd.set_unit_properties(us.slice, [("Description", ("s", text))])
 
 
-def _compare(us: UserSlice, props: Optional[dict], out: Outcome) -> None:
-    """Report how the slice differs from what *props* asks (after a restart)."""
+def _compare(us: UserSlice, props: Optional[dict], out: Outcome) -> bool:
+    """Report how the slice differs from what *props* asks (after a restart).
+
+    Returns True if its CPU or memory-node constraints differ."""
+    differs = False
     current = us.systemd.unit_properties(us.slice, SLICE)
     want = dict(properties.to_dbus(props)) if props else {}
     for name in ("AllowedCPUs", "AllowedMemoryNodes"):
@@ -145,10 +148,12 @@ def _compare(us: UserSlice, props: Optional[dict], out: Outcome) -> None:
             else ""
         )
         if have != wanted:
+            differs = True
             out.repairs.append(f"{us.slice}: {name} '{have}' -> '{wanted}'")
     state = us.systemd.unit_property(us.service, "ActiveState")
     if state != "active":
         out.repairs.append(f"{us.service}: {state} -> started")
+    return differs
 
 
 def activate(
@@ -164,8 +169,9 @@ def activate(
 
     def body(us: UserSlice) -> None:
         out.repairs.clear()
-        if verify:
-            _compare(us, props, out)
+        if verify and _compare(us, props, out) and props is None:
+            # constraints are off but the slice still has some: revert
+            us.systemd.set_unit_properties(us.slice, properties.REVERT)
         if first or verify:
             us.prepare(props)
             _set_description(us, desc)

@@ -593,13 +593,12 @@ class PamModule(BrokerModule):
                 # never managed here (or unknown while not managing): keep off
                 self._finished(user, snap, "skipped")
                 return
+            kill, grace = self.cfg.kill_user_slice, self.cfg.kill_slice_grace_time
             self._submit(
                 user,
                 snap,
                 "teardown",
-                lambda state: sliceops.deactivate(
-                    state, uid, self.cfg.kill_user_slice, self.cfg.kill_slice_grace_time
-                ),
+                lambda state: sliceops.deactivate(state, uid, kill, grace),
             )
 
     def _activate(self, user: User, snap: int, props: Optional[dict]) -> None:
