@@ -99,6 +99,21 @@ class AnswerFile:
         pass
 
 
+def _text(value: object, ffi: object) -> str:
+    """A C string returned through flux.core.inner.raw, as str (or None).
+
+    The raw wrapper already turns a non-NULL ``char *`` result into bytes and
+    NULL into None; a cdata pointer is converted here too in case it did not.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if value == ffi.NULL:
+        return None
+    return ffi.string(value).decode(errors="replace")
+
+
 class FluxBroker:
     """The broker at *uri*, through the Flux Python bindings."""
 
@@ -124,9 +139,7 @@ class FluxBroker:
             except OSError as exc:
                 text = None
                 if exc.errno != errno.ETIMEDOUT:
-                    err = raw.flux_future_error_string(future)
-                    if err is not None and err != ffi.NULL:
-                        text = ffi.string(err).decode(errors="replace")
+                    text = _text(raw.flux_future_error_string(future), ffi)
                 raise OSError(exc.errno, text or exc.strerror) from None
             if out[0] == ffi.NULL:
                 return None
@@ -141,4 +154,9 @@ class FluxBroker:
         return FluxBroker(uri, self.timeout)
 
     def close(self) -> None:
-        self.handle.close()
+        # flux.Flux.close() raises RuntimeError by design (flux-core 0.88);
+        # clearing the wrapper's C handle runs flux_close() now instead of
+        # whenever the object happens to be collected.
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.handle = None

@@ -22,6 +22,9 @@ pamflux_require
 
 trap 'pamflux_stop >/dev/null 2>&1; die' EXIT
 
+# `flux alloc --bg` and `flux job info` resolve a job's ssh:// URI locally
+export FLUX_URI_RESOLVE_LOCAL=t
+
 pamflux_users
 
 # job_submit [flux submit options] COMMAND...: a job of $JOBUSER
@@ -78,9 +81,11 @@ admitted() {
 	! grep "Access denied" "$2"
 }
 
-cancel_and_wait() {
-	flux cancel "$1" &&
-	flux job wait-event -t 30 "$1" clean
+# Cancel every job of every user; wait until none is left (a failed test
+# must not leave a job that holds the next one's resources).
+cancel_all() {
+	flux cancel --user=all --all --quiet
+	flux queue idle --timeout=60s >/dev/null
 }
 
 run_cases() {
@@ -166,23 +171,23 @@ run_cases() {
 		denied nobody guest1.$MODE.out
 	'
 	test_expect_success "$m: a guest is denied if alice's job is not an instance" '
+		test_when_finished cancel_all &&
 		jobid=$(owner_job -n1 --requires=rank:0 sleep inf) &&
-		denied nobody guest-nouri.$MODE.out &&
-		cancel_and_wait $jobid
+		denied nobody guest-nouri.$MODE.out
 	'
 	test_expect_success "$m: the job user is still admitted with allow-guest-user" '
+		test_when_finished cancel_all &&
 		jobid=$(start_job -n1 --requires=rank:0 sleep inf) &&
 		id=$(flux job id $jobid) &&
 		module_sync 0 $id running &&
 		admitted $JOBUSER guest-jobuser.$MODE.out &&
-		denied nobody guest-jobuser-nobody.$MODE.out &&
-		cancel_and_wait $jobid
+		denied nobody guest-jobuser-nobody.$MODE.out
 	'
 	test_expect_success "$m: a guest is denied if access.allow-guest-user is off" '
+		test_when_finished cancel_all &&
 		jobid=$(owner_alloc -N1 --requires=rank:0) &&
 		flux job info $jobid annotations | jq -e ".user.uri" &&
-		denied nobody guest-off.$MODE.out &&
-		cancel_and_wait $jobid
+		denied nobody guest-off.$MODE.out
 	'
 	test_expect_success "$m: a guest is admitted if access.allow-guest-user is on" '
 		jobid=$(owner_alloc -N1 --requires=rank:0 \
@@ -190,18 +195,19 @@ run_cases() {
 		admitted nobody guest-on.$MODE.out
 	'
 	test_expect_success "$m: that guest is denied without allow-guest-user" '
+		test_when_finished cancel_all &&
+		test_when_finished "pamflux_stack allow-guest-user" &&
 		pamflux_stack &&
-		denied nobody guest-noopt.$MODE.out &&
-		pamflux_stack allow-guest-user &&
-		cancel_and_wait $jobid
+		! grep allow-guest-user pam.d/sshd &&
+		denied nobody guest-noopt.$MODE.out
 	'
 	test_expect_success "$m: a guest is denied on a rank that is not the job's first" '
+		test_when_finished cancel_all &&
 		jobid=$(owner_alloc -N2 --conf=access.allow-guest-user=true) &&
 		test "$(flux jobs -no {ranks} $jobid)" = "[0-1]" &&
 		uri1=$(flux exec -r 1 flux getattr local-uri) &&
 		FLUX_URI=$uri1 denied nobody guest-rank1.$MODE.out &&
-		admitted nobody guest-rank0.$MODE.out &&
-		cancel_and_wait $jobid
+		admitted nobody guest-rank0.$MODE.out
 	'
 	test_expect_success "$m: the instance shuts down cleanly" '
 		pamflux_stop

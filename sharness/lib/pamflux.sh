@@ -58,7 +58,7 @@ pamflux_require() {
 		fi
 	done
 	PAMFLUX_PYTHONDIR=$("$FLUX" python -c \
-		'import flux, os; print(os.path.dirname(os.path.dirname(flux.__file__)))' \
+		'import flux, os; print(os.path.dirname(os.path.realpath(flux.__path__[0])))' \
 		2>/dev/null) || missing="$missing flux Python bindings;"
 	if test -n "$missing"; then
 		skip_all="pam_flux broker tier needs:$missing"
