@@ -27,7 +27,8 @@ CLI (run as root):
 Module interface:
     can_run() -> (bool, reason)
     build(log) -> str                    the cached tree
-    up(name, log) -> Node                stage, boot, wait for flux.service
+    up(name, log, restartable=False) -> Node
+                                         stage, boot, wait for the broker
     down(name, log)
     Node: .name .testbed (t/testbed.py Testbed) .root (staged root on the host)
           .run(argv, uid=None, env=None, timeout=120) -> CompletedProcess
@@ -39,7 +40,7 @@ and the Debian packages that hold the shared libraries ``ldd`` lists for the
 ELF files under the flux prefix (computed with ``dpkg -S`` at build time, so
 the list follows the flux-core build; the ldd scan is cached by the files'
 sizes and mtimes).  Users flux (system), alice (1000), bob (1001) come from the
-test bed's hooks; NODE_HOOKS add: pam_systemd disabled (pam-auth-update), a
+test bed's hooks; _hooks() adds: pam_systemd disabled (pam-auth-update), a
 munge key, an ssh client key in /root/.ssh authorized for alice, bob and root,
 sshd on 127.0.0.1 only, /usr/bin/flux -> FLUX/bin/flux (the IMP resets PATH),
 and a .pth that puts flux's Python bindings on /usr/bin/python3's path (a
@@ -70,8 +71,9 @@ prefix is ever written):
     before systemd boots: flux.service starts at boot with our module.
 
 Boot: t/testbed.py's up() with tree=ROOT, volatile=False (the root is
-already a throw-away overlay).  Then wait until flux.service is active and
-the broker answers (``flux uptime`` as root on the local connector).
+already a throw-away overlay).  Then wait until the broker reports its run
+state (``flux uptime`` as root on the local connector): flux.service is
+"active" before rc1 has finished.
 
 Environment: FLUX_PAM_NODE (default name), FLUX_PAM_NODE_FLUX (the flux
 prefix, default /opt/flux), FLUX_PAM_TESTBED_CACHE (cache dir, via testbed).
@@ -385,8 +387,9 @@ plugins = [ {{ load = "perilog.so" }} ]
 [job-manager.prolog]
 per-rank = true
 
+# housekeeping runs `flux-imp run housekeeping` on every rank of the job;
+# flux-core 0.88 refuses a per-rank key here
 [job-manager.housekeeping]
-release-after = "0s"
 """
 
 
