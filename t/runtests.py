@@ -113,8 +113,12 @@ class Testbed:
         self.env: Dict[str, str] = {}
         self.is_up = False
         self.error = ""
+        # A name of our own, so that a run never downs someone else's bed.
+        self.name = f"flux-pam-run-{os.getpid()}"
 
     def _cmd(self, verb: str) -> List[str]:
+        if verb in ("up", "down"):
+            return [sys.executable, TESTBED, verb, "--name", self.name]
         return [sys.executable, TESTBED, verb]
 
     def can_run(self) -> "tuple[bool, str]":
