@@ -85,7 +85,8 @@ Options (``pam_python.so /usr/lib/flux-pam/pam_flux.py OPTION...``)
 ``config=PATH`` (/etc/flux/system/conf.d)   the ``[pam]`` configuration
 ``timeout=FSD`` (10s)     bound on each broker request and D-Bus call
 ``pythonpath=DIR[:DIR...]``   absolute directories put in front of sys.path
-                          before pam_flux imports this package or ``flux``
+                          before pam_flux imports this package or Flux's
+                          cffi module ``_flux._core``
                           (pam_python starts Python with the environment
                           ignored, so PYTHONPATH has no effect)
 ``test-answers=FILE``     TEST ONLY.  The broker is not contacted; its

@@ -18,7 +18,9 @@ flux_pam_service is imported from /usr/lib/python3/dist-packages (or
 option ``pythonpath=DIR[:DIR...]`` puts absolute directories in front of
 sys.path first: for a source tree, and for Flux's Python bindings when they
 are not in dist-packages (e.g. ``pythonpath=/opt/flux/lib/python3.11/
-site-packages``).  ``flux`` is imported only when the broker is asked.
+site-packages``).  Flux's cffi module ``_flux._core`` (not the ``flux``
+package, see flux_pam_service.brokerclient) is imported only when the broker
+is asked.
 
 Account (pam_sm_acct_mgmt).  Root is admitted at once; an unknown user gets
 PAM_USER_UNKNOWN; anyone else is checked with admission.check_account()
@@ -53,10 +55,11 @@ pam_slurm_adopt's notes on AuthenticationMethods).
 Import cost (``python3 -X importtime``, bytecode cached, cumulative, min /
 median of 25 runs on a 2-core VM under load).  Account path:
 flux_pam_service.admission 1.4 / 1.7 ms (48 / 74 ms while it used dataclasses,
-typing and re), pwd and syslog 0.1 ms each; plus ``flux`` when the broker is
-asked.  Session path, only for admitted job owners, adds
-flux_pam_service.config 51 / 100 ms (tomllib, glob, re), flux_pam_service.
-systemd 11 / 30 ms (jeepney, socket) and flux_pam_service.lockdir 0.4 / 0.7 ms.
+typing and re), pwd and syslog 0.1 ms each; plus, when the broker is asked,
+_flux._core 5.5 / 24 ms (the ``flux`` package instead: 147 / 451 ms).
+Session path, only for admitted job owners, adds flux_pam_service.config
+51 / 100 ms (tomllib, glob, re), flux_pam_service.systemd 11 / 30 ms
+(jeepney, socket) and flux_pam_service.lockdir 0.4 / 0.7 ms.
 
 Test only: ``test-answers=FILE`` makes pam_flux read the broker's answers
 from a JSON file (flux_pam_service.brokerclient.AnswerFile) instead of asking
