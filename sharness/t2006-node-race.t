@@ -7,7 +7,8 @@ job, then the job is cancelled after a random delay while an ssh login of
 alice is under way.  After each teardown no login may have entered
 user-1000.slice after user@1000 stopped (kill-user-slice=false), the slice
 must be empty (kill-user-slice=true), and a new login must be refused.  Both
-with the pam module and with the drop-ins alone.
+with the pam module and with the drop-ins alone.  First, the checks must
+report a stand-in escape (race.sh selftest-keep, selftest-kill).
 
 FLUX_PAM_RACE_ROUNDS sets ROUNDS (default 10; the acceptance run uses 200).'
 
@@ -39,11 +40,17 @@ race() {
 test_expect_success 'the replica boots with the pam module' '
 	node_up
 '
+test_expect_success 'the checks see a stand-in escape (kill-user-slice=false)' '
+	node_run "$RACE" selftest-keep </dev/null
+'
 test_expect_success "module, kill-user-slice=false: $ROUNDS rounds, no escape" '
 	race keep $ROUNDS
 '
-test_expect_success "module, kill-user-slice=true: $ROUNDS rounds, no escape" '
+test_expect_success 'the checks see a stand-in escape (kill-user-slice=true)' '
 	node_pam_config "$KILL_CONF" &&
+	node_run "$RACE" selftest-kill </dev/null
+'
+test_expect_success "module, kill-user-slice=true: $ROUNDS rounds, no escape" '
 	race kill $ROUNDS
 '
 test_expect_success 'the pam module is removed' '

@@ -22,11 +22,19 @@
 # Output: one line per round, then
 #   race MODE: rounds N admitted A refused R escapes E
 # Exit status 0 if no escape, 1 otherwise.
+#
+# MODE selftest-keep / selftest-kill: one round without a race, then a
+# stand-in for an escaped login (a flux-pam-*.scope of alice started in
+# user-1000.slice after the teardown, as root code would) and the checks;
+# exit 0 only if they report it.
 
 set -u
 mode=$1
-rounds=$2
-[ "$mode" = keep ] || [ "$mode" = kill ] || { echo "usage: race.sh keep|kill ROUNDS" >&2; exit 2; }
+rounds=${2:-1}
+case "$mode" in
+keep | kill | selftest-keep | selftest-kill) ;;
+*) echo "usage: race.sh keep|kill|selftest-keep|selftest-kill ROUNDS" >&2; exit 2 ;;
+esac
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 slice=/sys/fs/cgroup/user.slice/user-1000.slice
 ssh_opts="-o ConnectTimeout=20"
@@ -56,38 +64,9 @@ end_logins() {
 	done
 }
 
-admitted=0
-refused=0
-escapes=0
-t0=$(date +%s)
-for round in $(seq "$rounds"); do
-	why=
-	rm -f /tmp/race.pid
-	cursor=$(journalctl -n0 --show-cursor -q | sed -n 's/^-- cursor: //p')
-	id=$(runuser -u alice -- flux submit -n1 sleep inf) || { echo "round $round: submit failed"; exit 2; }
-	flux job wait-event -t 30 "$id" start >/dev/null || { echo "round $round: $id did not start"; exit 2; }
-	delay=$((RANDOM % 100))
-	(sleep "$((delay / 100)).$(printf %02d $((delay % 100)))"; flux cancel "$id") &
-	cancel=$!
-	ssh $ssh_opts alice@127.0.0.1 -- 'echo $$ >/tmp/race.pid; exec sleep 60' \
-		</dev/null >/dev/null 2>&1 &
-	client=$!
-	wait $cancel
-	flux job wait-event -t 30 "$id" clean >/dev/null || { echo "round $round: $id not clean"; exit 2; }
-	housekeeping_idle || exit 2
-	# the login has either been refused (client gone) or its shell started
-	for i in $(seq 200); do
-		test -s /tmp/race.pid && break
-		kill -0 $client 2>/dev/null || break
-		sleep 0.05
-	done
-	if test -s /tmp/race.pid; then
-		result=admitted
-		admitted=$((admitted + 1))
-	else
-		result=refused
-		refused=$((refused + 1))
-	fi
+# check_round MODE CURSOR: append the violations found after a teardown to $why
+check_round() {
+	local mode=$1 cursor=$2 left stopped scope entered
 	if test "$(prop user@1000.service ActiveState)" != inactive; then
 		why="$why user@1000:$(prop user@1000.service ActiveState)"
 	fi
@@ -119,6 +98,68 @@ for round in $(seq "$rounds"); do
 	if ssh $ssh_opts alice@127.0.0.1 true </dev/null >/dev/null 2>&1; then
 		why="$why login-admitted-after-teardown"
 	fi
+}
+
+cursor_now() {
+	journalctl -n0 --show-cursor -q | sed -n 's/^-- cursor: //p'
+}
+
+if test "${mode#selftest-}" != "$mode"; then
+	mode=${mode#selftest-}
+	why=
+	cursor=$(cursor_now)
+	id=$(runuser -u alice -- flux submit -n1 sleep inf) || exit 2
+	flux job wait-event -t 30 "$id" start >/dev/null || exit 2
+	flux cancel "$id"
+	flux job wait-event -t 30 "$id" clean >/dev/null || exit 2
+	housekeeping_idle || exit 2
+	systemd-run --quiet --scope --unit="flux-pam-selftest$$.scope" \
+		--slice=user-1000.slice --uid=alice sleep 60 &
+	for i in $(seq 100); do
+		test -n "$(slice_pids)" && break
+		sleep 0.05
+	done
+	check_round "$mode" "$cursor"
+	end_logins
+	wait
+	echo "selftest $mode: the checks report:${why:- nothing}"
+	test -n "$why"
+	exit $?
+fi
+
+admitted=0
+refused=0
+escapes=0
+t0=$(date +%s)
+for round in $(seq "$rounds"); do
+	why=
+	rm -f /tmp/race.pid
+	cursor=$(cursor_now)
+	id=$(runuser -u alice -- flux submit -n1 sleep inf) || { echo "round $round: submit failed"; exit 2; }
+	flux job wait-event -t 30 "$id" start >/dev/null || { echo "round $round: $id did not start"; exit 2; }
+	delay=$((RANDOM % 100))
+	(sleep "0.$(printf %02d $delay)"; flux cancel "$id") &
+	cancel=$!
+	ssh $ssh_opts alice@127.0.0.1 -- 'echo $$ >/tmp/race.pid; exec sleep 60' \
+		</dev/null >/dev/null 2>&1 &
+	client=$!
+	wait $cancel
+	flux job wait-event -t 30 "$id" clean >/dev/null || { echo "round $round: $id not clean"; exit 2; }
+	housekeeping_idle || exit 2
+	# the login has either been refused (client gone) or its shell started
+	for i in $(seq 200); do
+		test -s /tmp/race.pid && break
+		kill -0 $client 2>/dev/null || break
+		sleep 0.05
+	done
+	if test -s /tmp/race.pid; then
+		result=admitted
+		admitted=$((admitted + 1))
+	else
+		result=refused
+		refused=$((refused + 1))
+	fi
+	check_round "$mode" "$cursor"
 	if test -n "$why"; then
 		escapes=$((escapes + 1))
 		echo "round $round job $id cancel+${delay}0ms $result ESCAPE:$why"
