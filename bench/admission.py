@@ -29,8 +29,9 @@ pamtester process per sample, FLUX_URI pointing at the instance):
 Also measured inside the instance: the broker round trip alone (pam.check,
 or the job-list.list request pam_flux sends), from a Python client; and at
 the largest K, where a login's time goes: python3 start-up, importing
-flux_pam_service.admission, importing flux, connecting, the request (each
-sample a fresh /usr/bin/python3, as pam_python gives every login).
+flux_pam_service.admission and .brokerclient, FluxBroker (Flux's bindings
+and the connection), check_account's broker requests (each sample a fresh
+/usr/bin/python3, as pam_python gives every login).
 
 Output: a table (p50/p95 in ms, pam_flux p95 minus permit p95),
 bench/results/admission-TIME.json and .png.
@@ -186,30 +187,26 @@ STAGES_SCRIPT = r"""
 import json, sys, time
 t = [time.perf_counter()]
 sys.path[:0] = sys.argv[1].split(":")
-import flux_pam_service.admission as adm
+from flux_pam_service import admission, brokerclient
 t.append(time.perf_counter())
-import flux
+b = brokerclient.FluxBroker(sys.argv[2], 10.0)
 t.append(time.perf_counter())
-h = flux.Flux(sys.argv[2])
+v = admission.check_account(b, int(sys.argv[3]), admission.parse_options([]))
 t.append(time.perf_counter())
-try:
-    h.rpc("pam.check", {"uid": int(sys.argv[3])}, flux.constants.FLUX_NODEID_ANY).get()
-except OSError:
-    h.rpc("job-list.list", adm.joblist_request([int(sys.argv[3])], 0)).get()
-t.append(time.perf_counter())
-print(json.dumps([b - a for a, b in zip(t, t[1:])]))
+b.close()
+print(json.dumps({"steps": [y - x for x, y in zip(t, t[1:])], "kind": v.kind}))
 """
 STAGE_NAMES = (
-    "import flux_pam_service.admission",
-    "import flux",
-    "flux.Flux(uri)",
-    "broker request",
+    "import admission, brokerclient",
+    "FluxBroker(uri): bindings + connect",
+    "check_account: broker requests",
 )
 
 
 def stages(uri: str, uid: int, pythonpath: str, samples: int) -> dict:
-    """Where a login's time goes: the steps of pam_flux's account path,
-    timed in a fresh /usr/bin/python3 per sample (plus its start-up)."""
+    """Where a login's time goes: pam_flux's account path (the same calls:
+    admission.check_account through brokerclient.FluxBroker), timed in a
+    fresh /usr/bin/python3 per sample, plus that interpreter's start-up."""
     parts = {name: [] for name in ("python start-up",) + STAGE_NAMES}
     for _ in range(samples):
         t0 = time.perf_counter()
@@ -221,7 +218,10 @@ def stages(uri: str, uid: int, pythonpath: str, samples: int) -> dict:
         total = (time.perf_counter() - t0) * 1000
         if r.returncode != 0:
             continue
-        steps = [x * 1000 for x in json.loads(r.stdout)]
+        out = json.loads(r.stdout)
+        if out["kind"] != "owner":
+            continue  # not admitted: not the path being timed
+        steps = [x * 1000 for x in out["steps"]]
         parts["python start-up"].append(total - sum(steps))
         for name, ms in zip(STAGE_NAMES, steps):
             parts[name].append(ms)
