@@ -18,6 +18,7 @@ bench/results/summary-TIME.json and summary-latest.md.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -30,6 +31,7 @@ import benchlib as bl  # noqa: E402
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ORDER = ("floor", "memory", "scale", "admission", "job_overhead")
+NEEDS_TESTBED = ("floor", "job_overhead")
 TIMEOUT = {
     "floor": 600,
     "memory": 600,
@@ -267,7 +269,11 @@ def main(argv=None) -> int:
         return 0
     t_all = time.monotonic()
     status = {}
-    with bl.testbed(keep=args.keep_testbed) as bed:
+    need_bed = any(k in NEEDS_TESTBED for k in only)
+    bed_cm = (
+        bl.testbed(keep=args.keep_testbed) if need_bed else contextlib.nullcontext()
+    )
+    with bed_cm as bed:
         env = dict(os.environ)
         if bed is not None:
             env.update(bed.env())
