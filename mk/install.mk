@@ -131,6 +131,12 @@ install: install-check-sources $(BUILDDIR)/flux-pam.py $(MAN_PAGES)
 	  echo "  INSTALL $$dst"; \
 	  install -m $$mode "$$src" "$(DESTDIR)$$dst"; \
 	done
+	@# pam_python never writes bytecode: without this, every login compiles
+	@# the package from source (measured: pam_flux's account call 83-92 ms
+	@# instead of 38-44 ms, p50).  checked-hash survives mtime changes.
+	@echo "  PYC     $(PYTHONDIR)/flux_pam_service"
+	@$(PYTHON) -m compileall -q --invalidation-mode checked-hash \
+	  -d "$(PYTHONDIR)/flux_pam_service" "$(DESTDIR)$(PYTHONDIR)/flux_pam_service"
 	@if test -e "$(DESTDIR)$(CONF_DEST)"; then \
 	  echo "  KEEP    $(CONF_DEST) (exists; the shipped one is $(EXAMPLESDIR)/pam.toml)"; \
 	else \

@@ -4,6 +4,7 @@ One install (module-scoped) is inspected by several tests; the tests that
 change the tree make their own.
 """
 
+import importlib.util
 import os
 import shutil
 import stat
@@ -103,8 +104,26 @@ def test_python_package_is_complete_in_pythons_own_directory(dest):
         for f in names
         if f.endswith(".py")
     )
-    assert files_under(pkg) == src
+    assert [f for f in files_under(pkg) if "__pycache__" not in f] == src
     assert all(mode(os.path.join(pkg, f)) == 0o644 for f in src)
+
+
+def test_python_package_is_byte_compiled_for_the_login_path(dest):
+    """pam_python writes no bytecode: install must, valid for the sources."""
+    pkg = os.path.join(dest + pythondir(), "flux_pam_service")
+    for rel in files_under(pkg):
+        if not rel.endswith(".py"):
+            continue
+        src = os.path.join(pkg, rel)
+        pyc = importlib.util.cache_from_source(src)
+        with open(pyc, "rb") as f:
+            header = f.read(16)
+        with open(src, "rb") as f:
+            source = f.read()
+        assert header[:4] == importlib.util.MAGIC_NUMBER, rel
+        flags = int.from_bytes(header[4:8], "little")
+        assert flags == 0b11, f"{rel}: not checked-hash bytecode"
+        assert header[8:16] == importlib.util.source_hash(source), rel
 
 
 def test_modprobe_files_land_in_flux_search_path(dest):
