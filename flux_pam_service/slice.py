@@ -56,7 +56,7 @@ import time
 from typing import Callable, Optional
 
 from flux_pam_service import idset, properties
-from flux_pam_service.systemd import DBusError, Systemd
+from flux_pam_service.systemd import NO_SUCH_UNIT, DBusError, Systemd
 
 SLICE = "org.freedesktop.systemd1.Slice"
 UNIT = "org.freedesktop.systemd1.Unit"
@@ -247,7 +247,7 @@ class UserSlice:
         try:
             self.systemd.reset_failed_unit(self.service)
         except DBusError as exc:
-            if exc.name != "org.freedesktop.systemd1.NoSuchUnit":
+            if exc.name != NO_SUCH_UNIT:
                 self.log(syslog.LOG_ERR, f"reset-failed {self.service}: {exc}")
                 errors.append(exc)
         if survivors:
@@ -257,8 +257,10 @@ class UserSlice:
         try:
             self.systemd.set_unit_properties(self.slice, properties.REVERT)
         except DBusError as exc:
-            self.log(syslog.LOG_ERR, f"revert {self.slice}: {exc}")
-            errors.append(exc)
+            # A slice that systemd has already collected has nothing to revert.
+            if exc.name != NO_SUCH_UNIT:
+                self.log(syslog.LOG_ERR, f"revert {self.slice}: {exc}")
+                errors.append(exc)
         if errors:
             raise errors[0]
 

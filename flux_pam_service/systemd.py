@@ -98,6 +98,7 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 PROPERTIES = "org.freedesktop.DBus.Properties"
+NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 
 _ERRNO = {
     "org.freedesktop.systemd1.NoSuchUnit": errno.ENOENT,
@@ -357,7 +358,7 @@ class Systemd:
         try:
             return self._manager("GetUnit", "s", name)[0]
         except DBusError as exc:
-            if exc.name == "org.freedesktop.systemd1.NoSuchUnit":
+            if exc.name == NO_SUCH_UNIT:
                 return None
             raise
 
@@ -383,7 +384,7 @@ class Systemd:
         try:
             return [tuple(p) for p in self._manager("GetUnitProcesses", "s", name)[0]]
         except DBusError as exc:
-            if exc.name == "org.freedesktop.systemd1.NoSuchUnit":
+            if exc.name == NO_SUCH_UNIT:
                 return []
             raise
 
