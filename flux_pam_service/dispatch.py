@@ -66,11 +66,15 @@ class TrackedJob:
 
     id: int
     userid: Optional[int] = None
-    R: Optional[dict] = None
-    ranks: frozenset = frozenset()  # ranks that have not been ended yet
+    local: Dict[int, rv1.Resources] = field(default_factory=dict)
+    """Each rank's share of R, for the ranks that have not been ended yet."""
     allocated: bool = False
     running: bool = False
-    local: Dict[int, dict] = field(default_factory=dict)  # rank -> local R
+
+    @property
+    def ranks(self) -> frozenset:
+        """Ranks that hold the job and have not been ended yet."""
+        return frozenset(self.local)
 
 
 class Dispatcher:
@@ -85,12 +89,9 @@ class Dispatcher:
         self.errors.append(text)
         del self.errors[:-_MAX_ERRORS]
 
-    def _local_R(self, job: TrackedJob, rank: int) -> dict:
-        R = job.local.get(rank)
-        if R is None:
-            R = rv1.make_R(rank, rv1.local(job.R, rank))
-            job.local[rank] = R
-        return R
+    @staticmethod
+    def _local_R(job: TrackedJob, rank: int) -> dict:
+        return rv1.make_R(rank, job.local[rank])
 
     def _to(self, ranks: Any, topic: str, job: TrackedJob) -> List[Message]:
         out = []
@@ -130,8 +131,7 @@ class Dispatcher:
             if job.allocated or job.userid is None:
                 return []
             try:
-                job.R = rv1.parse(R)
-                job.ranks = rv1.ranks(job.R)
+                job.local = rv1.by_rank(R)
             except rv1.RError as exc:
                 self._error(f"job {jobid}: alloc: {exc}")
                 return []
@@ -152,25 +152,24 @@ class Dispatcher:
                 except ValueError as exc:
                     self._error(f"job {jobid}: release: {exc}")
                     ended = frozenset()
-            job.ranks = job.ranks - ended
+            messages = self._to(ended, JOB_END, job)
             for rank in ended:
-                job.local.pop(rank, None)
-            return self._to(ended, JOB_END, job)
+                del job.local[rank]
+            return messages
         if name in ("free", "clean"):
-            ended = job.ranks
-            job.ranks = frozenset()
-            job.local.clear()
+            messages = self._to(job.local, JOB_END, job)
+            job.local = {}
             job.running = False
             if name == "clean":
                 del self.jobs[jobid]
-            return self._to(ended, JOB_END, job)
+            return messages
         return []
 
     def jobs_on(self, rank: int) -> List[dict]:
         """Every job that currently holds *rank*, as pam.sync entries."""
         out = []
         for job in self.jobs.values():
-            if job.allocated and rank in job.ranks:
+            if job.allocated and rank in job.local:
                 out.append(
                     {
                         "id": job.id,
@@ -187,7 +186,7 @@ class Dispatcher:
         for job in self.jobs.values():
             if not job.allocated:
                 continue
-            for rank in job.ranks:
+            for rank in job.local:
                 out.setdefault(rank, []).append(
                     {
                         "id": job.id,

@@ -11,6 +11,7 @@ Interface:
     parse(R) -> dict           validated R (accepts a dict or a JSON string)
     ranks(R) -> frozenset      every rank that appears in R_lite
     local(R, rank) -> Resources
+    by_rank(R) -> {rank: Resources}   every rank's share, in one pass over R
     union(iterable) -> Resources
     make_R(rank, res[, hostname]) -> minimal Rv1 holding *res* on *rank*
 
@@ -19,7 +20,7 @@ Malformed R raises RError (a ValueError) that says what is wrong and where.
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from . import idset
 
@@ -48,9 +49,7 @@ class Resources:
     @classmethod
     def from_dict(cls, obj: dict) -> "Resources":
         """Inverse of to_dict()."""
-        return cls(
-            idset.decode(obj.get("core", "")), idset.decode(obj.get("gpu", ""))
-        )
+        return cls(idset.decode(obj.get("core", "")), idset.decode(obj.get("gpu", "")))
 
 
 EMPTY = Resources()
@@ -120,6 +119,24 @@ def local(R: Any, rank: int) -> Resources:
                 idset.decode(children.get("gpu", "")),
             )
     return res
+
+
+def by_rank(R: Any) -> Dict[int, Resources]:
+    """Return every rank's share of *R*, parsing *R* once.
+
+    Ranks of one R_lite entry share one Resources object, so a large job with
+    uniform nodes costs one small object per entry plus a dict slot per rank.
+    """
+    out: Dict[int, Resources] = {}
+    for rankset, children in _entries(parse(R)):
+        res = Resources(
+            idset.decode(children.get("core", "")),
+            idset.decode(children.get("gpu", "")),
+        )
+        for rank in rankset:
+            prev = out.get(rank)
+            out[rank] = res if prev is None else prev | res
+    return out
 
 
 def union(items: Iterable) -> Resources:
