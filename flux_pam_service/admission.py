@@ -50,11 +50,12 @@ The other side is the ``pam`` broker module (flux_pam_service/brokermod/pam.py).
 
 ENOSYS from either request means the module is not loaded.  Then:
     account: ``job-list.list`` with
-             ``{"max_entries": 0, "attrs": ["userid", "ranks", "state",
+             ``{"max_entries": 1, "attrs": ["userid", "ranks", "state",
              "annotations"], "constraint": {"and": [{"userid": [UID]},
              {"ranks": ["RANK"]}, {"states": ["run"]}]}}``
              ("run" is RUN alone; job-list's "running" also matches
-             CLEANUP, which must not admit)
+             CLEANUP, which must not admit); with allow-guest-user the
+             owner's uid is added and max_entries is 0
     session: the marker ``LOCKDIR/uid.UID.active`` checked under the per-user
              lock (flux_pam_service.lockdir)
 
@@ -407,10 +408,15 @@ def parse_attach_response(obj: Any) -> None:
         raise ValueError('pam.attach response is not {"attached": true}')
 
 
-def joblist_request(uids: Sequence[int], rank: int) -> Dict[str, Any]:
-    """Return the ``job-list.list`` payload for RUN jobs of *uids* on *rank*."""
+def joblist_request(
+    uids: Sequence[int], rank: int, max_entries: int = 0
+) -> Dict[str, Any]:
+    """Return the ``job-list.list`` payload for RUN jobs of *uids* on *rank*.
+
+    *max_entries* 0 means all; one job is enough to admit a job owner.
+    """
     return {
-        "max_entries": 0,
+        "max_entries": max_entries,
         "attrs": ["userid", "ranks", "state", "annotations"],
         "constraint": {
             "and": [
@@ -558,7 +564,10 @@ def check_account(broker: Broker, uid: int, options: Options) -> Verdict:
         return Verdict(NONE, (), source, tuple(notes))
     try:
         entries = parse_joblist_response(
-            broker.rpc("job-list.list", joblist_request(uids, rank))
+            broker.rpc(
+                "job-list.list",
+                joblist_request(uids, rank, max_entries=0 if owner else 1),
+            )
         )
     except ValueError as exc:
         raise OSError(errno.EPROTO, str(exc)) from None

@@ -367,3 +367,33 @@ def test_log_level_filters_by_priority():
     assert admission.loggable(Options(log_level=LOG_DEBUG), LOG_DEBUG)
     quiet = parse_options(["log_level=quiet"])
     assert not admission.loggable(quiet, LOG_ERR)
+
+
+class _RecordingBroker(admission.Broker):
+    """Answers as a broker without the pam module; records job-list requests."""
+
+    def __init__(self) -> None:
+        self.requests: list = []
+
+    def rpc(self, topic, payload):
+        if topic == "pam.check":
+            raise OSError(errno.ENOSYS, "no service matching pam.check")
+        self.requests.append(payload)
+        return {"jobs": []}
+
+    def attr_get(self, name):
+        return {"rank": "0", "security.owner": "999"}[name]
+
+
+def test_joblist_fallback_asks_for_one_job_when_guests_are_not_allowed():
+    broker = _RecordingBroker()
+    admission.check_account(broker, 1000, admission.parse_options([]))
+    assert [r["max_entries"] for r in broker.requests] == [1]
+
+
+def test_joblist_fallback_asks_for_every_job_when_guests_are_allowed():
+    broker = _RecordingBroker()
+    opts = admission.parse_options(["allow-guest-user"])
+    admission.check_account(broker, 1000, opts)
+    assert [r["max_entries"] for r in broker.requests] == [0]
+    assert broker.requests[0]["constraint"]["and"][0] == {"userid": [1000, 999]}
