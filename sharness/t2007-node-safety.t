@@ -46,9 +46,11 @@ safety_checks() {
 		node_wait 30 "test -n \"\$(node_drained)\"" &&
 		node_flux resource drain -no "{ranks} {reason}"
 	'
-	test_expect_success "$1: the prolog said why (broker log)" '
-		node_flux dmesg | grep "$(node_flux job id --to=f58 $(cat sf.job2))" |
-			grep "/run/flux-pam"
+	test_expect_success "$1: the prolog said why (journal of its unit)" '
+		unit=flux-prolog@$(node_flux job id --to=f58plain $(cat sf.job2)).service &&
+		node_run journalctl -b --no-pager -o cat -u $unit </dev/null >sf.job2.log &&
+		cat sf.job2.log &&
+		grep "/run/flux-pam" sf.job2.log
 	'
 	test_expect_success "$1: restore the lock dir, end the jobs, undrain" '
 		node_sh "chmod 0700 /run/flux-pam" &&
@@ -71,9 +73,11 @@ safety_checks() {
 		node_flux job wait-event -t 30 $id clean &&
 		! node_flux job eventlog $id | grep -E "^[0-9.]+ start( |$)"
 	'
-	test_expect_success "$1: the prolog said why (broker log)" '
-		node_flux dmesg | grep "$(node_flux job id --to=f58 $(cat sf.job3))" |
-			grep -i linger
+	test_expect_success "$1: the prolog said why (journal of its unit)" '
+		unit=flux-prolog@$(node_flux job id --to=f58plain $(cat sf.job3)).service &&
+		node_run journalctl -b --no-pager -o cat -u $unit </dev/null >sf.job3.log &&
+		cat sf.job3.log &&
+		grep -i linger sf.job3.log
 	'
 	test_expect_success "$1: linger off again, the node undrained" '
 		node_run loginctl disable-linger alice </dev/null &&
