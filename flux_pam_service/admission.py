@@ -777,6 +777,7 @@ def decide_session_start(
 # session stages, for decide_session()
 MANAGE_OFF = "manage-off"
 CONFIG = "config"
+LOCKDIR = "lock-dir"
 SCOPE = "scope"
 REFUSED = "refused"
 CONFIRM = "confirm"
@@ -794,7 +795,8 @@ def decide_session(
     """Map the outcome of a session stage to a Decision.
 
     *stage*: MANAGE_OFF (pam.manage-user-slice false: success, no scope),
-    CONFIG (the configuration cannot be read), SCOPE (the scope cannot be
+    CONFIG (the configuration cannot be read), LOCKDIR (the lock directory
+    is unsafe: group- or other-writable, not root's), SCOPE (the scope cannot be
     created), REFUSED (the user is no longer active: pam.attach refused or
     the marker is absent), CONFIRM (confirmation failed otherwise) or
     ATTACHED (success; *how* says which confirmation was used).
@@ -825,6 +827,7 @@ def decide_session(
         )
     what = {
         CONFIG: "cannot read the configuration",
+        LOCKDIR: "unsafe lock directory",
         SCOPE: f"cannot create {scope}",
         CONFIRM: f"cannot confirm {scope}",
     }.get(stage, stage)

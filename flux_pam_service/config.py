@@ -19,10 +19,16 @@ are not looked at.
 Interface:
     PamConfig                       the effective settings (frozen)
     from_dict(obj, origin) -> PamConfig   raises ConfigError
-    read(path) -> (dict, origins)   a TOML file or a conf.d directory, merged
-                                    as Flux does; raises ConfigError
-    load(path) -> PamConfig         read() then from_dict()
+    read(path, strict=True) -> (dict, origins)
+                                    a TOML file or a conf.d directory, merged;
+                                    raises ConfigError
+    load(path, strict=True) -> PamConfig   read() then from_dict()
     DEFAULT_PATH                    /etc/flux/system/conf.d
+
+A key set by two files of a conf.d directory is an error when *strict* (what
+``flux-pam config`` and ``flux pam check`` report).  The broker itself merges
+such files with the later file winning, so code that must agree with the
+running instance (pam_flux) reads with ``strict=False``, which does the same.
 
 Every problem is one line of ConfigError.problems, naming the file and the
 dotted key: ``pam.toml: pam.debug: "yes" is not a boolean``.
@@ -153,13 +159,20 @@ def from_dict(
 
 
 def _merge(
-    dst: dict, src: dict, path: str, name: str, origins: dict, problems: list
+    dst: dict,
+    src: dict,
+    path: str,
+    name: str,
+    origins: dict,
+    problems: Optional[list],
 ) -> None:
+    """Merge *src* into *dst*; a key set twice is a problem, or (problems None)
+    the later value wins, as the broker's own merge does."""
     for key, value in src.items():
         dotted = f"{path}{key}"
         if key in dst and isinstance(dst[key], dict) and isinstance(value, dict):
             _merge(dst[key], value, f"{dotted}.", name, origins, problems)
-        elif key in dst:
+        elif key in dst and problems is not None:
             problems.append(f"{name}: {dotted}: already set in {origins[dotted]}")
         else:
             dst[key] = value
@@ -185,12 +198,13 @@ def _read_file(path: str, problems: list) -> Optional[dict]:
     return None
 
 
-def read(path: str = DEFAULT_PATH) -> Tuple[dict, Dict[str, str]]:
+def read(path: str = DEFAULT_PATH, strict: bool = True) -> Tuple[dict, Dict[str, str]]:
     """Read a TOML file, or every ``*.toml`` of a directory, merged.
 
     Returns the merged table and a map of dotted key to the file name that set
-    it.  A key set by two files, an unreadable file and a syntax error are
-    each a problem; all problems are raised together as ConfigError.
+    it.  An unreadable file, a syntax error and (when *strict*) a key set by
+    two files are each a problem; all problems are raised together as
+    ConfigError.  Not *strict*, the later file wins, as in the broker.
     """
     problems: List[str] = []
     if os.path.isdir(path):
@@ -204,13 +218,14 @@ def read(path: str = DEFAULT_PATH) -> Tuple[dict, Dict[str, str]]:
     for file in files:
         table = _read_file(file, problems)
         if table is not None:
-            _merge(merged, table, "", os.path.basename(file), origins, problems)
+            name = os.path.basename(file)
+            _merge(merged, table, "", name, origins, problems if strict else None)
     if problems:
         raise ConfigError(problems)
     return merged, origins
 
 
-def load(path: str = DEFAULT_PATH) -> PamConfig:
-    """Read and validate the configuration at *path*."""
-    obj, origins = read(path)
+def load(path: str = DEFAULT_PATH, strict: bool = True) -> PamConfig:
+    """Read and validate the configuration at *path* (see read())."""
+    obj, origins = read(path, strict)
     return from_dict(obj, origin=os.path.basename(path), origins=origins)

@@ -318,7 +318,7 @@ def pam_sm_open_session(pamh: object, flags: int, argv: list) -> int:
     from flux_pam_service import config
 
     try:
-        manage = config.load(call.options.config).manage_user_slice
+        manage = config.load(call.options.config, strict=False).manage_user_slice
     except (config.ConfigError, OSError) as exc:
         error = _bare(exc)
     else:
@@ -327,6 +327,14 @@ def pam_sm_open_session(pamh: object, flags: int, argv: list) -> int:
         return call.apply(adm.decide_session(user, uid, adm.CONFIG, error))
     if not manage:
         return call.apply(adm.decide_session(user, uid, adm.MANAGE_OFF))
+    # The lock directory is checked in service mode too: a directory others
+    # can write means the node is not in the state this module relies on.
+    from flux_pam_service import lockdir
+
+    try:
+        lockdir.check_dir(call.options.lock_dir)
+    except OSError as exc:
+        return call.apply(adm.decide_session(user, uid, adm.LOCKDIR, _bare(exc)))
     return call.apply(_open_scope(call, user, uid))
 
 

@@ -171,7 +171,7 @@ def reset(args: argparse.Namespace, uid: int) -> int:
     grace = args.grace
     if grace is None:
         try:
-            grace = config.load(args.config_path).kill_slice_grace_time
+            grace = config.load(args.config_path, strict=False).kill_slice_grace_time
         except config.ConfigError:
             grace = 30.0
     us = _user_slice(uid)

@@ -189,14 +189,33 @@ def test_session_confirmed_by_module_attach_without_marker(session):
     assert cgroup == f"/user.slice/user-1000.slice/flux-pam-{pid}.scope"
 
 
+def assert_refused_before_any_scope(session):
+    """The session stopped at pam_flux, named the lock directory, made no scope."""
+    assert session.recorded() == (None, None)
+    records = session.records()
+    assert not [r for r in records if r.get("rpc") == "pam.attach"], records
+    assert any("group- or other-writable" in r.get("text", "") for r in records)
+
+
 def test_session_refused_when_lock_dir_is_group_writable(session, testbed, sd):
     session.marker(True)
     sh(testbed, f"chmod 0770 {LOCKDIR}")
     p = session.pamtester()
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert SETUP_FAILED in p.stderr
-    assert wait_gone(sd, session.attach_scope())
+    assert_refused_before_any_scope(session)
     assert sh(testbed, f"stat -c %a {LOCKDIR}").strip() == "770"  # left as found
+
+
+def test_session_refused_when_lock_dir_is_group_writable_even_if_module_attaches(
+    session, testbed, sd
+):
+    session.answers(**{"pam.attach": {"response": {"attached": True}}})
+    sh(testbed, f"chmod 0770 {LOCKDIR}")
+    p = session.pamtester()
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert SETUP_FAILED in p.stderr
+    assert_refused_before_any_scope(session)
 
 
 RACE = r"""
