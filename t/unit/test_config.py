@@ -110,6 +110,13 @@ def test_key_set_twice_is_an_error_naming_both_files(tmp_path):
     assert problems(tmp_path) == ["20-pam.toml: pam.debug: already set in 10-site.toml"]
 
 
+def test_not_strict_the_later_file_wins_as_in_the_broker(tmp_path):
+    write(tmp_path, "10-site.toml", "[pam]\ndebug = true\nmanage-user-slice = true\n")
+    write(tmp_path, "20-pam.toml", "[pam]\ndebug = false\n")
+    cfg = config.load(str(tmp_path), strict=False)
+    assert (cfg.debug, cfg.manage_user_slice) == (False, True)
+
+
 def test_table_set_twice_as_value_and_table_is_an_error(tmp_path):
     write(tmp_path, "a.toml", "[pam]\ndebug = true\n")
     write(tmp_path, "b.toml", "pam = 1\n")
