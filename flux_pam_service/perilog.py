@@ -450,9 +450,8 @@ class Perilog:
 
     # -- the two programs --------------------------------------------------
 
-    def prolog_alone(self, us: Any) -> None:
-        from . import lockdir
-
+    def check_linger(self, us: Any) -> None:
+        """Fail if linger is on for the user: every prolog, in both modes."""
         try:
             us.check_linger()
         except OSError as exc:
@@ -461,6 +460,11 @@ class Perilog:
                 " compute nodes: loginctl disable-linger)"
             ) from None
         self.log.debug(f"uid {self.uid}: linger is off")
+
+    def prolog_alone(self, us: Any) -> None:
+        from . import lockdir
+
+        self.check_linger(us)
         others = self.other_jobs()
         self.log.debug(
             f"uid {self.uid}: {len(others)} other active job(s) on rank"
@@ -540,6 +544,10 @@ class Perilog:
         if self.uid == owner:
             self.log.debug(f"uid {self.uid} is the instance owner: skipping")
             return
+        if self.prog == PROLOG:
+            # The module checks linger only when it prepares a user's first
+            # job; linger turned on later must still fail this job.
+            self.check_linger(self.user_slice())
         answer = self.broker.ask_module(self.prog, self.env.jobid)
         if answer is not None:
             self.log.debug(f"pam module: {json.dumps(answer)}")

@@ -4,7 +4,7 @@ test_description='node replica: unsafe node state fails closed (scenario 8)
 
 A group-writable /run/flux-pam makes the prolog fail, which drains the node,
 and pam_flux refuses sessions.  Linger enabled for alice makes the prolog
-fail.  Both with the pam module loaded and with the drop-ins alone.'
+fail, also when she already has a running job.  Both with the pam module loaded and with the drop-ins alone.'
 
 . "$(dirname "$0")"/lib/init.sh
 . "$SHARNESS_TEST_SRCDIR"/lib/node.sh
@@ -60,11 +60,16 @@ safety_checks() {
 		{ test -z "$(node_drained)" || node_flux resource undrain 0; } &&
 		test -z "$(node_drained)"
 	'
+	test_expect_success "$1: alice has a running job before linger is turned on" '
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >sf.job4 &&
+		node_job_started $id
+	'
 	test_expect_success "$1: linger enabled for alice" '
 		node_run loginctl enable-linger alice </dev/null &&
 		node_sh "test -e /var/lib/systemd/linger/alice"
 	'
-	test_expect_success "$1: a job of alice fails in its prolog" '
+	test_expect_success "$1: her next job fails in its prolog" '
 		id=$(node_submit alice -n1 sleep inf) &&
 		echo $id >sf.job3 &&
 		status=$(node_prolog_status $id) &&
@@ -83,6 +88,7 @@ safety_checks() {
 		node_run loginctl disable-linger alice </dev/null &&
 		node_flux cancel --all --user=alice &&
 		node_job_gone $(cat sf.job3) &&
+		node_job_gone $(cat sf.job4) &&
 		{ test -z "$(node_drained)" || node_flux resource undrain 0; } &&
 		test -z "$(node_drained)"
 	'
