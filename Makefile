@@ -6,7 +6,7 @@
 #   make uninstall  remove what install put there
 #   make bench      run the benchmarks in bench/
 
-PYTHON ?= /usr/bin/python3
+PYTHON = /usr/bin/python3
 VENV ?= $(CURDIR)/.venv
 
 .PHONY: deps check lint bench install uninstall

@@ -12,7 +12,9 @@
 #   DATADIR         $(PREFIX)/share
 #   MANDIR          $(DATADIR)/man
 #   PYTHON          /usr/bin/python3      the Python flux, pam_python and the
-#                                         drop-ins run (Debian's)
+#                                         drop-ins run (Debian's); set on the
+#                                         command line only: a PYTHON in the
+#                                         environment (a virtualenv's) is not used
 #   PYTHONDIR       where PYTHON finds packages for PREFIX (mk/pythondir.py)
 #   FLUXLIBEXECDIR  $(LIBEXECDIR)/flux    cmd/, prolog.d/, housekeeping.d/,
 #                                         modprobe/rc1.d/
@@ -41,7 +43,7 @@ SYSCONFDIR ?= /etc
 LIBEXECDIR ?= $(PREFIX)/libexec
 DATADIR ?= $(PREFIX)/share
 MANDIR ?= $(DATADIR)/man
-PYTHON ?= /usr/bin/python3
+PYTHON = /usr/bin/python3
 PYTHONDIR ?= $(shell $(PYTHON) $(CURDIR)/mk/pythondir.py $(PREFIX))
 FLUXLIBEXECDIR ?= $(LIBEXECDIR)/flux
 FLUXDATADIR ?= $(DATADIR)/flux
