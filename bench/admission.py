@@ -507,13 +507,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     data = measure(counts, samples, [m for m in args.modes.split(",") if m])
     data["wall_s"] = time.monotonic() - t0
-    data["machine"] = bl.machine()
-    when = bl.stamp()
-    print(report(data))
-    print(bl.write_json(KIND, data, when))
-    if bl.have_matplotlib():
-        print(plot(data, when))
-    return 0
+    return bl.publish(KIND, data, report, plot)
 
 
 if __name__ == "__main__":

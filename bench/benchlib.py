@@ -542,3 +542,22 @@ def testbed(keep: bool = False) -> Iterator[Optional[Any]]:
     finally:
         if own and not keep:
             tb.down(bed.name)
+
+
+def publish(
+    kind: str,
+    data: dict,
+    report: Callable[[dict], str],
+    plot: Callable[[dict, str], str],
+) -> int:
+    """Stamp *data* with the machine, print its table, write its JSON and plot.
+
+    Returns 0, the exit code of a benchmark that got this far.
+    """
+    data["machine"] = machine()
+    when = stamp()
+    print(report(data))
+    print(write_json(kind, data, when))
+    if have_matplotlib():
+        print(plot(data, when))
+    return 0

@@ -626,13 +626,7 @@ def main(argv=None) -> int:
             bed, ns, users, modes, 2 if args.quick else 4, args.fallback_max_n
         )
         data["wall_s"] = time.monotonic() - t0
-    data["machine"] = bl.machine()
-    when = bl.stamp()
-    print(report(data))
-    print(bl.write_json(KIND, data, when))
-    if bl.have_matplotlib():
-        print(plot(data, when))
-    return 0
+    return bl.publish(KIND, data, report, plot)
 
 
 if __name__ == "__main__":

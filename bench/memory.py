@@ -271,13 +271,7 @@ def main(argv=None) -> int:
     data = measure(jobs, args.users)
     data["wall_s"] = time.monotonic() - t0
     data["results"] = results(data)
-    data["machine"] = bl.machine()
-    when = bl.stamp()
-    print(report(data))
-    print(bl.write_json(KIND, data, when))
-    if bl.have_matplotlib():
-        print(plot(data, when))
-    return 0
+    return bl.publish(KIND, data, report, plot)
 
 
 if __name__ == "__main__":
