@@ -234,8 +234,11 @@ class UserSlice:
                 if self.orphans():
                     survivors = self._kill(grace)
             except DBusError as exc:
-                self.log(syslog.LOG_ERR, f"{self.slice}: kill: {exc}")
-                errors.append(exc)
+                # A slice collected between the listing and the kill has
+                # nothing left in it to kill.
+                if exc.name != NO_SUCH_UNIT:
+                    self.log(syslog.LOG_ERR, f"{self.slice}: kill: {exc}")
+                    errors.append(exc)
         try:
             job = self.systemd.stop_unit(self.service, "replace")
             result = self.systemd.wait_job(job, self.job_timeout)
