@@ -69,7 +69,7 @@ Which outcome wins when both the module and a script act:
 Messages go to stderr as ``flux-pam-prolog[<F58 jobid>]: text`` (or
 ``flux-pam-housekeeping[...]``), which Flux copies into the job-manager log.
 
-Test-only user mapping (brief-rpc.md): in a test instance every job belongs
+Test-only user mapping (flux_pam_service.testmode): in a test instance every job belongs
 to the instance owner, so a job submitted with
 ``--setattr=system.flux-pam.test-userid=UID`` is treated as UID's job.  This
 and ``FLUX_PAM_LOCK_DIR`` are honoured only when

@@ -62,7 +62,7 @@ error naming the key.
 Module arguments: ``nthreads=N`` (worker threads, default 4).
 
 Requests (payloads are JSON objects; bad payloads get EPROTO naming the
-field; see brief-rpc.md):
+field):
     pam.job-start {id, userid, R}, pam.job-cleanup {id}, pam.job-end {id}
                                    from rank 0's module (owner only)
     pam.sync {jobs: [{id, userid, R, running}]}   from rank 0 (owner only)
@@ -71,7 +71,9 @@ field; see brief-rpc.md):
     pam.attach {uid, scope} -> {attached: true} | EPERM    root/owner
     pam.prolog {id} -> {id, uid, result: applied|skipped}  root/owner
     pam.housekeeping {id} -> {id, uid, result: applied|torn-down|skipped}
-    pam.status {uid?} -> see brief-rpc.md; guests see only their own uid
+    pam.status {uid?} -> {rank, owner, config, users: [{uid, active, admitted,
+                          jobs, union, slice, last_action, errors, ...}],
+                          pending, systemd}; guests see only their own uid
     pam.stats-get -> counters and timings
     pam.config-reload (the whole config) -> {} or EINVAL naming the key
 """
