@@ -461,6 +461,17 @@ class Perilog:
             ) from None
         self.log.debug(f"uid {self.uid}: linger is off")
 
+    def apply_union(self, us: Any, others: List[Job], include_self: bool) -> None:
+        """Constrain the slice to the union of *others* (and this job)."""
+        res = self.union(others, include_self=include_self)
+        try:
+            us.apply(self.properties(res))
+        except (OSError, ValueError) as exc:
+            raise PerilogError(
+                f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
+            ) from None
+        self.log.debug(f"user-{self.uid}.slice: applied {res.to_dict()}")
+
     def prolog_alone(self, us: Any) -> None:
         from . import lockdir
 
@@ -471,15 +482,7 @@ class Perilog:
             f" {self.broker.rank}: {', '.join(jobid_mod.f58(j.id) for j in others)}"
         )
         if self.cfg.constrain_resources:
-            res = self.union(others, include_self=True)
-            props = self.properties(res)
-            try:
-                us.apply(props)
-            except (OSError, ValueError) as exc:
-                raise PerilogError(
-                    f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
-                ) from None
-            self.log.debug(f"user-{self.uid}.slice: applied {res.to_dict()}")
+            self.apply_union(us, others, include_self=True)
         lockdir.set_marker(self.uid, self.lockdir_path)
         self.log.debug(f"uid {self.uid}: marker set")
         # Start user@UID.service: best effort (prepare() logs a failure to
@@ -496,15 +499,7 @@ class Perilog:
         )
         if others:
             if self.cfg.constrain_resources:
-                res = self.union(others, include_self=False)
-                props = self.properties(res)
-                try:
-                    us.apply(props)
-                except (OSError, ValueError) as exc:
-                    raise PerilogError(
-                        f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
-                    ) from None
-                self.log.debug(f"user-{self.uid}.slice: re-applied {res.to_dict()}")
+                self.apply_union(us, others, include_self=False)
             return
         lockdir.clear_marker(self.uid, self.lockdir_path)
         self.log.debug(f"uid {self.uid}: marker removed")
