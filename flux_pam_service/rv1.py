@@ -103,10 +103,7 @@ def _entries(R: dict) -> Iterable:
 
 def ranks(R: Any) -> frozenset:
     """Return every rank that holds resources in *R*."""
-    out: set = set()
-    for rankset, _ in _entries(parse(R)):
-        out |= rankset
-    return frozenset(out)
+    return frozenset(by_rank(R))
 
 
 def local(R: Any, rank: int) -> Resources:
