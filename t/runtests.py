@@ -254,24 +254,30 @@ def run_pytest(tier: str, args: argparse.Namespace, env: Dict[str, str]) -> Resu
     return res
 
 
-def skip_pytest(tier: str, reason: str, args: argparse.Namespace) -> Result:
-    """Count a pytest tier that cannot run: one skip per collected test."""
+def _pytest_not_run(
+    tier: str, reason: str, args: argparse.Namespace, failed: bool
+) -> Result:
+    """Count a pytest tier that did not run: one skip (or failure) per test."""
     res = Result(tier, notes=[reason])
-    say(f"{tier} tier skipped: {reason}")
+    say(f"{tier} tier {'failed' if failed else 'skipped'}: {reason}")
     path = PYTEST_TIERS[tier]
     if os.path.isdir(os.path.join(TOP, path)):
-        res.skipped = max(1, pytest_collect_count(path, args))
+        count = max(1, pytest_collect_count(path, args))
+        if failed:
+            res.failed = count
+        else:
+            res.skipped = count
     return res
+
+
+def skip_pytest(tier: str, reason: str, args: argparse.Namespace) -> Result:
+    """A pytest tier that cannot run here: its tests count as skipped."""
+    return _pytest_not_run(tier, reason, args, failed=False)
 
 
 def fail_pytest(tier: str, reason: str, args: argparse.Namespace) -> Result:
-    """Count a pytest tier whose prerequisite broke: one failure per test."""
-    res = Result(tier, notes=[reason])
-    say(f"{tier} tier failed: {reason}")
-    path = PYTEST_TIERS[tier]
-    if os.path.isdir(os.path.join(TOP, path)):
-        res.failed = max(1, pytest_collect_count(path, args))
-    return res
+    """A pytest tier whose prerequisite broke: its tests count as failed."""
+    return _pytest_not_run(tier, reason, args, failed=True)
 
 
 # -- sharness tiers -------------------------------------------------------
