@@ -157,6 +157,7 @@ class User:
     retry_delay: float = 0.0
     retry_timer: Any = None
     slice_state: Optional[dict] = None
+    slice_epoch: int = 0  # bumped by every operation; stale read-backs are dropped
     scopes: List[str] = field(default_factory=list)
 
 
@@ -667,18 +668,7 @@ class PamModule(BrokerModule):
         uid = user.uid
 
         def job(state: dict) -> sliceops.Outcome:
-            out = fn(state)
-            if action != "teardown":
-                try:
-                    out.value = (
-                        out.value,
-                        UserSlice(sliceops.connection(state), uid).state(),
-                    )
-                except Exception:
-                    out.value = (out.value, None)
-            else:
-                out.value = (out.value, None)
-            return out
+            return fn(state)
 
         def done(out: Optional[sliceops.Outcome], exc: Optional[BaseException]) -> None:
             elapsed = time.monotonic() - t0
@@ -702,7 +692,7 @@ class PamModule(BrokerModule):
             for repair in out.repairs:
                 self.stats["repairs"] += 1
                 self.log.warning(f"repair: {repair}")
-            _, slice_state = out.value
+            user.slice_epoch += 1
             if action == "teardown":
                 user.prepared = False
                 user.applied = None
@@ -711,11 +701,9 @@ class PamModule(BrokerModule):
                 self._clear_marker(uid)
             elif action == "unconstrain":
                 user.applied = None
-                user.slice_state = slice_state
             else:
                 user.prepared = True
                 user.applied = props
-                user.slice_state = slice_state
             self.systemd_status = "ok"
             user.errors = []
             user.retry_delay = 0.0
@@ -730,8 +718,27 @@ class PamModule(BrokerModule):
             )
             result = "torn-down" if action == "teardown" else "applied"
             self._finished(user, snap, result, action)
+            if action != "teardown":
+                self._read_back(user)
 
         self.pool.submit(job, lambda o, e: self._guard(action, done, o, e))
+
+    def _read_back(self, user: User) -> None:
+        """Read the slice for pam.status after the waiters were answered.
+
+        Off the operation's path (a job's prolog does not wait for it); a
+        read that an operation finished after has overtaken is dropped.
+        """
+        uid, epoch = user.uid, user.slice_epoch
+
+        def job(state: dict) -> dict:
+            return UserSlice(sliceops.connection(state), uid).state()
+
+        def done(value: Optional[dict], exc: Optional[BaseException]) -> None:
+            if user.slice_epoch == epoch:
+                user.slice_state = value if exc is None else None
+
+        self.pool.submit(job, lambda v, e: self._guard("read-back", done, v, e))
 
     def _failed(
         self, user: User, snap: int, action: str, exc: BaseException, elapsed: float
