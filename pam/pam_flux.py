@@ -6,336 +6,62 @@ installed as /usr/lib/flux-pam/pam_flux.py and used in /etc/pam.d/sshd::
     account  sufficient  pam_python.so /usr/lib/flux-pam/pam_flux.py [OPTIONS]
     session  requisite   pam_python.so /usr/lib/flux-pam/pam_flux.py [OPTIONS]
 
-Give both lines the same module path: see "Sentinel" below.  The options,
-the broker protocol (``pam.check``, ``pam.attach``) and every decision are in
-flux_pam_service.admission; this file only talks to PAM, the broker, systemd
-and the lock directory.
+Give both lines the same module path: the account phase leaves the session
+phase a sentinel in this file's namespace, which pam_python keeps per PAM
+handle and module path.  See pam_flux(8) for the options.
 
-Finding the package.  pam_python starts Debian's /usr/bin/python3 with the
-environment ignored (PYTHONPATH has no effect) but with site-packages, so
-flux_pam_service is imported from /usr/lib/python3/dist-packages (or
-/usr/local/lib/python3.11/dist-packages) where ``make install`` puts it.  The
-option ``pythonpath=DIR[:DIR...]`` puts absolute directories in front of
-sys.path first: for a source tree, and for Flux's Python bindings when they
-are not in dist-packages (e.g. ``pythonpath=/opt/flux/lib/python3.11/
-site-packages``).  Flux's cffi module ``_flux._core`` (not the ``flux``
-package, see flux_pam_service.brokerclient) is imported only when the broker
-is asked.
-
-Account (pam_sm_acct_mgmt).  Root is admitted at once; an unknown user gets
-PAM_USER_UNKNOWN; anyone else is checked with admission.check_account()
-against the broker at $FLUX_URI (else local:///run/flux/local): ``pam.check``,
-or ``job-list.list`` when the module is not loaded.  A denial sends "Access
-denied: user USER has no active jobs on this node" through the conversation,
-logs to syslog (LOG_AUTHPRIV) and returns PAM_PERM_DENIED.
-
-Session (pam_sm_open_session).  Only for users this PAM handle's account
-phase admitted as job owners; everyone else gets PAM_IGNORE.  With
-``pam.manage-user-slice`` true it starts ``PREFIX-PID.scope`` in
-``user-UID.slice`` holding this process (sshd's privileged session process),
-then confirms it with ``pam.attach`` or, if the module is not loaded, with the
-marker LOCKDIR/uid.UID.active read under the per-user lock.  On refusal or
-failure it moves this process back to the cgroup it came from, stops the
-scope and returns PAM_SESSION_ERR.  On success it sets XDG_RUNTIME_DIR and
-DBUS_SESSION_BUS_ADDRESS.  close_session returns PAM_SUCCESS: systemd
-collects the scope when its last process exits.
-
-Sentinel.  pam_python offers no pam_set_data()/pam_get_data().  It does keep
-one module namespace per PAM handle and module path: it executes this file
-once per handle and stores the module with pam_set_data(pamh,
-"libpam_python.<path>") until pam_end(), and the account and session lines of
-one handle share it when they name the same path.  The sentinel is therefore
-a module global, _SENTINELS, keyed by the handle address (pamh.pamh) and
-holding the (user, uid) admitted as job owner; pam_sm_end() drops it.  Like
-pam_set_data() it never reaches the user's environment (pamh.env would), and
-like it, it is lost if the application runs account and session in different
-processes (sshd with keyboard-interactive authentication; see
-pam_slurm_adopt's notes on AuthenticationMethods).
-
-Import cost (``python3 -X importtime``, bytecode cached, cumulative, min /
-median of 25 runs on a 2-core VM under load).  Account path:
-flux_pam_service.admission 1.4 / 1.7 ms (48 / 74 ms while it used dataclasses,
-typing and re), pwd and syslog 0.1 ms each; plus, when the broker is asked,
-_flux._core 5.5 / 24 ms (the ``flux`` package instead: 147 / 451 ms).
-Session path, only for admitted job owners, adds flux_pam_service.config
-51 / 100 ms (tomllib, glob, re), flux_pam_service.systemd 11 / 30 ms
-(jeepney, socket) and flux_pam_service.lockdir 0.4 / 0.7 ms.
-
-Test only: ``test-answers=FILE`` makes pam_flux read the broker's answers
-from a JSON file (flux_pam_service.brokerclient.AnswerFile) instead of asking
-the broker; every use is logged at LOG_WARNING.
+pam_python compiles this file from source for every PAM handle, so it holds
+no more than the loader: it puts the absolute directories of a
+``pythonpath=DIR[:DIR...]`` option in front of sys.path, imports
+flux_pam_service.pamflux (from bytecode) and hands each call to it.  If that
+import fails, every phase fails closed: PAM_SERVICE_ERR (PAM_SESSION_ERR for
+a session), logged to syslog (LOG_AUTHPRIV).
 """
 
-import errno
-import os
 import sys
 
 _SENTINELS: dict = {}
 
 
-def _prepend_pythonpath(argv: list) -> None:
-    for arg in argv:
+def _impl(pamh: object, argv: list, phase: str) -> object:
+    """flux_pam_service.pamflux, or None (logged) if it cannot be imported."""
+    for arg in argv[1:]:
         if arg.startswith("pythonpath="):
             for d in reversed(arg[len("pythonpath=") :].split(":")):
                 if d.startswith("/") and d not in sys.path:
                     sys.path.insert(0, d)
-
-
-def _syslog(priority: int, text: str) -> None:
-    import syslog
-
-    syslog.syslog(syslog.LOG_AUTHPRIV | priority, text)
-
-
-class _Call:
-    """One pam_sm_* call: options, logging, applying a Decision."""
-
-    def __init__(self, pamh: object, argv: list, phase: str) -> None:
-        self.pamh = pamh
-        self.phase = phase
-        self.options = None
-        self.admission = None
-        self.logfile = None
-        try:
-            self.service = pamh.service
-        except pamh.exception:
-            self.service = None
-        args = list(argv[1:])  # argv[0] is this file
-        try:
-            _prepend_pythonpath(args)
-            from flux_pam_service import admission
-        except ImportError as exc:
-            self.error = f"cannot import flux_pam_service: {exc}"
-            _syslog(3, f"pam_flux({self.service}:{phase}): {self.error}")
-            return
-        self.admission = admission
-        try:
-            self.options = admission.parse_options(args)
-        except admission.OptionError as exc:
-            self.error = str(exc)
-            self.log(admission.LOG_ERR, self.error)
-            return
-        self.error = None
-        if self.options.test_answers:
-            from flux_pam_service import brokerclient
-
-            self.logfile = brokerclient.AnswerFile.log_path(self.options.test_answers)
-            self.log(
-                admission.LOG_WARNING,
-                f"test-answers={self.options.test_answers}: TEST ONLY,"
-                " the broker is not consulted",
-            )
-
-    def log(self, priority: int, text: str) -> None:
-        if self.options is None or self.admission.loggable(self.options, priority):
-            _syslog(priority, self.admission.format_log(self.service, self.phase, text))
-        if self.logfile:
-            import json
-
-            with open(self.logfile, "a") as f:
-                f.write(json.dumps({"log": priority, "text": text}) + "\n")
-
-    def broker(self) -> object:
-        from flux_pam_service import brokerclient
-
-        opts = self.options
-        if opts.test_answers:
-            return brokerclient.AnswerFile(opts.test_answers)
-        uri = self.admission.broker_uri(os.environ)
-        return brokerclient.FluxBroker(uri, opts.timeout)
-
-    def user(self) -> tuple:
-        import pwd
-
-        try:
-            user = self.pamh.user
-        except self.pamh.exception:
-            user = None
-        if not user:
-            return None, None
-        try:
-            return user, pwd.getpwnam(user).pw_uid
-        except KeyError:
-            return user, None
-
-    def apply(self, decision: object) -> int:
-        for priority, text in decision.logs:
-            self.log(priority, text)
-        if decision.message:
-            pamh = self.pamh
-            try:
-                pamh.conversation(pamh.Message(pamh.PAM_ERROR_MSG, decision.message))
-            except pamh.exception as exc:
-                self.log(self.admission.LOG_ERR, f"unable to converse with app: {exc}")
-        for key, value in decision.env:
-            self.pamh.env[key] = value
-        return getattr(self.pamh, decision.result)
-
-
-def _bare(exc: BaseException) -> BaseException:
-    """Drop *exc*'s traceback before keeping it beyond its except block.
-
-    A traceback holds frames, and through them the PamHandle object.  Should
-    that outlive pam_end(), which unloads pam_python.so and with it the code
-    that frees PamHandle objects, the process crashes when Python frees it
-    later (observed: SIGSEGV at exit of a Python PAM application).
-    """
-    exc.__traceback__ = None
-    exc.__context__ = exc.__cause__ = None
-    return exc
-
-
-def _check(call: _Call, uid: int) -> object:
-    """Ask the broker; return a Verdict, or the exception that stopped it."""
     try:
-        broker = call.broker()
+        from flux_pam_service import pamflux
+
+        return pamflux
+    except ImportError as exc:
+        import syslog
+
         try:
-            return call.admission.check_account(broker, uid, call.options)
-        finally:
-            broker.close()
-    except Exception as exc:  # any failure is a generic failure
-        return _bare(exc)
+            service = pamh.service
+        except pamh.exception:
+            service = None
+        syslog.syslog(
+            syslog.LOG_AUTHPRIV | syslog.LOG_ERR,
+            f"pam_flux({service}:{phase}): cannot import flux_pam_service: {exc}",
+        )
+        return None
 
 
 def pam_sm_acct_mgmt(pamh: object, flags: int, argv: list) -> int:
     """Admit root and users with a running job on this node."""
-    call = _Call(pamh, argv, "account")
-    if call.error:
+    impl = _impl(pamh, argv, "account")
+    if impl is None:
         return pamh.PAM_SERVICE_ERR
-    _SENTINELS.pop(pamh.pamh, None)
-    user, uid = call.user()
-    adm = call.admission
-    decision = adm.decide_account(user, uid, call.service, None, call.options)
-    if decision is None:
-        outcome = _check(call, uid)
-        decision = adm.decide_account(user, uid, call.service, outcome, call.options)
-    if decision.sentinel:
-        _SENTINELS[pamh.pamh] = (user, uid)
-    return call.apply(decision)
-
-
-def _own_cgroup() -> str:
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return line[3:].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _leave_scope(call: _Call, cgroup: str) -> None:
-    """Move this process back to *cgroup* so stopping the scope spares it."""
-    if cgroup is None:
-        call.log(call.admission.LOG_ERR, "cgroup unknown: stopping the scope kills us")
-        return
-    try:
-        with open(
-            os.path.join("/sys/fs/cgroup", cgroup.lstrip("/"), "cgroup.procs"), "w"
-        ) as f:
-            f.write(str(os.getpid()))
-    except OSError as exc:
-        call.log(call.admission.LOG_ERR, f"cannot move back to {cgroup}: {exc}")
-
-
-def _confirm(call: _Call, uid: int, scope: str) -> tuple:
-    """Confirm *scope*; return (stage, error, how)."""
-    adm = call.admission
-    opts = call.options
-    try:
-        broker = call.broker()
-        try:
-            adm.parse_attach_response(
-                broker.rpc("pam.attach", {"uid": uid, "scope": scope})
-            )
-        finally:
-            broker.close()
-        return adm.ATTACHED, None, "pam.attach"
-    except ValueError as exc:
-        return adm.CONFIRM, _bare(exc), "pam.attach"
-    except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.ESRCH):
-            return adm.REFUSED, _bare(exc), "pam.attach"
-        if exc.errno != errno.ENOSYS:
-            return adm.CONFIRM, _bare(exc), "pam.attach"
-    from flux_pam_service import lockdir
-
-    try:
-        with lockdir.user_lock(uid, opts.lock_dir, opts.timeout):
-            present = lockdir.has_marker(uid, opts.lock_dir)
-    except OSError as exc:
-        return adm.CONFIRM, _bare(exc), "marker"
-    return (adm.ATTACHED if present else adm.REFUSED), None, "marker"
-
-
-def _open_scope(call: _Call, user: str, uid: int) -> object:
-    adm = call.admission
-    opts = call.options
-    from flux_pam_service import systemd
-
-    pid = os.getpid()
-    scope = adm.scope_name(opts.scope_prefix, pid)
-    origin = _own_cgroup()
-    bus = systemd.Systemd(timeout=opts.timeout)
-    try:
-        job = None
-        try:
-            job = bus.start_transient_scope(
-                scope,
-                adm.slice_name(uid),
-                [pid],
-                properties=[("Description", ("s", f"pam_flux login of {user}"))],
-            )
-            result = bus.wait_job(job, opts.timeout)
-            if result != "done":
-                raise OSError(errno.EIO, f"start job of {scope}: {result}")
-            stage, error, how = _confirm(call, uid, scope)
-        except OSError as exc:
-            stage, error, how = adm.SCOPE, _bare(exc), ""
-        if stage != adm.ATTACHED and job is not None:
-            _leave_scope(call, origin)
-            try:
-                bus.wait_job(bus.stop_unit(scope), opts.timeout)
-            except OSError as exc:
-                call.log(adm.LOG_ERR, f"cannot stop {scope}: {exc}")
-        return adm.decide_session(user, uid, stage, error, scope, how)
-    finally:
-        bus.close()
+    return impl.acct_mgmt(pamh, argv, _SENTINELS)
 
 
 def pam_sm_open_session(pamh: object, flags: int, argv: list) -> int:
     """Put an admitted job owner's login into a scope in the user's slice."""
-    call = _Call(pamh, argv, "session")
-    if call.error:
+    impl = _impl(pamh, argv, "session")
+    if impl is None:
         return pamh.PAM_SESSION_ERR
-    adm = call.admission
-    user, uid = call.user()
-    sentinel = _SENTINELS.get(pamh.pamh)
-    decision = adm.decide_session_start(user, uid, call.service, sentinel, call.options)
-    if decision is not None:
-        return call.apply(decision)
-    from flux_pam_service import config
-
-    try:
-        manage = config.load(call.options.config, strict=False).manage_user_slice
-    except (config.ConfigError, OSError) as exc:
-        error = _bare(exc)
-    else:
-        error = None
-    if error is not None:
-        return call.apply(adm.decide_session(user, uid, adm.CONFIG, error))
-    if not manage:
-        return call.apply(adm.decide_session(user, uid, adm.MANAGE_OFF))
-    # The lock directory is checked in service mode too: a directory others
-    # can write means the node is not in the state this module relies on.
-    from flux_pam_service import lockdir
-
-    try:
-        lockdir.check_dir(call.options.lock_dir)
-    except OSError as exc:
-        return call.apply(adm.decide_session(user, uid, adm.LOCKDIR, _bare(exc)))
-    return call.apply(_open_scope(call, user, uid))
+    return impl.open_session(pamh, argv, _SENTINELS)
 
 
 def pam_sm_close_session(pamh: object, flags: int, argv: list) -> int:
@@ -343,34 +69,32 @@ def pam_sm_close_session(pamh: object, flags: int, argv: list) -> int:
     return pamh.PAM_SUCCESS
 
 
-def _not_an_auth_module(pamh: object, argv: list, phase: str) -> int:
-    call = _Call(pamh, argv, phase)
-    return pamh.PAM_SERVICE_ERR if call.error else pamh.PAM_IGNORE
+def _not_auth(pamh: object, argv: list, phase: str) -> int:
+    impl = _impl(pamh, argv, phase)
+    if impl is None:
+        return pamh.PAM_SERVICE_ERR
+    return impl.not_an_auth_module(pamh, argv, phase)
 
 
 def pam_sm_authenticate(pamh: object, flags: int, argv: list) -> int:
     """pam_flux does not authenticate."""
-    return _not_an_auth_module(pamh, argv, "auth")
+    return _not_auth(pamh, argv, "auth")
 
 
 def pam_sm_setcred(pamh: object, flags: int, argv: list) -> int:
     """pam_flux has no credentials to set."""
-    return _not_an_auth_module(pamh, argv, "setcred")
+    return _not_auth(pamh, argv, "setcred")
 
 
 def pam_sm_chauthtok(pamh: object, flags: int, argv: list) -> int:
     """pam_flux has no password."""
-    return _not_an_auth_module(pamh, argv, "password")
+    return _not_auth(pamh, argv, "password")
 
 
 def pam_sm_end(pamh: object) -> None:
-    """pam_end(): forget this handle's sentinel.
-
-    Also collect reference cycles now, while pam_python.so is still loaded,
-    so none holding this handle's objects is freed after it is gone (see
-    _bare()).
-    """
-    import gc
-
-    _SENTINELS.pop(pamh.pamh, None)
-    gc.collect()
+    """pam_end(): forget this handle's sentinel (see pamflux.end)."""
+    impl = sys.modules.get("flux_pam_service.pamflux")
+    if impl is not None:
+        impl.end(pamh, _SENTINELS)
+    else:
+        _SENTINELS.pop(pamh.pamh, None)
