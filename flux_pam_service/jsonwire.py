@@ -56,6 +56,14 @@ def loads(text: str) -> Any:
         value, end = _scan(text, start)
     except StopIteration as exc:
         raise ValueError(f"invalid JSON at offset {exc.value}") from None
+    except SystemError:
+        # Most syntax errors: _json raises json.decoder.JSONDecodeError (a
+        # ValueError), a class it looks up in sys.modules only; before
+        # json.decoder is imported it fails with SystemError instead.  On
+        # this error path only, import it and scan again for that error.
+        import json.decoder  # noqa: F401
+
+        value, end = _scan(text, start)
     if text[end:].strip(_WHITESPACE):
         raise ValueError(f"extra data after JSON at offset {end}")
     return value
