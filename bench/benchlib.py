@@ -241,12 +241,12 @@ def write_conf(tomls: Dict[str, str], owner: Optional[str] = None) -> str:
 
 
 def flux_start_argv(
-    size: int, confdir: str, argv: Sequence[str], log: str
+    size: int, confdir: str, argv: Sequence[str], log: str, rundir: str = None
 ) -> List[str]:
     flux = find_flux()
     if flux is None:
         raise RuntimeError("flux-core not found (FLUX, /opt/flux/bin/flux)")
-    return [
+    start = [
         flux,
         "start",
         f"--test-size={size}",
@@ -254,7 +254,10 @@ def flux_start_argv(
         confdir,
         f"-Slog-filename={log}",
         "-Slog-level=6",
-    ] + list(argv)
+    ]
+    if rundir:
+        start += [f"--test-rundir={rundir}", "--test-rundir-cleanup"]
+    return start + list(argv)
 
 
 class Inner:
@@ -262,7 +265,9 @@ class Inner:
 
     The inner side gets *args* as JSON and writes its result to a file
     (inner_main); wait() returns that JSON.  *user*: start the instance as
-    that user (runuser).  The broker log is LOGDIR/TAG.broker.log.
+    that user (runuser).  *rundir*: the brokers' run directory (it must
+    exist; flux start removes what is in it at the end).  The broker log is
+    LOGDIR/TAG.broker.log.
     """
 
     def __init__(
@@ -275,6 +280,7 @@ class Inner:
         env: Optional[Dict[str, str]] = None,
         user: Optional[str] = None,
         tag: Optional[str] = None,
+        rundir: Optional[str] = None,
     ) -> None:
         os.makedirs(LOGDIR, exist_ok=True)
         tag = tag or name
@@ -288,7 +294,7 @@ class Inner:
         flux = find_flux()
         inner = [flux, "python", script, "--inner", name, "--args", json.dumps(args)]
         inner += ["--out", self.out]
-        argv = flux_start_argv(size, self.conf, inner, self.log)
+        argv = flux_start_argv(size, self.conf, inner, self.log, rundir)
         if user:
             os.chmod(LOGDIR, 0o777)
             argv = ["runuser", "-u", user, "--"] + argv

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
+STACK_NAMES = ("pam_flux", "pam_python", "permit")
 ORDER = ("floor", "memory", "scale", "admission", "job_overhead")
 NEEDS_TESTBED = ("floor", "job_overhead")
 TIMEOUT = {
@@ -146,39 +147,48 @@ def targets(res: dict) -> list:
         )
     else:
         out.append(_target("throughput >= 90% of off", None, "-", "job_overhead"))
-    # 3: admission
+    # 3: admission (the issue: with the module loaded, 1/100/1,000 jobs)
     steps = []
     for mode, m in (adm.get("modes") or {}).items():
         for s in m["steps"]:
             pt = s["pamtester_ms"]
-            if pt.get("pam_flux", {}).get("n") and pt.get("permit", {}).get("n"):
+            if all(pt.get(k, {}).get("n") for k in STACK_NAMES):
                 steps.append(
                     (
                         s["k"],
                         mode,
+                        s.get("place", "host"),
+                        pt["pam_flux"]["p95"] - pt["pam_python"]["p95"],
                         pt["pam_flux"]["p95"] - pt["permit"]["p95"],
-                        s["rpc_ms"].get("p95"),
                     )
                 )
-    if steps:
-        kmax = max(k for k, *_ in steps)
-        at = [s for s in steps if s[0] == kmax]
+    place = "node" if any(st[2] == "node" for st in steps) else "host"
+    at = [st for st in steps if st[1] == "service" and st[2] == place]
+    if at:
         out.append(
             _target(
-                f"admission < 5 ms p95 above pam_permit at {kmax} jobs",
-                all(s[2] < 5 for s in at),
-                "; ".join(
-                    f"{mode}: pamtester +{d:.1f} ms (broker request alone p95"
-                    f" {rpc:.2f} ms)"
-                    for _, mode, d, rpc in at
-                ),
-                "admission: pamtester acct_mgmt p95 minus pam_permit-only p95",
+                "admission, module loaded: pam_flux adds < 5 ms p95 to a"
+                " pamtester run (over the same stack with a no-op pam_python"
+                " module)",
+                all(st[3] < 5 for st in at),
+                "; ".join(f"{k} jobs: +{d:.1f} ms" for k, _, _, d, _ in at)
+                + f" ({place})",
+                "admission: pam_flux p95 minus no-op pam_python p95,"
+                " pamtester acct_mgmt",
+            )
+        )
+        out.append(
+            _target(
+                "admission, module loaded: < 5 ms p95 over pam_permit alone"
+                " (includes pam_python's interpreter start)",
+                all(st[4] < 5 for st in at),
+                "; ".join(f"{k} jobs: +{d:.1f} ms" for k, _, _, _, d in at)
+                + f" ({place})",
+                "admission: pam_flux p95 minus pam_permit p95",
             )
         )
     else:
-        out.append(
-            _target("admission < 5 ms p95 above pam_permit", None, "-", "admission")
-        )
+        out.append(_target("admission < 5 ms p95", None, "-", "admission"))
     # 4: memory
     r = (mem.get("results") or {}).get("module RSS")
     if r:

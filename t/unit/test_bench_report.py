@@ -151,9 +151,10 @@ def test_job_overhead_rows_compare_with_management_off():
 
 
 def adm_data():
-    def step(k, permit95, flux95, rpc95):
+    def step(k, permit95, flux95, rpc95, place="node"):
         return {
             "k": k,
+            "place": place,
             "rpc": "pam.check",
             "rpc_ms": summ(rpc95 / 2, rpc95),
             "jobs_seen": k,
@@ -163,26 +164,34 @@ def adm_data():
                 "pam_flux": summ(flux95 / 2, flux95),
             },
             "failures": {"permit": 0, "pam_python": 0, "pam_flux": 1},
-            "stages_ms": {"import flux": summ(80.0, 120.0)} if k == 1000 else None,
+            "stages_ms": {"connect": summ(0.4, 0.6)} if k == 1000 else None,
         }
 
     return {
-        "user": "someone",
+        "uid": 1000,
+        "places": ["node", "host"],
         "modes": {
-            "service": {"steps": [step(1, 4.0, 7.0, 0.5), step(1000, 4.0, 8.0, 0.9)]},
-            "fallback": {"steps": [step(1000, 5.0, 20.0, 3.0)]},
+            "service": {
+                "steps": [
+                    step(1, 4.0, 62.0, 0.5),
+                    step(1, 4.0, 90.0, 0.5, "host"),
+                    step(1000, 4.0, 63.5, 0.9),
+                ]
+            },
+            "fallback": {"steps": [step(1000, 5.0, 80.0, 3.0)]},
         },
     }
 
 
-def test_admission_rows_subtract_the_pam_permit_p95():
+def test_admission_rows_subtract_both_baselines_per_place():
     rows = admission.rows(adm_data())
-    assert [r["p95_above_permit"] for r in rows] == [3.0, 4.0, 15.0]
-    assert rows[0]["p95_above_pam_python"] == pytest.approx(7.0 - 60.0)
+    assert [r["place"] for r in rows] == ["node", "host", "node", "node"]
+    assert [r["p95_above_permit"] for r in rows] == [58.0, 86.0, 59.5, 75.0]
+    assert [r["p95_above_pam_python"] for r in rows] == [2.0, 30.0, 3.5, 20.0]
     assert rows[0]["failures"] == 1
     text = admission.report(adm_data())
-    assert "someone" in text
-    assert "where pam_flux's time goes (service, 1000 jobs" in text
+    assert "uid 1000" in text
+    assert "where pam_flux's time goes (service, node, 1000 jobs" in text
 
 
 # ------------------------------------------------------------------ floor
@@ -298,11 +307,14 @@ def test_targets_report_met_and_unmet_with_their_figures():
     ts = {t["target"].split(":")[0][:20]: t for t in run.targets(res)}
     met = [t["met"] for t in run.targets(res)]
     # module apply 3.0 = 1.5x UserSlice.apply: met; alloc->ready
-    # 2.5 ms <= 2 x 2.0: met; no forks; throughput 95%; admission fallback
-    # +15 ms: not met; memory 1 KiB/job: met
-    assert met == [True, True, True, True, False, True]
+    # 2.5 ms <= 2 x 2.0: met; no forks; throughput 95%; admission with the
+    # module (service mode, node): +2.0/+3.5 ms over the no-op pam_python
+    # stack: met, +58/+59.5 over pam_permit: not met (the host row and the
+    # fallback mode are not the target's); memory 1 KiB/job: met
+    assert met == [True, True, True, True, True, False, True]
     text = run.format_targets(run.targets(res))
-    assert "fallback: pamtester +15.0 ms" in text
+    assert "1 jobs: +2.0 ms; 1000 jobs: +3.5 ms (node)" in text
+    assert "1 jobs: +58.0 ms; 1000 jobs: +59.5 ms (node)" in text
     # the floor of an apply is SetUnitProperties with the job's properties
     assert "1.50x SetUnitProperties with the job's properties (2.00 ms)" in text
     assert "2.0x the AllowedCPUs-only call (1.50 ms)" in text
