@@ -1,7 +1,7 @@
 """What pam_flux decides: options, the broker protocol, account and session.
 
-pam_flux (``pam/pam_flux.py``, run by ``pam_python.so`` inside sshd as root)
-is a thin adapter around this module.  Nothing here imports PAM, Flux or
+pam_flux (``pam/pam_flux.py`` and flux_pam_service.pamflux, run by
+``pam_python.so`` inside sshd as root) is a thin adapter around this module.  Nothing here imports PAM, Flux or
 systemd: results are PAM return code *names* ("PAM_SUCCESS"), log lines are
 ``(syslog priority, text)`` pairs, and the broker is any object with the
 methods of :class:`Broker`.
@@ -120,13 +120,12 @@ Interface:
     format_log(service, phase, text), loggable(options, priority)
 """
 
-from __future__ import annotations
-
 import errno
 
 # This module is on the login path: it imports neither typing, dataclasses,
-# collections nor re (see "Import cost" in pam/pam_flux.py).  fsd and idset
-# are imported only where needed.
+# collections, re nor __future__ (annotations that name typing are strings;
+# see "Import cost" in flux_pam_service.pamflux).  fsd and idset are
+# imported only where needed.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -176,10 +175,10 @@ class _Record:
     stand-in for dataclasses/NamedTuple, which cost too much to import here.
     """
 
-    __slots__: Tuple[str, ...] = ()
-    _defaults: Dict[str, Any] = {}
+    __slots__: "Tuple[str, ...]" = ()
+    _defaults: "Dict[str, Any]" = {}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: "Any", **kwargs: "Any") -> None:
         names = self.__slots__
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__}: too many arguments")
@@ -195,7 +194,7 @@ class _Record:
                 values[name] = self._defaults[name]
             object.__setattr__(self, name, values[name])
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: "Any") -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def _values(self) -> tuple:
@@ -247,7 +246,7 @@ class Options(_Record):
     }
 
 
-def _choice(name: str, value: str, choices: Sequence[str]) -> str:
+def _choice(name: str, value: str, choices: "Sequence[str]") -> str:
     if value not in choices:
         raise OptionError(
             f"option {name}={value}: value must be one of {'|'.join(choices)}"
@@ -297,7 +296,7 @@ def _timeout(name: str, value: str) -> float:
     return seconds
 
 
-def _pythonpath(name: str, value: str) -> Tuple[str, ...]:
+def _pythonpath(name: str, value: str) -> "Tuple[str, ...]":
     dirs = tuple(value.split(":"))
     for d in dirs:
         if not d.startswith("/"):
@@ -329,7 +328,7 @@ _FLAG_OPTIONS = {
 }
 
 
-def parse_options(argv: Sequence[str]) -> Options:
+def parse_options(argv: "Sequence[str]") -> "Options":
     """Parse module arguments (without the module path pam_python passes first).
 
     Raises OptionError naming the first bad option.
@@ -352,7 +351,7 @@ def parse_options(argv: Sequence[str]) -> Options:
     return Options(**values)
 
 
-def service_matches(options: Options, service: Optional[str]) -> bool:
+def service_matches(options: "Options", service: "Optional[str]") -> bool:
     """Return True if pam_flux acts for PAM service *service*."""
     return options.service == "*" or service == options.service
 
@@ -369,7 +368,7 @@ class Broker:
     text) on failure; ENOSYS from rpc() means no such service.
     """
 
-    def rpc(self, topic: str, payload: Mapping[str, Any]) -> Any:
+    def rpc(self, topic: str, payload: "Mapping[str, Any]") -> "Any":
         """Send a request to the local rank and return the decoded response."""
         raise NotImplementedError
 
@@ -377,7 +376,7 @@ class Broker:
         """Return the broker attribute *name*."""
         raise NotImplementedError
 
-    def open_instance(self, uri: str) -> Broker:
+    def open_instance(self, uri: str) -> "Broker":
         """Connect to another instance (a sub-instance, for the guest check)."""
         raise NotImplementedError
 
@@ -385,11 +384,11 @@ class Broker:
         """Drop the connection."""
 
 
-def _is_uint(value: Any) -> bool:
+def _is_uint(value: "Any") -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def parse_check_response(obj: Any) -> Tuple[bool, Tuple[int, ...]]:
+def parse_check_response(obj: "Any") -> "Tuple[bool, Tuple[int, ...]]":
     """Validate a ``pam.check`` response; return (admitted, job IDs)."""
     if not isinstance(obj, dict):
         raise ValueError("pam.check response is not a JSON object")
@@ -402,15 +401,15 @@ def parse_check_response(obj: Any) -> Tuple[bool, Tuple[int, ...]]:
     return admitted, tuple(jobs)
 
 
-def parse_attach_response(obj: Any) -> None:
+def parse_attach_response(obj: "Any") -> None:
     """Validate a ``pam.attach`` response; raise ValueError unless attached."""
     if not isinstance(obj, dict) or obj.get("attached") is not True:
         raise ValueError('pam.attach response is not {"attached": true}')
 
 
 def joblist_request(
-    uids: Sequence[int], rank: int, max_entries: int = 0
-) -> Dict[str, Any]:
+    uids: "Sequence[int]", rank: int, max_entries: int = 0
+) -> "Dict[str, Any]":
     """Return the ``job-list.list`` payload for RUN jobs of *uids* on *rank*.
 
     *max_entries* 0 means all; one job is enough to admit a job owner.
@@ -434,7 +433,7 @@ class JobEntry(_Record):
     __slots__ = ("id", "userid", "ranks", "uri")
 
 
-def parse_joblist_response(obj: Any) -> List[JobEntry]:
+def parse_joblist_response(obj: "Any") -> "List[JobEntry]":
     """Validate a ``job-list.list`` response; return its RUN jobs.
 
     Entries in another state are dropped (the constraint asks for RUN only;
@@ -464,7 +463,7 @@ def parse_joblist_response(obj: Any) -> List[JobEntry]:
     return entries
 
 
-def uri_to_local(uri: str) -> Optional[str]:
+def uri_to_local(uri: str) -> "Optional[str]":
     """Turn a job's ``ssh://HOST/PATH`` URI into ``local:///PATH``, else None."""
     if not uri.startswith("ssh://"):
         return None
@@ -474,7 +473,7 @@ def uri_to_local(uri: str) -> Optional[str]:
     return "local://" + uri[slash:]
 
 
-def broker_uri(environ: Mapping[str, str]) -> str:
+def broker_uri(environ: "Mapping[str, str]") -> str:
     """The local broker: ``FLUX_URI`` if set, else the system instance's."""
     return environ.get("FLUX_URI") or DEFAULT_URI
 
@@ -501,7 +500,7 @@ class Verdict(_Record):
     _defaults = {"jobs": (), "source": "pam.check", "notes": ()}
 
 
-def _guest_allowed(broker: Broker, job: JobEntry, notes: List[Log]) -> bool:
+def _guest_allowed(broker: "Broker", job: "JobEntry", notes: "List[Log]") -> bool:
     local = uri_to_local(job.uri) if job.uri else None
     if local is None:
         notes.append((LOG_ERR, f"job {job.id}: cannot use instance URI {job.uri}"))
@@ -522,7 +521,7 @@ def _guest_allowed(broker: Broker, job: JobEntry, notes: List[Log]) -> bool:
     return allowed
 
 
-def check_account(broker: Broker, uid: int, options: Options) -> Verdict:
+def check_account(broker: "Broker", uid: int, options: "Options") -> "Verdict":
     """Ask the broker whether *uid* may log in on this node.
 
     Raises OSError when the broker cannot be asked or answers nonsense
@@ -585,7 +584,7 @@ def check_account(broker: Broker, uid: int, options: Options) -> Verdict:
     return Verdict(NONE, (), source, tuple(notes))
 
 
-def _uint_attr(broker: Broker, name: str) -> int:
+def _uint_attr(broker: "Broker", name: str) -> int:
     value = broker.attr_get(name)
     try:
         number = int(value)
@@ -623,12 +622,12 @@ def setup_failure_message(user: str) -> str:
 
 
 def decide_account(
-    user: Optional[str],
-    uid: Optional[int],
-    service: Optional[str],
-    outcome: Verdict | OSError | None,
-    options: Options,
-) -> Optional[Decision]:
+    user: "Optional[str]",
+    uid: "Optional[int]",
+    service: "Optional[str]",
+    outcome: "Verdict | OSError | None",
+    options: "Options",
+) -> "Optional[Decision]":
     """Map the account-phase facts to a Decision.
 
     *uid* is None when *user* is not in the password database.  *outcome* is
@@ -708,7 +707,7 @@ def decide_account(
     )
 
 
-def _errtext(exc: BaseException) -> str:
+def _errtext(exc: "BaseException") -> str:
     if isinstance(exc, OSError) and exc.strerror:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         return f"{exc.strerror} ({name})"
@@ -729,7 +728,7 @@ def slice_name(uid: int) -> str:
     return f"user-{uid}.slice"
 
 
-def session_env(uid: int) -> Tuple[Tuple[str, str], ...]:
+def session_env(uid: int) -> "Tuple[Tuple[str, str], ...]":
     """The variables a confined login gets (user@UID.service runs its bus)."""
     return (
         ("XDG_RUNTIME_DIR", f"/run/user/{uid}"),
@@ -738,12 +737,12 @@ def session_env(uid: int) -> Tuple[Tuple[str, str], ...]:
 
 
 def decide_session_start(
-    user: Optional[str],
-    uid: Optional[int],
-    service: Optional[str],
-    sentinel: Optional[Tuple[str, int]],
-    options: Options,
-) -> Optional[Decision]:
+    user: "Optional[str]",
+    uid: "Optional[int]",
+    service: "Optional[str]",
+    sentinel: "Optional[Tuple[str, int]]",
+    options: "Options",
+) -> "Optional[Decision]":
     """Decide whether open_session acts at all; None means go on.
 
     *sentinel* is the (user, uid) the account phase of this PAM handle
@@ -788,10 +787,10 @@ def decide_session(
     user: str,
     uid: int,
     stage: str,
-    error: Optional[BaseException] = None,
-    scope: Optional[str] = None,
+    error: "Optional[BaseException]" = None,
+    scope: "Optional[str]" = None,
     how: str = "",
-) -> Decision:
+) -> "Decision":
     """Map the outcome of a session stage to a Decision.
 
     *stage*: MANAGE_OFF (pam.manage-user-slice false: success, no scope),
@@ -839,11 +838,11 @@ def decide_session(
     )
 
 
-def format_log(service: Optional[str], phase: str, text: str) -> str:
+def format_log(service: "Optional[str]", phase: str, text: str) -> str:
     """Prefix a log line the way pam_syslog does: pam_flux(SERVICE:PHASE)."""
     return f"pam_flux({service or '?'}:{phase}): {text}"
 
 
-def loggable(options: Options, priority: int) -> bool:
+def loggable(options: "Options", priority: int) -> bool:
     """Return True if a line at *priority* passes ``log_level``."""
     return priority <= options.log_level

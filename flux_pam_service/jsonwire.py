@@ -12,8 +12,6 @@ behind json.decoder and json.encoder), which imports in 0.3 ms; on an
 interpreter without it they fall back to ``json``.
 """
 
-from __future__ import annotations
-
 # On the login path: no typing import (see flux_pam_service.admission).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,7 +33,7 @@ class _Context:
     parse_int = int
 
     @staticmethod
-    def parse_constant(name: str) -> Any:
+    def parse_constant(name: str) -> "Any":
         raise ValueError(f"{name} is not valid JSON")
 
 
@@ -45,7 +43,7 @@ _quote = _json.encode_basestring_ascii if _json is not None else None
 _WHITESPACE = " \t\n\r"
 
 
-def loads(text: str) -> Any:
+def loads(text: str) -> "Any":
     """Decode one JSON value that is all of *text* but for white space."""
     if _scan is None:
         import json
@@ -69,7 +67,7 @@ def loads(text: str) -> Any:
     return value
 
 
-def dumps(obj: Any) -> str:
+def dumps(obj: "Any") -> str:
     """Encode *obj* compactly (``separators=(",", ":")``, ASCII only)."""
     if _quote is None:
         import json
@@ -80,7 +78,7 @@ def dumps(obj: Any) -> str:
     return "".join(parts)
 
 
-def _encode(obj: Any, out: list) -> None:
+def _encode(obj: "Any", out: list) -> None:
     if obj is None:
         out.append("null")
     elif obj is True:

@@ -36,8 +36,6 @@ Protocol (flux-core's usock and message encoding, RFC 3).
     or an optional error text (errnum set).
 """
 
-from __future__ import annotations
-
 import errno
 import os
 import sys
@@ -200,7 +198,7 @@ class LocalBroker:
         data, self._buf = self._buf[:n], self._buf[n:]
         return data
 
-    def request(self, topic: str, payload: bytes) -> Response:
+    def request(self, topic: str, payload: bytes) -> "Response":
         """Send one request; return its response (any errnum)."""
         if self.sock is None:
             raise OSError(errno.EBADF, "connection closed")
@@ -248,7 +246,7 @@ class LocalBroker:
             raise OSError(errno.EPROTO, f"attr.get {name}: no string value")
         return value["value"]
 
-    def open_instance(self, uri: str) -> LocalBroker:
+    def open_instance(self, uri: str) -> "LocalBroker":
         broker = connect(uri, self.timeout)
         if broker is None:
             raise OSError(errno.EINVAL, f"{uri}: not a local:// URI")
@@ -270,7 +268,7 @@ def socket_path(uri: str) -> str:
     return path
 
 
-def connect(uri: str, timeout: float) -> LocalBroker:
+def connect(uri: str, timeout: float) -> "LocalBroker":
     """A LocalBroker for a ``local://`` *uri*; None for any other scheme."""
     path = socket_path(uri)
     return None if path is None else LocalBroker(path, timeout)
