@@ -1,7 +1,8 @@
 """What pam_flux decides: options, the broker protocol, account and session.
 
 pam_flux (``pam/pam_flux.py`` and flux_pam_service.pamflux, run by
-``pam_python.so`` inside sshd as root) is a thin adapter around this module.  Nothing here imports PAM, Flux or
+``pam_python.so`` inside sshd as root) is a thin adapter around this module.
+Nothing here imports PAM, Flux or
 systemd: results are PAM return code *names* ("PAM_SUCCESS"), log lines are
 ``(syslog priority, text)`` pairs, and the broker is any object with the
 methods of :class:`Broker`.
@@ -158,6 +159,9 @@ LOG_LEVELS = {
 }
 
 FLUX_JOB_STATE_RUN = 16
+# pam.check lists at most this many of the user's job IDs (for the log; the
+# reason gives the count), so its answer does not grow with the jobs.
+CHECK_MAX_JOBS = 8
 
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 # systemd unit name characters (systemd.unit(5)), less "@" (templates)
@@ -398,6 +402,8 @@ def parse_check_response(obj: "Any") -> "Tuple[bool, Tuple[int, ...]]":
     jobs = obj.get("jobs", [])
     if not isinstance(jobs, list) or not all(_is_uint(j) for j in jobs):
         raise ValueError("pam.check response: jobs is not an array of job IDs")
+    if "njobs" in obj and not _is_uint(obj["njobs"]):
+        raise ValueError("pam.check response: njobs is not a count")
     return admitted, tuple(jobs)
 
 
@@ -530,7 +536,7 @@ def check_account(broker: "Broker", uid: int, options: "Options") -> "Verdict":
     notes: List[Log] = []
     ask_joblist_for_owner = False
     try:
-        response = broker.rpc("pam.check", {"uid": uid})
+        response = broker.rpc("pam.check", {"uid": uid, "max_jobs": CHECK_MAX_JOBS})
         admitted, jobs = parse_check_response(response)
         if isinstance(response.get("reason"), str):
             notes.append((LOG_DEBUG, f"pam.check: {response['reason']}"))

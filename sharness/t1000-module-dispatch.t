@@ -63,6 +63,21 @@ test_expect_success 'pam.check admits the user on the job ranks only' '
 	jq -e ".admitted == false and .jobs == []" check2 &&
 	jq -r .reason check2 | grep "no running job on rank 2"
 '
+test_expect_success 'pam.check max_jobs lists the lowest IDs, njobs counts all' '
+	jobid2=$(pam_submit 1000 --requires=rank:1 sleep inf) &&
+	flux job wait-event -t 30 $jobid2 start &&
+	id2=$(flux job id $jobid2) &&
+	pam_wait_users 1 "1000:$(printf "%s\n" $id $id2 | sort | paste -sd,)" &&
+	pam_rpc --rank 1 pam.check "{\"uid\": 1000, \"max_jobs\": 1}" >checkm &&
+	jq -e ".admitted == true and .jobs == [$id] and .njobs == 2" checkm &&
+	pam_rpc --rank 1 pam.check "{\"uid\": 1000}" >checka &&
+	jq -e ".jobs == [$id,$id2] and .njobs == 2" checka &&
+	test_must_fail pam_rpc --rank 1 pam.check \
+		"{\"uid\": 1000, \"max_jobs\": -1}" 2>em &&
+	grep "EPROTO: pam.check: max_jobs is missing or not an integer" em &&
+	flux cancel $jobid2 &&
+	pam_wait_users 1 "1000:$id"
+'
 test_expect_success 'pam.attach confirms a scope for an active user only' '
 	pam_rpc --rank 0 pam.attach \
 		"{\"uid\": 1000, \"scope\": \"flux-pam-42.scope\"}" >attach &&

@@ -67,7 +67,11 @@ field):
                                    from rank 0's module (owner only)
     pam.sync {jobs: [{id, userid, R, running}]}   from rank 0 (owner only)
     pam.sync-request {rank} -> {jobs: [...]}      rank 0 only (owner only)
-    pam.check {uid} -> {uid, admitted, jobs, reason}       root/owner
+    pam.check {uid, max_jobs?} -> {uid, admitted, jobs, njobs, reason}
+                                   root/owner; jobs lists the lowest max_jobs
+                                   running job IDs (all without max_jobs),
+                                   njobs counts them all: pam_flux asks for a
+                                   few, so the answer stays small at any count
     pam.attach {uid, scope} -> {attached: true} | EPERM    root/owner
     pam.prolog {id} -> {id, uid, result: applied|skipped}  root/owner
     pam.housekeeping {id} -> {id, uid, result: applied|torn-down|skipped}
@@ -79,6 +83,7 @@ field):
 """
 
 import errno
+import heapq
 import json
 import os
 import syslog
@@ -1027,19 +1032,28 @@ class PamModule(BrokerModule):
         tearing = user is not None and user.busy == "teardown"
         return self.table.admitted(uid) and not tearing
 
-    def _running_jobs(self, uid: int) -> List[int]:
-        return sorted(j for j, job in self.table.jobs(uid).items() if job.running)
+    def _running_jobs(self, uid: int, limit: Optional[int] = None) -> List[int]:
+        """The user's running job IDs, sorted; the lowest *limit* if given."""
+        running = [j for j, job in self.table.jobs(uid).items() if job.running]
+        if limit is not None and limit < len(running):
+            return heapq.nsmallest(limit, running)
+        return sorted(running)
+
+    def _njobs(self, uid: int) -> int:
+        return sum(1 for job in self.table.jobs(uid).values() if job.running)
 
     @request_handler("check", allow_guest=True)
     def check(self, msg: Any) -> None:
         def fn(msg: Any, p: dict) -> None:
             uid = self._int(p, "uid")
-            jobs = self._running_jobs(uid)
+            limit = self._int(p, "max_jobs") if "max_jobs" in p else None
+            njobs = self._njobs(uid)
+            jobs = self._running_jobs(uid, limit)
             admitted = self._admitted(uid)
             if uid == self.owner:
                 reason = f"uid {uid} is the instance owner (not managed)"
             elif admitted:
-                reason = f"{len(jobs)} running job(s) on rank {self.rank}"
+                reason = f"{njobs} running job(s) on rank {self.rank}"
             elif jobs:
                 reason = f"user {uid}: teardown in progress on rank {self.rank}"
             else:
@@ -1050,6 +1064,7 @@ class PamModule(BrokerModule):
                     "uid": uid,
                     "admitted": admitted,
                     "jobs": jobs if admitted else [],
+                    "njobs": njobs if admitted else 0,
                     "reason": reason,
                 },
             )

@@ -57,7 +57,7 @@ def test_account_admits_user_with_running_job(rig):
     rig.stack()
     res = rig.expect(USER, [("account", "PAM_SUCCESS")])
     assert res.errors == []
-    assert rig.rpcs() == [("pam.check", {"uid": UID})]
+    assert rig.rpcs() == [("pam.check", {"uid": UID, "max_jobs": 8})]
 
 
 def test_account_denies_user_without_jobs_with_message_and_log(rig):
@@ -101,7 +101,7 @@ def test_account_falls_back_to_job_list_when_module_not_loaded(rig):
     rig.stack()
     rig.expect(USER, [("account", "PAM_SUCCESS")])
     topics = rig.rpcs()
-    assert topics[0] == ("pam.check", {"uid": UID})
+    assert topics[0] == ("pam.check", {"uid": UID, "max_jobs": 8})
     topic, payload = topics[1]
     assert topic == "job-list.list"
     assert payload["constraint"] == {
@@ -293,7 +293,7 @@ def test_pamtester_imports_package_through_pythonpath_option(rig):
     rig.answers(rpc=ADMITTED)
     proc = rig.pamtester(USER, "acct_mgmt")
     assert proc.returncode == 0, proc.stderr
-    assert rig.rpcs()[-1] == ("pam.check", {"uid": UID})
+    assert rig.rpcs()[-1] == ("pam.check", {"uid": UID, "max_jobs": 8})
 
 
 # --- session ---------------------------------------------------------------

@@ -113,6 +113,8 @@ def test_check_response_is_validated():
     ok = admission.parse_check_response({"admitted": True, "jobs": [1, 2]})
     assert ok == (True, (1, 2))
     assert admission.parse_check_response({"admitted": False}) == (False, ())
+    many = {"admitted": True, "jobs": [1, 2], "njobs": 1000}
+    assert admission.parse_check_response(many) == (True, (1, 2))
     for bad in (
         [],
         {},
@@ -120,6 +122,8 @@ def test_check_response_is_validated():
         {"admitted": True, "jobs": "1"},
         {"admitted": True, "jobs": [-1]},
         {"admitted": True, "jobs": [True]},
+        {"admitted": True, "jobs": [1], "njobs": -1},
+        {"admitted": True, "jobs": [1], "njobs": "3"},
     ):
         with pytest.raises(ValueError, match="pam.check"):
             admission.parse_check_response(bad)
