@@ -106,7 +106,8 @@ def inner_serve(args: dict) -> dict:
         _wait_count(h, "run", len(active))
         samples, answers = [], None
         if args["mode"] == "service":
-            topic, payload = "pam.check", {"uid": uid}
+            topic = "pam.check"
+            payload = {"uid": uid, "max_jobs": admission.CHECK_MAX_JOBS}
         else:
             topic, payload = "job-list.list", admission.joblist_request([uid], 0)
         for _ in range(args["rpc_samples"]):
@@ -114,7 +115,7 @@ def inner_serve(args: dict) -> dict:
             resp = h.rpc(topic, payload, 0).get()
             samples.append((time.perf_counter() - t0) * 1000)
         if args["mode"] == "service":
-            answers = len(resp.get("jobs", [])) if resp.get("admitted") else 0
+            answers = resp.get("njobs", 0) if resp.get("admitted") else 0
         else:
             answers = len(resp.get("jobs", []))
         step = {
@@ -539,7 +540,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="jobs 1,100; 10 samples")
     ap.add_argument("--jobs", default="1,100,1000")
-    ap.add_argument("--samples", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument(
         "--no-node", action="store_true", help="time logins on the host only"
