@@ -11,7 +11,9 @@ else; the caller (broker module or prolog/housekeeping) carries them out.
 A job is *running* from its start until cleanup() (the job left the RUN
 state: finish or fatal exception).  Only running jobs admit logins; a job in
 CLEANUP still counts for the union until end(), because its processes and
-housekeeping may still be there.
+housekeeping may still be there.  Running jobs are indexed per user, so
+admitted(), nrunning() and running(uid, limit) cost the same whatever the
+number of jobs (they answer every login).
 
 The instance owner is never managed: its jobs are ignored.
 
@@ -22,6 +24,10 @@ Interface:
         cleanup(jobid) -> [Action]        (always empty; flips admission)
         end(jobid) -> [Action]
         admitted(uid) -> bool             a running job is here
+        running(uid, limit=None) -> [jobid]
+                                          running jobs, in start order; the
+                                          first *limit* only if given
+        nrunning(uid) -> int
         union(uid) -> Resources
         jobs(uid) -> {jobid: Job}
         users() -> [uid]
@@ -29,6 +35,7 @@ Interface:
 """
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Dict, List, Optional
 
 from .rv1 import EMPTY, Resources, union
@@ -64,6 +71,7 @@ class UserTable:
         self._jobs: Dict[int, Job] = {}
         self._users: Dict[int, Dict[int, Job]] = {}
         self._union: Dict[int, Resources] = {}
+        self._running: Dict[int, Dict[int, None]] = {}  # uid -> running jobids
 
     def start(self, jobid: int, uid: int, resources: Resources) -> List[Action]:
         """Record that *jobid* of *uid* holds *resources* here.
@@ -77,6 +85,7 @@ class UserTable:
         user = self._users.setdefault(uid, {})
         first = not user
         user[jobid] = job
+        self._running.setdefault(uid, {})[jobid] = None
         before = self._union.get(uid, EMPTY)
         after = before | resources
         self._union[uid] = after
@@ -91,7 +100,15 @@ class UserTable:
         job = self._jobs.get(jobid)
         if job is not None:
             job.running = False
+            self._not_running(job.uid, jobid)
         return []
+
+    def _not_running(self, uid: int, jobid: int) -> None:
+        running = self._running.get(uid)
+        if running is not None:
+            running.pop(jobid, None)
+            if not running:
+                del self._running[uid]
 
     def end(self, jobid: int) -> List[Action]:
         """Forget *jobid*.  Ending an unknown job is a no-op."""
@@ -100,6 +117,7 @@ class UserTable:
             return []
         user = self._users[job.uid]
         del user[jobid]
+        self._not_running(job.uid, jobid)
         if not user:
             del self._users[job.uid]
             del self._union[job.uid]
@@ -113,7 +131,18 @@ class UserTable:
 
     def admitted(self, uid: int) -> bool:
         """True if *uid* has a running job on this rank."""
-        return any(job.running for job in self._users.get(uid, {}).values())
+        return uid in self._running
+
+    def running(self, uid: int, limit: Optional[int] = None) -> List[int]:
+        """The user's running jobs here in start order (the first *limit*)."""
+        jobs = self._running.get(uid, {})
+        if limit is None or limit >= len(jobs):
+            return list(jobs)
+        return list(islice(jobs, limit))
+
+    def nrunning(self, uid: int) -> int:
+        """How many running jobs the user has here."""
+        return len(self._running.get(uid, ()))
 
     def union(self, uid: int) -> Resources:
         """The union of the resources of the user's active jobs here."""

@@ -63,7 +63,7 @@ test_expect_success 'pam.check admits the user on the job ranks only' '
 	jq -e ".admitted == false and .jobs == []" check2 &&
 	jq -r .reason check2 | grep "no running job on rank 2"
 '
-test_expect_success 'pam.check max_jobs lists the lowest IDs, njobs counts all' '
+test_expect_success 'pam.check max_jobs lists the first started jobs, njobs counts all' '
 	jobid2=$(pam_submit 1000 --requires=rank:1 sleep inf) &&
 	flux job wait-event -t 30 $jobid2 start &&
 	id2=$(flux job id $jobid2) &&

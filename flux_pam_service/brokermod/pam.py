@@ -68,10 +68,11 @@ field):
     pam.sync {jobs: [{id, userid, R, running}]}   from rank 0 (owner only)
     pam.sync-request {rank} -> {jobs: [...]}      rank 0 only (owner only)
     pam.check {uid, max_jobs?} -> {uid, admitted, jobs, njobs, reason}
-                                   root/owner; jobs lists the lowest max_jobs
-                                   running job IDs (all without max_jobs),
-                                   njobs counts them all: pam_flux asks for a
-                                   few, so the answer stays small at any count
+                                   root/owner; jobs lists the running job IDs
+                                   in start order, the first max_jobs only if
+                                   given; njobs counts them all.  pam_flux
+                                   asks for a few: the answer costs the same
+                                   at any number of jobs
     pam.attach {uid, scope} -> {attached: true} | EPERM    root/owner
     pam.prolog {id} -> {id, uid, result: applied|skipped}  root/owner
     pam.housekeeping {id} -> {id, uid, result: applied|torn-down|skipped}
@@ -83,7 +84,6 @@ field):
 """
 
 import errno
-import heapq
 import json
 import os
 import syslog
@@ -1032,23 +1032,13 @@ class PamModule(BrokerModule):
         tearing = user is not None and user.busy == "teardown"
         return self.table.admitted(uid) and not tearing
 
-    def _running_jobs(self, uid: int, limit: Optional[int] = None) -> List[int]:
-        """The user's running job IDs, sorted; the lowest *limit* if given."""
-        running = [j for j, job in self.table.jobs(uid).items() if job.running]
-        if limit is not None and limit < len(running):
-            return heapq.nsmallest(limit, running)
-        return sorted(running)
-
-    def _njobs(self, uid: int) -> int:
-        return sum(1 for job in self.table.jobs(uid).values() if job.running)
-
     @request_handler("check", allow_guest=True)
     def check(self, msg: Any) -> None:
         def fn(msg: Any, p: dict) -> None:
             uid = self._int(p, "uid")
             limit = self._int(p, "max_jobs") if "max_jobs" in p else None
-            njobs = self._njobs(uid)
-            jobs = self._running_jobs(uid, limit)
+            njobs = self.table.nrunning(uid)
+            jobs = self.table.running(uid, limit)
             admitted = self._admitted(uid)
             if uid == self.owner:
                 reason = f"uid {uid} is the instance owner (not managed)"

@@ -386,6 +386,10 @@ class UserTableMachine(RuleBasedStateMachine):
             mine = [(r, running) for u, r, running in self.model.values() if u == uid]
             assert self.table.union(uid) == rv1.union(r for r, _ in mine)
             assert self.table.admitted(uid) == any(running for _, running in mine)
+            ids = [j for j, (u, _, run) in self.model.items() if u == uid and run]
+            assert self.table.running(uid) == ids  # start order
+            assert self.table.nrunning(uid) == len(ids)
+            assert self.table.running(uid, 2) == ids[:2]
         for jobid, (uid, _, _) in self.model.items():
             assert self.table.uid_of(jobid) == uid
 
