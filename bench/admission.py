@@ -219,6 +219,35 @@ def sample(place: Place, user: str, uri: str, samples: int) -> dict:
     }
 
 
+def instructions(user: str, uri: str, runs: int = 20) -> dict:
+    """User-space instructions per pamtester run for each stack (host only).
+
+    ``perf stat -e instructions:u`` counts the same for the same work
+    whatever else the machine does, unlike time; {} where perf cannot count.
+    """
+    out = {}
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "FLUX_URI": uri}
+    for stack in STACKS:
+        try:
+            r = subprocess.run(
+                ["perf", "stat", "-x,", "-r", str(runs), "-e", "instructions:u"]
+                + ["pamtester", PAM_PREFIX + stack, user, "acct_mgmt"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+        except OSError:
+            return {}
+        for line in r.stderr.splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2].startswith("instructions"):
+                try:
+                    out[stack] = int(fields[0])
+                except ValueError:
+                    return {}  # <not supported>
+    return out if len(out) == len(STACKS) else {}
+
+
 def stages(place: Place, uri: str, uid: int, samples: int) -> dict:
     """Where a login's time goes there (bench/pam_stages.py)."""
     script = os.path.join(bl.TOP, "bench", "pam_stages.py")
@@ -300,6 +329,8 @@ def measure_mode(mode: str, uid: int, places: list, counts: list, samples: int) 
                     step["stages_ms"] = stages(
                         place, base["uri"], uid, max(10, samples // 2)
                     )
+                    if place.bed is None:
+                        step["instructions"] = instructions(user, base["uri"])
                 steps.append(step)
                 print(
                     f"admission: {mode} K={k} {place.name}: "
@@ -472,6 +503,15 @@ def report(data: dict) -> str:
         out += f"\n(node: skipped: {data['node_skipped']})"
     for mode, res in data["modes"].items():
         for step in res["steps"]:
+            ins = step.get("instructions")
+            if ins:
+                base = ins["pam_python"]
+                out += "\n\n" + bl.format_table(
+                    f"user-space instructions per pamtester run ({mode},"
+                    f" {step.get('place', 'host')}, {step['k']} jobs; perf stat)",
+                    ["stack", "instructions", "above no-op pam_python"],
+                    [[s, ins[s], ins[s] - base] for s in STACKS],
+                )
             if not step.get("stages_ms"):
                 continue
             out += "\n\n" + bl.format_table(

@@ -165,6 +165,11 @@ def adm_data():
             },
             "failures": {"permit": 0, "pam_python": 0, "pam_flux": 1},
             "stages_ms": {"connect": summ(0.4, 0.6)} if k == 1000 else None,
+            "instructions": (
+                {"permit": 2_000_000, "pam_python": 88_000_000, "pam_flux": 97_000_000}
+                if place == "host"
+                else None
+            ),
         }
 
     return {
@@ -192,6 +197,8 @@ def test_admission_rows_subtract_both_baselines_per_place():
     text = admission.report(adm_data())
     assert "uid 1000" in text
     assert "where pam_flux's time goes (service, node, 1000 jobs" in text
+    assert "user-space instructions per pamtester run (service, host, 1 jobs" in text
+    assert "9000000" in text  # pam_flux above the no-op pam_python stack
 
 
 # ------------------------------------------------------------------ floor
