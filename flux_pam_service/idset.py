@@ -8,7 +8,10 @@ Interface:
     encode(ids) -> canonical string: sorted, ranges merged, no brackets
 """
 
-from typing import Iterable
+# decode() is on pam_flux's login path (job-list answers): no typing import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 # Flux's IDSET_INVALID_ID is UINT_MAX; refuse ids that could not be represented.
 MAX_ID = 2**32 - 2
@@ -43,7 +46,7 @@ def decode(text: str) -> frozenset:
     return frozenset(ids)
 
 
-def encode(ids: Iterable) -> str:
+def encode(ids: "Iterable") -> str:
     """Return the canonical idset string for *ids*."""
     out = []
     start = prev = None

@@ -1,6 +1,7 @@
 """RFC 23 Flux Standard Duration (flux_pam_service.fsd)."""
 
 import math
+import re
 
 import pytest
 from hypothesis import given
@@ -106,3 +107,27 @@ def test_encode_then_parse_is_exact(seconds):
 def test_parse_then_encode_then_parse_is_stable(n, unit):
     seconds = fsd.parse(f"{n}{unit}")
     assert fsd.parse(fsd.encode(seconds)) == seconds
+
+
+# RFC 23's grammar as a regular expression: the specification parse() is
+# checked against (fsd itself avoids importing re: it runs at every login).
+FSD_GRAMMAR = re.compile(
+    r"^(?:[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?)"
+    r"(?:ms|s|m|h|d)?$"
+)
+
+
+@given(st.text(alphabet="0123456789.eE+-smhd", max_size=8))
+def test_parse_accepts_exactly_the_rfc23_grammar(text):
+    try:
+        fsd.parse(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+    grammatical = FSD_GRAMMAR.match(text) is not None
+    if grammatical and not accepted:
+        # only an out-of-range value may be refused, e.g. 1e999
+        with pytest.raises(ValueError, match="out of range"):
+            fsd.parse(text)
+    else:
+        assert accepted == grammatical, text
