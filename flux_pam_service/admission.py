@@ -500,10 +500,12 @@ class Verdict(_Record):
     jobs    the job IDs that admit (OWNER), or the guest's job (GUEST)
     source  "pam.check" or "job-list"
     notes   (priority, text) lines to log
+    manage  the module's pam.manage-user-slice, as pam.check answered it;
+            None when it did not (job-list): the session reads the config
     """
 
-    __slots__ = ("kind", "jobs", "source", "notes")
-    _defaults = {"jobs": (), "source": "pam.check", "notes": ()}
+    __slots__ = ("kind", "jobs", "source", "notes", "manage")
+    _defaults = {"jobs": (), "source": "pam.check", "notes": (), "manage": None}
 
 
 def _guest_allowed(broker: "Broker", job: "JobEntry", notes: "List[Log]") -> bool:
@@ -541,7 +543,10 @@ def check_account(broker: "Broker", uid: int, options: "Options") -> "Verdict":
         if isinstance(response.get("reason"), str):
             notes.append((LOG_DEBUG, f"pam.check: {response['reason']}"))
         if admitted:
-            return Verdict(OWNER, jobs, "pam.check", tuple(notes))
+            manage = response.get("manage_user_slice")
+            if not isinstance(manage, bool):
+                manage = None
+            return Verdict(OWNER, jobs, "pam.check", tuple(notes), manage)
         if not options.allow_guest_user:
             return Verdict(NONE, (), "pam.check", tuple(notes))
         source = "pam.check"
@@ -746,13 +751,13 @@ def decide_session_start(
     user: "Optional[str]",
     uid: "Optional[int]",
     service: "Optional[str]",
-    sentinel: "Optional[Tuple[str, int]]",
+    sentinel: "Optional[Tuple[str, int, Optional[bool]]]",
     options: "Options",
 ) -> "Optional[Decision]":
     """Decide whether open_session acts at all; None means go on.
 
-    *sentinel* is the (user, uid) the account phase of this PAM handle
-    admitted as a job owner, or None.
+    *sentinel* is the (user, uid, manage) the account phase of this PAM
+    handle admitted as a job owner (manage: Verdict.manage), or None.
     """
     if service == SYSTEMD_USER_SERVICE:
         return Decision(
@@ -770,7 +775,7 @@ def decide_session_start(
                 (LOG_DEBUG, "no session setup: not admitted by pam_flux as job owner"),
             ),
         )
-    if (user, uid) != sentinel:
+    if (user, uid) != tuple(sentinel[:2]):
         return Decision(
             "PAM_SESSION_ERR",
             setup_failure_message(user or "?"),

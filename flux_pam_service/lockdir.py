@@ -37,7 +37,11 @@ import fcntl
 import os
 import stat
 import time
-from typing import Iterator
+
+# On pam_flux's session path: no typing import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterator
 
 DEFAULT = "/run/flux-pam"
 
@@ -113,7 +117,7 @@ def _lock_path(uid: int, path: str) -> str:
 @contextlib.contextmanager
 def user_lock(
     uid: int, path: str = DEFAULT, timeout: float = 30.0, owner: int = 0
-) -> Iterator[int]:
+) -> "Iterator[int]":
     """Hold the exclusive per-user lock; yields the lock file descriptor.
 
     The wait is bounded: LOCK_EX|LOCK_NB is retried with a growing pause

@@ -39,7 +39,8 @@ logs to syslog (LOG_AUTHPRIV) and returns PAM_PERM_DENIED.
 
 Session (open_session).  Only for users this PAM handle's account phase
 admitted as job owners; everyone else gets PAM_IGNORE.  With
-``pam.manage-user-slice`` true it starts ``PREFIX-PID.scope`` in
+``pam.manage-user-slice`` true (as the module's pam.check answer gave it,
+else as read from the config directory) it starts ``PREFIX-PID.scope`` in
 ``user-UID.slice`` holding this process (sshd's privileged session process),
 then confirms it with ``pam.attach`` or, if the module is not loaded, with the
 marker LOCKDIR/uid.UID.active read under the per-user lock.  On refusal or
@@ -207,7 +208,7 @@ def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
         outcome = _check(call, uid)
         decision = adm.decide_account(user, uid, call.service, outcome, call.options)
     if decision.sentinel:
-        sentinels[pamh.pamh] = (user, uid)
+        sentinels[pamh.pamh] = (user, uid, outcome.manage)
     return call.apply(decision)
 
 
@@ -312,16 +313,21 @@ def open_session(pamh: object, argv: list, sentinels: dict) -> int:
     decision = adm.decide_session_start(user, uid, call.service, sentinel, call.options)
     if decision is not None:
         return call.apply(decision)
-    from flux_pam_service import config
+    manage = sentinel[2]
+    if manage is None:
+        # The module did not say (job-list fallback): read the config.  In
+        # module mode the module's answer is used, the config it acts on;
+        # reading TOML costs a fresh interpreter 20-40 ms (tomllib, re).
+        from flux_pam_service import config
 
-    try:
-        manage = config.load(call.options.config, strict=False).manage_user_slice
-    except (config.ConfigError, OSError) as exc:
-        error = _bare(exc)
-    else:
-        error = None
-    if error is not None:
-        return call.apply(adm.decide_session(user, uid, adm.CONFIG, error))
+        try:
+            manage = config.load(call.options.config, strict=False).manage_user_slice
+        except (config.ConfigError, OSError) as exc:
+            error = _bare(exc)
+        else:
+            error = None
+        if error is not None:
+            return call.apply(adm.decide_session(user, uid, adm.CONFIG, error))
     if not manage:
         return call.apply(adm.decide_session(user, uid, adm.MANAGE_OFF))
     # The lock directory is checked in service mode too: a directory others

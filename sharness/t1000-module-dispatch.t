@@ -59,6 +59,7 @@ test_expect_success 'each rank holds only its local cores of the job' '
 test_expect_success 'pam.check admits the user on the job ranks only' '
 	pam_rpc --rank 1 pam.check "{\"uid\": 1000}" >check1 &&
 	jq -e ".admitted == true and .jobs == [$id] and .uid == 1000" check1 &&
+	jq -e ".manage_user_slice == false" check1 &&
 	pam_rpc --rank 2 pam.check "{\"uid\": 1000}" >check2 &&
 	jq -e ".admitted == false and .jobs == []" check2 &&
 	jq -r .reason check2 | grep "no running job on rank 2"

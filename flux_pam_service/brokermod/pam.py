@@ -67,7 +67,8 @@ field):
                                    from rank 0's module (owner only)
     pam.sync {jobs: [{id, userid, R, running}]}   from rank 0 (owner only)
     pam.sync-request {rank} -> {jobs: [...]}      rank 0 only (owner only)
-    pam.check {uid, max_jobs?} -> {uid, admitted, jobs, njobs, reason}
+    pam.check {uid, max_jobs?} -> {uid, admitted, jobs, njobs,
+                                   manage_user_slice, reason}
                                    root/owner; jobs lists the running job IDs
                                    in start order, the first max_jobs only if
                                    given; njobs counts them all.  pam_flux
@@ -1055,6 +1056,7 @@ class PamModule(BrokerModule):
                     "admitted": admitted,
                     "jobs": jobs if admitted else [],
                     "njobs": njobs if admitted else 0,
+                    "manage_user_slice": self._managing(),
                     "reason": reason,
                 },
             )

@@ -364,6 +364,37 @@ def test_session_refused_when_config_is_bad(rig, text):
     assert any("cannot read the configuration" in line for line in rig.logs())
 
 
+def module_says(manage):
+    answer = {"admitted": True, "jobs": [1234], "manage_user_slice": manage}
+    return {"pam.check": {"response": answer}}
+
+
+def test_session_takes_manage_user_slice_from_the_module_not_the_config(rig):
+    """pam.check's manage_user_slice wins; the config is not even read."""
+    rig.answers(rpc=module_says(False))
+    rig.config(text="[pam\n")  # unreadable: would refuse if it were read
+    rig.stack()
+    res = rig.expect(
+        USER,
+        [("account", "PAM_SUCCESS"), ("open_session", "PAM_SUCCESS")],
+    )
+    assert "XDG_RUNTIME_DIR" not in res.env
+    assert not any("configuration" in line for line in rig.logs())
+
+
+def test_session_with_module_managing_goes_on_to_the_scope(rig, tmp_path):
+    rig.answers(rpc=module_says(True))
+    rig.config(manage_user_slice=False)  # the module's answer wins
+    rig.stack()
+    res = rig.expect(
+        USER,
+        [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")],
+        env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"},
+    )
+    assert res.errors == [SETUP_FAILED]
+    assert any("cannot create flux-pam-" in line for line in rig.logs())
+
+
 def test_session_refused_when_config_is_missing(rig, tmp_path):
     rig.answers(rpc=ADMITTED)
     rig.stack([f"config={tmp_path}/nowhere"])

@@ -401,3 +401,36 @@ def test_joblist_fallback_asks_for_every_job_when_guests_are_allowed():
     admission.check_account(broker, 1000, opts)
     assert [r["max_entries"] for r in broker.requests] == [0]
     assert broker.requests[0]["constraint"]["and"][0] == {"userid": [1000, 999]}
+
+
+class _CheckBroker(admission.Broker):
+    def __init__(self, response):
+        self.response = response
+        self.requests: list = []
+
+    def rpc(self, topic, payload):
+        self.requests.append((topic, payload))
+        return self.response
+
+
+@pytest.mark.parametrize(
+    "answer, manage",
+    [(True, True), (False, False), ("yes", None), (None, None)],
+)
+def test_check_account_keeps_the_modules_manage_user_slice(answer, manage):
+    response = {"admitted": True, "jobs": [5], "njobs": 1}
+    if answer is not None:
+        response["manage_user_slice"] = answer
+    broker = _CheckBroker(response)
+    verdict = admission.check_account(broker, 1000, admission.parse_options([]))
+    assert verdict.kind == admission.OWNER and verdict.manage is manage
+    assert broker.requests == [
+        ("pam.check", {"uid": 1000, "max_jobs": admission.CHECK_MAX_JOBS})
+    ]
+
+
+def test_session_start_accepts_the_sentinel_with_the_modules_answer():
+    opts = admission.parse_options([])
+    assert admission.decide_session_start("u", 5, "sshd", ("u", 5, True), opts) is None
+    d = admission.decide_session_start("v", 6, "sshd", ("u", 5, None), opts)
+    assert d.result == "PAM_SESSION_ERR"
