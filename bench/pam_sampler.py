@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Time ``pamtester SERVICE USER acct_mgmt`` for several PAM services.
 
-    pam_sampler.py USER SAMPLES SERVICE...     (environment passed to pamtester:
-                                                PATH, and FLUX_URI if set)
+    pam_sampler.py [--ops OP,OP...] USER SAMPLES SERVICE...
+        (pamtester operations, default acct_mgmt; environment passed to
+        pamtester: PATH, and FLUX_URI if set)
 
 Runs where the logins are timed: on the host, or inside the test bed (a
 clean Debian userland, the way a compute node's sshd sees Python), so it uses
@@ -20,6 +21,9 @@ import time
 
 
 def main(argv: list) -> int:
+    ops = ["acct_mgmt"]
+    if argv[:1] == ["--ops"]:
+        ops, argv = argv[1].split(","), argv[2:]
     user, samples, services = argv[0], int(argv[1]), argv[2:]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     if os.environ.get("FLUX_URI"):
@@ -32,7 +36,7 @@ def main(argv: list) -> int:
         for s in order:
             t0 = time.perf_counter()
             r = subprocess.run(
-                ["pamtester", s, user, "acct_mgmt"],
+                ["pamtester", s, user] + ops,
                 env=env,
                 capture_output=True,
                 text=True,

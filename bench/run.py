@@ -2,7 +2,8 @@
 """Run every benchmark in bench/ and check the targets of the design.
 
     make bench                     (= .venv/bin/python bench/run.py)
-    bench/run.py [--quick] [--only floor,memory,scale,admission,job_overhead]
+    bench/run.py [--quick]
+                 [--only floor,memory,scale,admission,session,job_overhead]
 
 Run as root on a machine with flux-core (/opt/flux or FLUX) and what
 scripts/install-deps installs.  One systemd test bed (t/testbed.py) is
@@ -31,13 +32,14 @@ import benchlib as bl  # noqa: E402
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 STACK_NAMES = ("pam_flux", "pam_python", "permit")
-ORDER = ("floor", "memory", "scale", "admission", "job_overhead")
+ORDER = ("floor", "memory", "scale", "admission", "session", "job_overhead")
 NEEDS_TESTBED = ("floor", "job_overhead")
 TIMEOUT = {
     "floor": 600,
     "memory": 600,
     "scale": 900,
     "admission": 900,
+    "session": 900,
     "job_overhead": 1800,
 }
 

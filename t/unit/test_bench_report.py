@@ -17,6 +17,7 @@ import job_overhead  # noqa: E402
 import memory  # noqa: E402
 import run  # noqa: E402
 import scale  # noqa: E402
+import session  # noqa: E402
 
 
 @pytest.fixture
@@ -201,6 +202,43 @@ def test_admission_rows_subtract_both_baselines_per_place():
     assert "9000000" in text  # pam_flux above the no-op pam_python stack
 
 
+# ------------------------------------------------------------------ session
+
+
+def session_data():
+    def run(sshd, nosession):
+        return {
+            "sshd": summ(sshd, sshd + 10),
+            "flux-pam-bench-nosession": summ(nosession, nosession + 4),
+        }
+
+    return {"runs": {"account": run(50.0, 45.0), "session": run(110.0, 65.0)}}
+
+
+def test_session_share_is_the_difference_of_differences():
+    data = session_data()
+    # (110 - 50) - (65 - 45) = 40 at the median; the p95s add 10 and 4
+    assert session.share(data, "median") == pytest.approx(40.0)
+    assert session.share(data, "p95") == pytest.approx(40.0)
+    assert "pam_flux session step: 40.0 ms median" in session.report(data)
+
+
+def test_session_stack_drops_only_pam_flux_session_and_widens_its_account():
+    sshd = (
+        "@include common-account\n"
+        "account required pam_python.so /usr/lib/flux-pam/pam_flux.py config=/c\n"
+        "session required pam_limits.so\n"
+        "session requisite pam_python.so /usr/lib/flux-pam/pam_flux.py config=/c\n"
+    )
+    out = session.no_session_stack(sshd).splitlines()
+    assert out == [
+        "@include common-account",
+        "account required pam_python.so /usr/lib/flux-pam/pam_flux.py config=/c"
+        " service=*",
+        "session required pam_limits.so",
+    ]
+
+
 # ------------------------------------------------------------------ floor
 
 
@@ -344,6 +382,7 @@ def test_targets_without_results_are_not_measured():
         (floor, floor_data),
         (memory, mem_data),
         (scale, scale_data),
+        (session, session_data),
     ],
 )
 def test_each_benchmark_draws_its_plot(results, mod, data):
