@@ -19,12 +19,17 @@ def container_path(testbed, path):
 def reset_user(testbed, uid, user):
     """Put a user's slice back to nothing: no processes, no units, no linger."""
     from flux_pam_service import properties
-    from flux_pam_service.systemd import DBusError, Systemd
+    from flux_pam_service.systemd import NO_SUCH_UNIT, DBusError, Systemd
 
     testbed.run(["rm", "-f", f"/var/lib/systemd/linger/{user}"])
     with Systemd(testbed.address, timeout=10.0) as sd:
-        if sd.get_unit(f"user-{uid}.slice"):
-            sd.kill_unit(f"user-{uid}.slice", "all", 9)
+        try:
+            if sd.get_unit(f"user-{uid}.slice"):
+                sd.kill_unit(f"user-{uid}.slice", "all", 9)
+        except DBusError as exc:
+            # systemd may collect the emptied slice between the two calls
+            if exc.name != NO_SUCH_UNIT:
+                raise
         for _ in range(100):
             if not sd.unit_processes(f"user-{uid}.slice"):
                 break
