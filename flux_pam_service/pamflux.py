@@ -100,7 +100,6 @@ class _Call:
         self.pamh = pamh
         self.phase = phase
         self.options = None
-        self.admission = admission
         self.logfile = None
         try:
             self.service = pamh.service
@@ -124,8 +123,8 @@ class _Call:
             )
 
     def log(self, priority: int, text: str) -> None:
-        if self.options is None or self.admission.loggable(self.options, priority):
-            _syslog(priority, self.admission.format_log(self.service, self.phase, text))
+        if self.options is None or admission.loggable(self.options, priority):
+            _syslog(priority, admission.format_log(self.service, self.phase, text))
         if self.logfile:
             import json
 
@@ -140,7 +139,7 @@ class _Call:
             return brokerclient.AnswerFile(opts.test_answers)
         from flux_pam_service import localbroker
 
-        uri = self.admission.broker_uri(os.environ)
+        uri = admission.broker_uri(os.environ)
         broker = localbroker.connect(uri, opts.timeout)
         if broker is None:
             from flux_pam_service import brokerclient
@@ -170,7 +169,7 @@ class _Call:
             try:
                 pamh.conversation(pamh.Message(pamh.PAM_ERROR_MSG, decision.message))
             except pamh.exception as exc:
-                self.log(self.admission.LOG_ERR, f"unable to converse with app: {exc}")
+                self.log(admission.LOG_ERR, f"unable to converse with app: {exc}")
         for key, value in decision.env:
             self.pamh.env[key] = value
         return getattr(self.pamh, decision.result)
@@ -194,7 +193,7 @@ def _check(call: _Call, uid: int) -> object:
     try:
         broker = call.broker()
         try:
-            return call.admission.check_account(broker, uid, call.options)
+            return admission.check_account(broker, uid, call.options)
         finally:
             broker.close()
     except Exception as exc:  # any failure is a generic failure
@@ -208,11 +207,12 @@ def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
         return pamh.PAM_SERVICE_ERR
     sentinels.pop(pamh.pamh, None)
     user, uid = call.user()
-    adm = call.admission
-    decision = adm.decide_account(user, uid, call.service, None, call.options)
+    decision = admission.decide_account(user, uid, call.service, None, call.options)
     if decision is None:
         outcome = _check(call, uid)
-        decision = adm.decide_account(user, uid, call.service, outcome, call.options)
+        decision = admission.decide_account(
+            user, uid, call.service, outcome, call.options
+        )
     if decision.sentinel:
         sentinels[pamh.pamh] = (user, uid, outcome.manage)
     return call.apply(decision)
@@ -232,7 +232,7 @@ def _own_cgroup() -> str:
 def _leave_scope(call: _Call, cgroup: str) -> None:
     """Move this process back to *cgroup* so stopping the scope spares it."""
     if cgroup is None:
-        call.log(call.admission.LOG_ERR, "cgroup unknown: stopping the scope kills us")
+        call.log(admission.LOG_ERR, "cgroup unknown: stopping the scope kills us")
         return
     try:
         with open(
@@ -240,46 +240,44 @@ def _leave_scope(call: _Call, cgroup: str) -> None:
         ) as f:
             f.write(str(os.getpid()))
     except OSError as exc:
-        call.log(call.admission.LOG_ERR, f"cannot move back to {cgroup}: {exc}")
+        call.log(admission.LOG_ERR, f"cannot move back to {cgroup}: {exc}")
 
 
 def _confirm(call: _Call, uid: int, scope: str) -> tuple:
     """Confirm *scope*; return (stage, error, how)."""
-    adm = call.admission
     opts = call.options
     try:
         broker = call.broker()
         try:
-            adm.parse_attach_response(
+            admission.parse_attach_response(
                 broker.rpc("pam.attach", {"uid": uid, "scope": scope})
             )
         finally:
             broker.close()
-        return adm.ATTACHED, None, "pam.attach"
+        return admission.ATTACHED, None, "pam.attach"
     except ValueError as exc:
-        return adm.CONFIRM, _bare(exc), "pam.attach"
+        return admission.CONFIRM, _bare(exc), "pam.attach"
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.ESRCH):
-            return adm.REFUSED, _bare(exc), "pam.attach"
+            return admission.REFUSED, _bare(exc), "pam.attach"
         if exc.errno != errno.ENOSYS:
-            return adm.CONFIRM, _bare(exc), "pam.attach"
+            return admission.CONFIRM, _bare(exc), "pam.attach"
     from flux_pam_service import lockdir
 
     try:
         with lockdir.user_lock(uid, opts.lock_dir, opts.timeout):
             present = lockdir.has_marker(uid, opts.lock_dir)
     except OSError as exc:
-        return adm.CONFIRM, _bare(exc), "marker"
-    return (adm.ATTACHED if present else adm.REFUSED), None, "marker"
+        return admission.CONFIRM, _bare(exc), "marker"
+    return (admission.ATTACHED if present else admission.REFUSED), None, "marker"
 
 
 def _open_scope(call: _Call, user: str, uid: int) -> object:
-    adm = call.admission
     opts = call.options
     from flux_pam_service import systemd
 
     pid = os.getpid()
-    scope = adm.scope_name(opts.scope_prefix, pid)
+    scope = admission.scope_name(opts.scope_prefix, pid)
     origin = _own_cgroup()
     bus = systemd.Systemd(timeout=opts.timeout)
     try:
@@ -287,7 +285,7 @@ def _open_scope(call: _Call, user: str, uid: int) -> object:
         try:
             job = bus.start_transient_scope(
                 scope,
-                adm.slice_name(uid),
+                admission.slice_name(uid),
                 [pid],
                 properties=[("Description", ("s", f"pam_flux login of {user}"))],
             )
@@ -296,14 +294,14 @@ def _open_scope(call: _Call, user: str, uid: int) -> object:
                 raise OSError(errno.EIO, f"start job of {scope}: {result}")
             stage, error, how = _confirm(call, uid, scope)
         except OSError as exc:
-            stage, error, how = adm.SCOPE, _bare(exc), ""
-        if stage != adm.ATTACHED and job is not None:
+            stage, error, how = admission.SCOPE, _bare(exc), ""
+        if stage != admission.ATTACHED and job is not None:
             _leave_scope(call, origin)
             try:
                 bus.wait_job(bus.stop_unit(scope), opts.timeout)
             except OSError as exc:
-                call.log(adm.LOG_ERR, f"cannot stop {scope}: {exc}")
-        return adm.decide_session(user, uid, stage, error, scope, how)
+                call.log(admission.LOG_ERR, f"cannot stop {scope}: {exc}")
+        return admission.decide_session(user, uid, stage, error, scope, how)
     finally:
         bus.close()
 
@@ -313,10 +311,11 @@ def open_session(pamh: object, argv: list, sentinels: dict) -> int:
     call = _Call(pamh, argv, "session")
     if call.error:
         return pamh.PAM_SESSION_ERR
-    adm = call.admission
     user, uid = call.user()
     sentinel = sentinels.get(pamh.pamh)
-    decision = adm.decide_session_start(user, uid, call.service, sentinel, call.options)
+    decision = admission.decide_session_start(
+        user, uid, call.service, sentinel, call.options
+    )
     if decision is not None:
         return call.apply(decision)
     manage = sentinel[2]
@@ -333,9 +332,11 @@ def open_session(pamh: object, argv: list, sentinels: dict) -> int:
         else:
             error = None
         if error is not None:
-            return call.apply(adm.decide_session(user, uid, adm.CONFIG, error))
+            return call.apply(
+                admission.decide_session(user, uid, admission.CONFIG, error)
+            )
     if not manage:
-        return call.apply(adm.decide_session(user, uid, adm.MANAGE_OFF))
+        return call.apply(admission.decide_session(user, uid, admission.MANAGE_OFF))
     # The lock directory is checked in service mode too: a directory others
     # can write means the node is not in the state this module relies on.
     from flux_pam_service import lockdir
@@ -343,7 +344,9 @@ def open_session(pamh: object, argv: list, sentinels: dict) -> int:
     try:
         lockdir.check_dir(call.options.lock_dir)
     except OSError as exc:
-        return call.apply(adm.decide_session(user, uid, adm.LOCKDIR, _bare(exc)))
+        return call.apply(
+            admission.decide_session(user, uid, admission.LOCKDIR, _bare(exc))
+        )
     return call.apply(_open_scope(call, user, uid))
 
 
