@@ -116,6 +116,17 @@ def parse_request(data: bytes) -> dict:
     }
 
 
+def failing_call(path, timeout, call):
+    """Connect to *path*, make *call*; return the OSError it must raise."""
+    broker = LocalBroker(path, timeout)
+    try:
+        with pytest.raises(OSError) as exc:
+            call(broker)
+    finally:
+        broker.close()
+    return exc.value
+
+
 def test_request_starts_with_native_magic_and_big_endian_length():
     data = localbroker.encode_request("attr.get", b'{"name":"rank"}', 7)
     assert data[:4] == IOBUF_MAGIC.to_bytes(4, sys.byteorder)
@@ -439,26 +450,16 @@ def test_rpc_returns_none_for_a_reply_without_payload(peer):
 
 def test_error_reply_raises_its_errnum_and_text(peer):
     p = peer(answer(b"job 123 is not yours\0", errnum=errno.EPERM))
-    broker = LocalBroker(p.path, 5)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.rpc("pam.check", {"uid": 1})
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.EPERM
-    assert exc.value.strerror == "job 123 is not yours"
+    err = failing_call(p.path, 5, lambda broker: broker.rpc("pam.check", {"uid": 1}))
+    assert err.errno == errno.EPERM
+    assert err.strerror == "job 123 is not yours"
 
 
 def test_error_reply_without_text_raises_strerror(peer):
     p = peer(answer(None, errnum=errno.ENOSYS))
-    broker = LocalBroker(p.path, 5)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.rpc("no.such", {})
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.ENOSYS
-    assert exc.value.strerror == os.strerror(errno.ENOSYS)
+    err = failing_call(p.path, 5, lambda broker: broker.rpc("no.such", {}))
+    assert err.errno == errno.ENOSYS
+    assert err.strerror == os.strerror(errno.ENOSYS)
 
 
 def test_reply_with_an_earlier_matchtag_is_skipped(peer):
@@ -542,13 +543,8 @@ def test_broker_stalling_mid_reply_times_out(peer):
         conn.sendall(wire(response_body(req["matchtag"], json_payload(1)))[:11])
 
     p = peer(script)
-    broker = LocalBroker(p.path, 0.4)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.rpc("a.b", {})
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.ETIMEDOUT
+    err = failing_call(p.path, 0.4, lambda broker: broker.rpc("a.b", {}))
+    assert err.errno == errno.ETIMEDOUT
 
 
 @pytest.mark.parametrize("cut", [0, 5, 12], ids=["no-reply", "mid-header", "mid-body"])
@@ -559,13 +555,8 @@ def test_broker_closing_the_connection_is_a_reset(peer, cut):
         conn.shutdown(socket.SHUT_WR)
 
     p = peer(script)
-    broker = LocalBroker(p.path, 5)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.rpc("a.b", {})
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.ECONNRESET
+    err = failing_call(p.path, 5, lambda broker: broker.rpc("a.b", {}))
+    assert err.errno == errno.ECONNRESET
 
 
 SWAPPED_MAGIC = IOBUF_MAGIC.to_bytes(
@@ -581,13 +572,8 @@ def test_bad_header_magic_is_a_protocol_error(peer, magic):
         conn.sendall(magic + data[4:])
 
     p = peer(script)
-    broker = LocalBroker(p.path, 5)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.rpc("a.b", {})
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.EPROTO
+    err = failing_call(p.path, 5, lambda broker: broker.rpc("a.b", {}))
+    assert err.errno == errno.EPROTO
 
 
 @pytest.mark.parametrize(
@@ -611,24 +597,14 @@ def test_malformed_reply_is_a_protocol_error(peer, body):
         conn.sendall(wire(body))
 
     p = peer(script)
-    broker = LocalBroker(p.path, 5)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.rpc("a.b", {})
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.EPROTO
+    err = failing_call(p.path, 5, lambda broker: broker.rpc("a.b", {}))
+    assert err.errno == errno.EPROTO
 
 
 def test_attr_get_without_a_string_value_is_a_protocol_error(peer):
     p = peer(answer({"value": 3}))
-    broker = LocalBroker(p.path, 5)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.attr_get("rank")
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.EPROTO
+    err = failing_call(p.path, 5, lambda broker: broker.attr_get("rank"))
+    assert err.errno == errno.EPROTO
 
 
 def test_request_after_close_fails_with_ebadf(peer):
@@ -691,10 +667,7 @@ def test_socket_path_refuses_local_uri_without_a_path():
 
 def test_open_instance_refuses_a_uri_that_is_not_local(peer):
     p = peer()
-    broker = LocalBroker(p.path, 5)
-    try:
-        with pytest.raises(OSError) as exc:
-            broker.open_instance("ssh://host/path")
-    finally:
-        broker.close()
-    assert exc.value.errno == errno.EINVAL
+    err = failing_call(
+        p.path, 5, lambda broker: broker.open_instance("ssh://host/path")
+    )
+    assert err.errno == errno.EINVAL
