@@ -364,6 +364,18 @@ def test_session_refused_when_config_is_bad(rig, text):
     assert any("cannot read the configuration" in line for line in rig.logs())
 
 
+def expect_no_bus_failure(rig, tmp_path):
+    """The session reaches the scope step and fails there: no system bus."""
+    rig.stack()
+    res = rig.expect(
+        USER,
+        [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")],
+        env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"},
+    )
+    assert res.errors == [SETUP_FAILED]
+    assert any("cannot create flux-pam-" in line for line in rig.logs())
+
+
 def module_says(manage):
     answer = {"admitted": True, "jobs": [1234], "manage_user_slice": manage}
     return {"pam.check": {"response": answer}}
@@ -385,14 +397,7 @@ def test_session_takes_manage_user_slice_from_the_module_not_the_config(rig):
 def test_session_with_module_managing_goes_on_to_the_scope(rig, tmp_path):
     rig.answers(rpc=module_says(True))
     rig.config(manage_user_slice=False)  # the module's answer wins
-    rig.stack()
-    res = rig.expect(
-        USER,
-        [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")],
-        env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"},
-    )
-    assert res.errors == [SETUP_FAILED]
-    assert any("cannot create flux-pam-" in line for line in rig.logs())
+    expect_no_bus_failure(rig, tmp_path)
 
 
 def test_session_refused_when_config_is_missing(rig, tmp_path):
@@ -404,14 +409,7 @@ def test_session_refused_when_config_is_missing(rig, tmp_path):
 def test_session_fails_closed_when_system_bus_unreachable(rig, tmp_path):
     rig.answers(rpc=ADMITTED)
     rig.config(manage_user_slice=True)
-    rig.stack()
-    res = rig.expect(
-        USER,
-        [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")],
-        env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"},
-    )
-    assert res.errors == [SETUP_FAILED]
-    assert any("cannot create flux-pam-" in line for line in rig.logs())
+    expect_no_bus_failure(rig, tmp_path)
     assert "pam.attach" not in [t for t, _ in rig.rpcs()]
 
 
