@@ -103,23 +103,24 @@ test_expect_success 'job-list.list after a submitted job: the same jobs' '
 ping_payload() {
 	jq -n --argjson n $1 "{seq: 1, pad: (\"é\" + \"x\" * (\$n - 1))}" >$2
 }
+# ping_echoed NAME: both clients ping with NAME.json; the pad comes back intact
+ping_echoed() {
+	both $1 --drop route rpc broker.ping @$1.json &&
+	jq .pad $1.json >$1.pad.expected &&
+	jq .pad $1.local >$1.pad &&
+	test_cmp $1.pad.expected $1.pad
+}
 test_expect_success 'a request of 255 bytes or more is echoed the same' '
 	ping_payload 300 ping300.json &&
 	test $(wc -c <ping300.json) -ge 255 &&
-	both ping300 --drop route rpc broker.ping @ping300.json &&
-	jq .pad ping300.json >ping300.pad.expected &&
-	jq .pad ping300.local >ping300.pad &&
-	test_cmp ping300.pad.expected ping300.pad &&
+	ping_echoed ping300 &&
 	jq -e ".seq == 1" ping300.local &&
 	jq -e ".userid == $(id -u)" ping300.local
 '
 test_expect_success 'a request and reply over 64 KiB are echoed the same' '
 	ping_payload 300000 pingbig.json &&
 	test $(wc -c <pingbig.json) -gt 65536 &&
-	both pingbig --drop route rpc broker.ping @pingbig.json &&
-	jq .pad pingbig.json >pingbig.pad.expected &&
-	jq .pad pingbig.local >pingbig.pad &&
-	test_cmp pingbig.pad.expected pingbig.pad
+	ping_echoed pingbig
 '
 test_expect_success 'the ping route through localbroker ends at this broker' '
 	client local rpc broker.ping "{\"seq\": 2}" >route.out &&
