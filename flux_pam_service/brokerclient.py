@@ -1,6 +1,8 @@
 """The broker as pam_flux sees it: flux_pam_service.admission.Broker objects.
 
 FluxBroker(uri, timeout)
+    For a URI that is not ``local://`` (pam_flux speaks to local brokers
+    through flux_pam_service.localbroker, which needs no Flux bindings).
     A connection through libflux-core's cffi module ``_flux._core`` (part of
     flux-core's Python bindings), imported only when one is made; the
     ``flux`` package itself is not imported (see the class).  Requests use
@@ -22,8 +24,7 @@ AnswerFile(path)     TEST ONLY (pam_flux option ``test-answers=FILE``)
                    appended there as JSON lines: {"rpc": TOPIC, "payload":
                    ...} / {"log": PRIORITY, "text": ...}
 
-Kept out of pam/pam_flux.py, which pam_python compiles from source for every
-PAM handle, so this code is loaded from bytecode.
+Both are imported only when needed: neither is on a login's usual path.
 """
 
 import errno
