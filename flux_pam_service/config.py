@@ -22,8 +22,17 @@ Interface:
     read(path, strict=True) -> (dict, origins)
                                     a TOML file or a conf.d directory, merged;
                                     raises ConfigError
-    load(path, strict=True) -> PamConfig   read() then from_dict()
-    DEFAULT_PATH                    /etc/flux/system/conf.d
+    load(path, strict=True, full_names=False) -> PamConfig
+                                    read() then from_dict()
+    from_instance(obj, handle) -> PamConfig
+                                    the running broker's config *obj*
+                                    (``config.get``), problems naming the
+                                    file of the broker's ``config.path``
+                                    that set the key; raises ConfigError
+    instance_path(handle) -> str or None   the broker's ``config.path``
+    CLOSED_MESSAGE                  what job users are told while the
+                                    configuration is invalid
+    DEFAULT_PATH                    /etc/flux/system/conf.d (flux-core in /usr)
 
 A key set by two files of a conf.d directory is an error when *strict* (what
 ``flux-pam config`` and ``flux pam check`` report).  The broker itself merges
@@ -48,6 +57,14 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 DEFAULT_PATH = "/etc/flux/system/conf.d"
+
+#: What a job user is told while the configuration is invalid (the node is
+#: "closed": the module and the drop-ins keep jobs running but admit no login
+#: of a job user).  It does not blame the user.
+CLOSED_MESSAGE = (
+    "Access denied: logins to this node are suspended by a configuration"
+    " error; ask your administrator"
+)
 
 
 class ConfigError(ValueError):
@@ -198,13 +215,16 @@ def _read_file(path: str, problems: list) -> Optional[dict]:
     return None
 
 
-def read(path: str = DEFAULT_PATH, strict: bool = True) -> Tuple[dict, Dict[str, str]]:
+def read(
+    path: str = DEFAULT_PATH, strict: bool = True, full_names: bool = False
+) -> Tuple[dict, Dict[str, str]]:
     """Read a TOML file, or every ``*.toml`` of a directory, merged.
 
     Returns the merged table and a map of dotted key to the file name that set
-    it.  An unreadable file, a syntax error and (when *strict*) a key set by
-    two files are each a problem; all problems are raised together as
-    ConfigError.  Not *strict*, the later file wins, as in the broker.
+    it (its path with *full_names*).  An unreadable file, a syntax error and
+    (when *strict*) a key set by two files are each a problem; all problems
+    are raised together as ConfigError.  Not *strict*, the later file wins,
+    as in the broker.
     """
     problems: List[str] = []
     if os.path.isdir(path):
@@ -218,14 +238,50 @@ def read(path: str = DEFAULT_PATH, strict: bool = True) -> Tuple[dict, Dict[str,
     for file in files:
         table = _read_file(file, problems)
         if table is not None:
-            name = os.path.basename(file)
+            name = file if full_names else os.path.basename(file)
             _merge(merged, table, "", name, origins, problems if strict else None)
     if problems:
         raise ConfigError(problems)
     return merged, origins
 
 
-def load(path: str = DEFAULT_PATH, strict: bool = True) -> PamConfig:
+def load(
+    path: str = DEFAULT_PATH, strict: bool = True, full_names: bool = False
+) -> PamConfig:
     """Read and validate the configuration at *path* (see read())."""
-    obj, origins = read(path, strict)
-    return from_dict(obj, origin=os.path.basename(path), origins=origins)
+    obj, origins = read(path, strict, full_names)
+    origin = path if full_names else os.path.basename(path)
+    return from_dict(obj, origin=origin, origins=origins)
+
+
+def instance_path(handle: Any) -> Optional[str]:
+    """The broker's ``config.path`` attribute, or None when it has none.
+
+    *handle* is anything with attr_get() (a Flux handle).
+    """
+    try:
+        path = handle.attr_get("config.path")
+    except (OSError, KeyError):
+        return None
+    return path or None
+
+
+def from_instance(obj: Any, handle: Any) -> PamConfig:
+    """Validate the running broker's config *obj* (``config.get``).
+
+    The broker's config carries no file names, so each problem names the
+    file of the broker's ``config.path`` that sets the key, found by reading
+    those files the way the broker merges them (the later file wins); a key
+    no file sets (``flux config load``, a file changed since) is attributed
+    to the instance config.
+    """
+    if not isinstance(obj, dict):
+        raise ConfigError(["instance config: not a table"])
+    origins: Dict[str, str] = {}
+    path = instance_path(handle)
+    if path is not None:
+        try:
+            _, origins = read(path, strict=False, full_names=True)
+        except ConfigError:
+            origins = {}
+    return from_dict(obj, origin="instance config", origins=origins)

@@ -263,3 +263,36 @@ def test_grace_time_is_never_infinite_or_nan_once_loaded(tmp_path):
     for text in ("0", "0ms", "1d", "1e300"):
         cfg = config.from_dict({"pam": {"kill-slice-grace-time": text}})
         assert math.isfinite(cfg.kill_slice_grace_time)
+
+
+class Attrs:
+    def __init__(self, path):
+        self.path = path
+
+    def attr_get(self, name):
+        if self.path is None:
+            raise OSError(2, "no such attribute")
+        return self.path
+
+
+def test_instance_config_problems_name_the_file_under_config_path(tmp_path):
+    write(tmp_path, "10-site.toml", "[pam]\nmanage-user-slice = true\n")
+    write(tmp_path, "pam.toml", '[pam]\nkill-slice-grace-time = "abc"\n')
+    obj = {"pam": {"manage-user-slice": True, "kill-slice-grace-time": "abc"}}
+    with pytest.raises(ConfigError) as info:
+        config.from_instance(obj, Attrs(str(tmp_path)))
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{tmp_path}/pam.toml: pam.kill-slice-grace-time: ")
+
+
+def test_instance_config_key_in_no_file_is_the_instance_configs(tmp_path):
+    write(tmp_path, "pam.toml", "[pam]\n")
+    for path in (str(tmp_path), None, str(tmp_path / "missing")):
+        with pytest.raises(ConfigError) as info:
+            config.from_instance({"pam": {"debug": 1}}, Attrs(path))
+        assert info.value.problems == ["instance config: pam.debug: 1 is not a boolean"]
+
+
+def test_instance_config_that_is_valid_is_returned(tmp_path):
+    cfg = config.from_instance({"pam": {"manage-user-slice": True}}, Attrs(None))
+    assert cfg.manage_user_slice is True
