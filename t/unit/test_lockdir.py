@@ -246,3 +246,29 @@ def test_set_marker_in_missing_dir_names_path(tmp_path):
     path = str(tmp_path / "missing")
     with pytest.raises(lockdir.LockDirError, match="missing"):
         lockdir.set_marker(1000, path)
+
+
+def test_read_marker_gives_content_or_none(tmp_path):
+    d = str(tmp_path)
+    assert lockdir.read_marker(5, d) is None
+    lockdir.set_marker(5, d)
+    assert lockdir.read_marker(5, d) == ""
+    lockdir.set_marker(5, d, "deny: Access denied: closed\n")
+    content = lockdir.read_marker(5, d)
+    assert lockdir.denial(content) == "Access denied: closed"
+
+
+def test_denial_only_from_a_first_deny_line():
+    assert lockdir.denial("") is None
+    assert lockdir.denial("x\ndeny: no\n") is None
+    assert lockdir.denial("deny:\n") == "Access denied"
+
+
+def test_read_marker_refuses_a_symlink_or_a_directory(tmp_path):
+    d = str(tmp_path)
+    os.symlink("/etc/passwd", lockdir.marker_path(5, d))
+    with pytest.raises(lockdir.LockDirError):
+        lockdir.read_marker(5, d)
+    os.mkdir(lockdir.marker_path(6, d))
+    with pytest.raises(lockdir.LockDirError):
+        lockdir.read_marker(6, d)
