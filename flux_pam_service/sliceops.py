@@ -27,6 +27,10 @@ Operations:
         whose Description starts with *prefix* or that holds a
         flux-pam-*.scope.
     probe(state) -> Outcome with .value the manager's SystemState.
+    live(state, uids) -> Outcome with .value {uid: {"slice_state",
+        "service_state", "scopes", "processes", "orphans"}}: the users'
+        slices as they are now, in two D-Bus calls whatever the number of
+        users (for ``pam.status``).
 
 Interface:
     Outcome(value=None, logs=[], repairs=[])
@@ -272,4 +276,86 @@ def probe(state: dict) -> Outcome:
     except OSError as exc:
         _drop_connection(state, exc)
         raise _fail(exc, out) from None
+    return out
+
+
+def _slice_uid(part: str) -> Optional[int]:
+    """uid of a ``user-UID.slice`` cgroup component, else None."""
+    if part.startswith("user-") and part.endswith(".slice"):
+        text = part[len("user-") : -len(".slice")]
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def _in_user_slice(cgroup: str) -> Tuple[Optional[int], List[str]]:
+    """(uid, the components below user-UID.slice) of a cgroup path."""
+    parts = cgroup.strip("/").split("/")
+    for i, part in enumerate(parts):
+        uid = _slice_uid(part)
+        if uid is not None:
+            return uid, parts[i + 1 :]
+    return None, []
+
+
+def live(state: dict, uids: List[int]) -> Outcome:
+    """Read the slices of *uids* as they are now (see the module docstring).
+
+    ListUnitsByPatterns gives the state of every loaded user slice and user
+    manager; GetUnitProcesses on ``user.slice`` (on the one user's slice when
+    there is one uid) gives every process with its cgroup, from which the
+    login scopes (scopes outside user@UID.service) and the counts follow.  A
+    slice that is not loaded reads as inactive and empty.
+    """
+    wanted = set(uids)
+    out = Outcome(
+        value={
+            uid: {
+                "slice_state": "inactive",
+                "service_state": "inactive",
+                "scopes": [],
+                "processes": 0,
+                "orphans": 0,
+            }
+            for uid in wanted
+        }
+    )
+    sd = connection(state)
+    try:
+        (units,) = sd.call(
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "ListUnitsByPatterns",
+            "asas",
+            ([], ["user-*.slice", "user@*.service"]),
+        )
+        root = f"user-{uids[0]}.slice" if len(wanted) == 1 else "user.slice"
+        procs = sd.unit_processes(root)
+    except OSError as exc:
+        _drop_connection(state, exc)
+        raise _fail(exc, out) from None
+    for unit in units:
+        name, active = unit[0], unit[3]
+        if name.startswith("user@") and name.endswith(".service"):
+            text = name[len("user@") : -len(".service")]
+            uid, key = (int(text) if text.isdigit() else None), "service_state"
+        else:
+            uid, key = _slice_uid(name), "slice_state"
+        if uid in wanted:
+            out.value[uid][key] = active
+    scopes: dict = {uid: set() for uid in wanted}
+    for cgroup, _pid, _cmd in procs:
+        uid, rest = _in_user_slice(cgroup)
+        if uid not in wanted:
+            continue
+        entry = out.value[uid]
+        entry["processes"] += 1
+        if rest[:1] == [f"user@{uid}.service"]:
+            continue
+        entry["orphans"] += 1
+        if rest and rest[0].endswith(".scope"):
+            scopes[uid].add(rest[0])
+    for uid, names in scopes.items():
+        out.value[uid]["scopes"] = sorted(names)
     return out
