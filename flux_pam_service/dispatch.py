@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from . import idset, rv1, testmode
+from .jobid import f58
 
 JOB_START = "pam.job-start"
 JOB_CLEANUP = "pam.job-cleanup"
@@ -122,7 +123,7 @@ class Dispatcher:
                 try:
                     userid = testmode.job_userid(jobspec, userid, self.test_instance)
                 except ValueError as exc:
-                    self._error(f"job {jobid}: {exc}")
+                    self._error(f"job {f58(jobid)}: {exc}")
                 job.userid = userid
             return []
         if job is None:
@@ -133,7 +134,7 @@ class Dispatcher:
             try:
                 job.local = rv1.by_rank(R)
             except rv1.RError as exc:
-                self._error(f"job {jobid}: alloc: {exc}")
+                self._error(f"job {f58(jobid)}: alloc: {exc}")
                 return []
             job.allocated = job.running = True
             return self._to(job.ranks, JOB_START, job)
@@ -150,7 +151,7 @@ class Dispatcher:
                 try:
                     ended = job.ranks & idset.decode(spec)
                 except ValueError as exc:
-                    self._error(f"job {jobid}: release: {exc}")
+                    self._error(f"job {f58(jobid)}: release: {exc}")
                     ended = frozenset()
             messages = self._to(ended, JOB_END, job)
             for rank in ended:
