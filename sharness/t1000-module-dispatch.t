@@ -236,8 +236,10 @@ test_expect_success 'debug logs one line per action' '
 	id6=$(flux job id $jobid6) &&
 	pam_wait_users 2 "1001:$id2" &&
 	flux exec -r 2 flux dmesg >dmesg2 &&
-	grep "pam.debug\[2\]: job $id6: start uid 1001" dmesg2 &&
-	grep "pam.debug\[2\]: job $id6: end uid 1001" dmesg2
+	plain=$(flux job id --to=f58plain $jobid6) &&
+	f58=ƒ${plain#f} &&
+	grep "pam.debug\[2\]: job $f58: start uid 1001" dmesg2 &&
+	grep "pam.debug\[2\]: job $f58: end uid 1001" dmesg2
 '
 test_expect_success 'flux module stats pam shows counters' '
 	flux exec -r 2 flux module stats pam >stats.out &&

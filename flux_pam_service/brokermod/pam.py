@@ -56,8 +56,19 @@ Configuration (flux_pam_service.config), read at load and on config-reload:
                              sdexec-mapper.lookup gives for the union (the
                              sdexec-mapper module must be loaded on every
                              rank: rc1.d/pam.py loads it when this is on)
-An invalid config is refused at load, and vetoed on config-reload with an
-error naming the key.
+An invalid config is vetoed on config-reload with an error naming the file
+(of the broker's ``config.path``) and the key.  At load an invalid config
+does not stop the module: it runs *closed* (see below).
+
+Closed.  Loaded with an invalid ``[pam]`` or ``[exec]`` table, the module
+logs the error once (LOG_ERR, naming the file and the key) and keeps
+tracking jobs, but makes no systemd change: it cannot tell what the site
+wants.  pam.prolog and pam.housekeeping answer "skipped" at once (jobs are
+not failed, nothing drains); pam.check and pam.attach refuse job users with
+config.CLOSED_MESSAGE (users without jobs get the usual answer); pam.status
+carries the error as ``closed``.  A valid ``flux config reload`` reopens it
+without a restart: it then verifies the slices of the users with jobs and
+scans for slices of users without (as after a first sync).
 
 Module arguments: ``nthreads=N`` (worker threads, default 4).
 
@@ -68,18 +79,24 @@ field):
     pam.sync {jobs: [{id, userid, R, running}]}   from rank 0 (owner only)
     pam.sync-request {rank} -> {jobs: [...]}      rank 0 only (owner only)
     pam.check {uid, max_jobs?} -> {uid, admitted, jobs, njobs,
-                                   manage_user_slice, reason}
+                                   manage_user_slice, reason, message?}
                                    root/owner; jobs lists the running job IDs
                                    in start order, the first max_jobs only if
                                    given; njobs counts them all.  pam_flux
                                    asks for a few: the answer costs the same
                                    at any number of jobs
-    pam.attach {uid, scope} -> {attached: true} | EPERM    root/owner
+    pam.attach {uid, scope} -> {attached: true} | {attached: false, message}
+                                   | EPERM    root/owner
     pam.prolog {id} -> {id, uid, result: applied|skipped}  root/owner
     pam.housekeeping {id} -> {id, uid, result: applied|torn-down|skipped}
-    pam.status {uid?} -> {rank, owner, config, users: [{uid, active, admitted,
-                          jobs, union, slice, last_action, errors, ...}],
-                          pending, systemd}; guests see only their own uid
+    pam.status {uid?} -> {rank, owner, config, closed, users: [{uid, active,
+                          admitted, jobs: [{id, f58, ...}], union, slice,
+                          scopes, last_action, errors, ...}], pending,
+                          systemd, live}; guests see only their own uid.
+                          The users' unit states, login scopes and process
+                          counts are read when asked (sliceops.live, two
+                          D-Bus calls on a thread of their own, at most
+                          LIVE_TIMEOUT seconds; ``live`` is "ok" or why not)
     pam.stats-get -> counters and timings
     pam.config-reload (the whole config) -> {} or EINVAL naming the key
 """
@@ -113,6 +130,7 @@ from flux_pam_service import (
     workers,
 )
 from flux_pam_service import state as statemod
+from flux_pam_service.jobid import f58
 from flux_pam_service.slice import LingerError, SurvivorsError, UserSlice
 
 DEFAULT_NTHREADS = 4
@@ -124,6 +142,8 @@ JOURNAL_RETRY = 1.0
 #: ended jobs remembered for late pam.prolog / pam.housekeeping requests
 ENDED_MEMORY = 8192
 MAX_ERRORS = 10
+#: pam.status waits at most this long for the live read of the slices
+LIVE_TIMEOUT = 0.3
 JOURNAL_EVENTS = ("submit", "alloc", "finish", "exception", "release", "free", "clean")
 
 
@@ -164,7 +184,6 @@ class User:
     retry_timer: Any = None
     slice_state: Optional[dict] = None
     slice_epoch: int = 0  # bumped by every operation; stale read-backs are dropped
-    scopes: List[str] = field(default_factory=list)
 
 
 def _now() -> float:
@@ -195,10 +214,13 @@ class PamModule(BrokerModule):
                 nthreads = int(value)
             else:
                 raise ValueError(f"pam: unknown or bad module argument: {arg}")
+        # the error that keeps the module closed (see "Closed"), or None
+        self.closed: Optional[str] = None
         try:
-            self.cfg = config.from_dict(h.conf_get() or {}, origin="config")
+            self.cfg = config.from_instance(h.conf_get() or {}, h)
         except config.ConfigError as exc:
-            raise ValueError("pam: " + "; ".join(exc.problems)) from None
+            self.cfg = config.PamConfig()
+            self.closed = "; ".join(exc.problems)
         self._set_log_level()
         self.lockdir = perilog.lock_dir(os.environ, self.test_instance)
         self.table = statemod.UserTable(self.owner)
@@ -229,6 +251,13 @@ class PamModule(BrokerModule):
             self.pool.fileno(), self._pool_ready, events=FLUX_POLLIN
         )
         self.pool_watcher.start()
+        # pam.status reads slices on a thread of its own, never queued
+        # behind a slow slice operation
+        self.status_pool = workers.Pool(1, name="pam-status")
+        self.status_watcher = h.fd_watcher_create(
+            self.status_pool.fileno(), self._status_ready, events=FLUX_POLLIN
+        )
+        self.status_watcher.start()
         self.timers: List[Any] = []
         # rank 0: the dispatcher
         self.dispatcher: Optional[dispatch.Dispatcher] = None
@@ -243,6 +272,12 @@ class PamModule(BrokerModule):
             f"loaded on rank {self.rank}: owner {self.owner}, {nthreads} threads"
             + (", test instance" if self.test_instance else "")
         )
+        if self.closed is not None:
+            self.log.error(
+                f"invalid configuration: {self.closed}: logins of job users are"
+                " refused and user slices are left as they are until"
+                " `flux config reload` brings a valid configuration"
+            )
 
     # ------------------------------------------------------------ helpers
 
@@ -513,7 +548,7 @@ class PamModule(BrokerModule):
         if not running:
             self.table.cleanup(jobid)
         self.log.debug(
-            f"job {jobid}: start uid {uid} core {res.to_dict()['core'] or '-'}"
+            f"job {f58(jobid)}: start uid {uid} core {res.to_dict()['core'] or '-'}"
             f" gpu {res.to_dict()['gpu'] or '-'}"
         )
         user = self._user(uid)
@@ -526,7 +561,7 @@ class PamModule(BrokerModule):
         if self.table.uid_of(jobid) is None:
             return
         self.table.cleanup(jobid)
-        self.log.debug(f"job {jobid}: cleanup (no longer admits)")
+        self.log.debug(f"job {f58(jobid)}: cleanup (no longer admits)")
 
     def _job_end(self, jobid: int) -> None:
         uid = self.table.uid_of(jobid)
@@ -538,7 +573,7 @@ class PamModule(BrokerModule):
         if actions:
             user.seq += 1
         self._remember_ended(jobid, uid, user.seq)
-        self.log.debug(f"job {jobid}: end uid {uid}")
+        self.log.debug(f"job {f58(jobid)}: end uid {uid}")
         self._wake_job(jobid, uid, user)
         self._kick(user)
 
@@ -576,6 +611,8 @@ class PamModule(BrokerModule):
 
     def _kick(self, user: User) -> None:
         """Start the user's next operation if one is due and none runs."""
+        if self.closed is not None:
+            return  # no systemd change while closed; _reopen() kicks everyone
         if user.busy or user.retry_timer is not None or user.done_seq >= user.seq:
             self._maybe_forget(user)
             return
@@ -703,7 +740,6 @@ class PamModule(BrokerModule):
                 user.prepared = False
                 user.applied = None
                 user.slice_state = None
-                user.scopes = []
                 self._clear_marker(uid)
             elif action == "unconstrain":
                 user.applied = None
@@ -968,13 +1004,22 @@ class PamModule(BrokerModule):
             self._error(
                 w.msg,
                 errno.ETIMEDOUT,
-                f"job {w.jobid}: {what} did not complete within {WAIT_TIMEOUT:.0f}s",
+                f"job {f58(w.jobid)}: {what} did not complete"
+                f" within {WAIT_TIMEOUT:.0f}s",
             )
 
         w.timer = self._timer(WAIT_TIMEOUT, expire)
 
     def _perilog(self, msg: Any, p: dict, kind: str) -> None:
         jobid = self._int(p, "id")
+        if self.closed is not None:
+            # nothing is done while closed, so nothing is waited for: the
+            # job is not failed for a configuration mistake
+            uid = self.table.uid_of(jobid)
+            if uid is None:
+                uid = self.ended.get(jobid, (-1, None))[0]
+            self._respond(msg, {"id": jobid, "uid": uid, "result": "skipped"})
+            return
         w = Waiter(msg, kind, jobid)
         uid = self.table.uid_of(jobid)
         if uid is None and jobid in self.ended:
@@ -1033,33 +1078,51 @@ class PamModule(BrokerModule):
         tearing = user is not None and user.busy == "teardown"
         return self.table.admitted(uid) and not tearing
 
+    def _admission(self, uid: int) -> "tuple[bool, str, Optional[str]]":
+        """May *uid* log in here: (admitted, reason, message).
+
+        *reason* is for the log; *message* is what the user is told when the
+        user has a running job here but the node cannot take the login (see
+        pam.check in doc/design.rst), else None.
+        """
+        if uid == self.owner:
+            return False, f"uid {uid} is the instance owner (not managed)", None
+        if not self._admitted(uid):
+            if self.table.nrunning(uid):
+                return (
+                    False,
+                    f"user {uid}: teardown in progress on rank {self.rank}",
+                    None,
+                )
+            return False, f"user {uid} has no running job on rank {self.rank}", None
+        if self.closed is not None:
+            reason = (
+                f"logins of job users are refused: invalid configuration: {self.closed}"
+            )
+            return False, reason, config.CLOSED_MESSAGE
+        return (
+            True,
+            f"{self.table.nrunning(uid)} running job(s) on rank {self.rank}",
+            None,
+        )
+
     @request_handler("check", allow_guest=True)
     def check(self, msg: Any) -> None:
         def fn(msg: Any, p: dict) -> None:
             uid = self._int(p, "uid")
             limit = self._int(p, "max_jobs") if "max_jobs" in p else None
-            njobs = self.table.nrunning(uid)
-            jobs = self.table.running(uid, limit)
-            admitted = self._admitted(uid)
-            if uid == self.owner:
-                reason = f"uid {uid} is the instance owner (not managed)"
-            elif admitted:
-                reason = f"{njobs} running job(s) on rank {self.rank}"
-            elif jobs:
-                reason = f"user {uid}: teardown in progress on rank {self.rank}"
-            else:
-                reason = f"user {uid} has no running job on rank {self.rank}"
-            self._respond(
-                msg,
-                {
-                    "uid": uid,
-                    "admitted": admitted,
-                    "jobs": jobs if admitted else [],
-                    "njobs": njobs if admitted else 0,
-                    "manage_user_slice": self._managing(),
-                    "reason": reason,
-                },
-            )
+            admitted, reason, message = self._admission(uid)
+            answer = {
+                "uid": uid,
+                "admitted": admitted,
+                "jobs": self.table.running(uid, limit) if admitted else [],
+                "njobs": self.table.nrunning(uid) if admitted else 0,
+                "manage_user_slice": self._managing(),
+                "reason": reason,
+            }
+            if message is not None:
+                answer["message"] = message
+            self._respond(msg, answer)
 
         self._handle(msg, fn, admin=True)
 
@@ -1076,6 +1139,11 @@ class PamModule(BrokerModule):
             self._error(
                 msg, errno.EPERM, f"user {uid} has no active job on rank {self.rank}"
             )
+            return
+        _, reason, message = self._admission(uid)
+        if message is not None:
+            self.log.debug(f"uid {uid}: {scope} not attached: {reason}")
+            self._respond(msg, {"attached": False, "message": message})
             return
         user = self._user(uid)
         if self._managing() and (user.busy or user.seq > user.done_seq):
@@ -1101,8 +1169,6 @@ class PamModule(BrokerModule):
             err = user.errors[-1] if user.errors else "not prepared"
             self._error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
             return
-        if scope not in user.scopes:
-            user.scopes = (user.scopes + [scope])[-32:]
         self.log.debug(f"uid {uid}: attached {scope}")
         self._respond(msg, {"attached": True})
 
@@ -1131,7 +1197,12 @@ class PamModule(BrokerModule):
             "active": bool(jobs) and user.busy != "teardown",
             "admitted": self._admitted(uid),
             "jobs": [
-                {"id": j, "running": job.running, **job.resources.to_dict()}
+                {
+                    "id": j,
+                    "f58": f58(j),
+                    "running": job.running,
+                    **job.resources.to_dict(),
+                }
                 for j, job in sorted(jobs.items())
             ],
             "union": self.table.union(uid).to_dict(),
@@ -1139,7 +1210,7 @@ class PamModule(BrokerModule):
             "last_action": user.last_action,
             "errors": list(user.errors),
             "pending": bool(user.busy or user.seq > user.done_seq),
-            "scopes": list(user.scopes),
+            "scopes": None,  # filled in by the live read
         }
 
     @request_handler("status", allow_guest=True)
@@ -1153,23 +1224,73 @@ class PamModule(BrokerModule):
                 uids &= {msg.userid}
             if wanted is not None:
                 uids &= {wanted}
-            self._respond(
-                msg,
-                {
-                    "rank": self.rank,
-                    "owner": self.owner,
-                    "config": self.cfg.to_dict(),
-                    "users": [self._user_status(uid) for uid in sorted(uids)],
-                    "pending": sum(
-                        1 for u in self.users.values() if u.busy or u.seq > u.done_seq
-                    ),
-                    "systemd": self.systemd_status,
-                    "synced": self.synced,
-                    "test_instance": self.test_instance,
-                },
-            )
+            answer = {
+                "rank": self.rank,
+                "owner": self.owner,
+                "config": self.cfg.to_dict(),
+                "closed": self.closed,
+                "users": [self._user_status(uid) for uid in sorted(uids)],
+                "pending": sum(
+                    1 for u in self.users.values() if u.busy or u.seq > u.done_seq
+                ),
+                "systemd": self.systemd_status,
+                "synced": self.synced,
+                "test_instance": self.test_instance,
+                "live": "ok",
+            }
+            self._respond_live(msg, answer)
 
         self._handle(msg, fn, admin=False)
+
+    def _respond_live(self, msg: Any, answer: dict) -> None:
+        """Answer pam.status once its users' slices are read as they are now.
+
+        The read (sliceops.live) runs on the status thread; after
+        LIVE_TIMEOUT the answer goes without it, ``live`` saying why, and the
+        live fields (states, scopes, process counts) are null.
+        """
+        uids = [u["uid"] for u in answer["users"]]
+        done = {"answered": False}
+
+        def finish(value: Optional[dict], why: Optional[str]) -> None:
+            if done["answered"]:
+                return
+            done["answered"] = True
+            self._cancel_timer(timer)
+            for u in answer["users"]:
+                read = (value or {}).get(u["uid"])
+                sl = dict(u["slice"] or {})
+                for key in ("slice_state", "service_state", "processes", "orphans"):
+                    sl[key] = read[key] if read else None
+                sl["scopes"] = u["scopes"] = read["scopes"] if read else None
+                u["slice"] = sl
+            if why is not None:
+                answer["live"] = why
+            self._respond(msg, answer)
+
+        if not uids:
+            self._respond(msg, answer)
+            return
+        timer = self._timer(
+            LIVE_TIMEOUT, finish, None, f"not read within {LIVE_TIMEOUT:g}s"
+        )
+
+        def read_done(out: Optional[sliceops.Outcome], exc: Any) -> None:
+            if exc is not None:
+                finish(None, f"cannot read the slices: {_errtext(exc)}")
+            else:
+                assert out is not None
+                finish(out.value, None)
+
+        self.status_pool.submit(
+            lambda state: sliceops.live(state, uids),
+            lambda o, e: self._guard("status", read_done, o, e),
+        )
+
+    def _status_ready(
+        self, handle: Any, watcher: Any, fd: int, revents: int, _a: Any
+    ) -> None:
+        self._guard("status pool", self.status_pool.drain)
 
     @request_handler("stats-get")
     def stats_get(self, msg: Any) -> None:
@@ -1197,12 +1318,14 @@ class PamModule(BrokerModule):
     def config_reload(self, msg: Any) -> None:
         def fn(msg: Any, p: dict) -> None:
             try:
-                cfg = config.from_dict(p, origin="config")
+                cfg = config.from_instance(p, self.handle)
             except config.ConfigError as exc:
                 raise OSError(errno.EINVAL, "; ".join(exc.problems)) from None
             old, self.cfg = self.cfg, cfg
             self._set_log_level()
-            if cfg != old:
+            if self.closed is not None:
+                self._reopen()
+            elif cfg != old:
                 self.props_cache.clear()
                 self.log.debug(f"config: {json.dumps(cfg.to_dict())}")
                 for user in list(self.users.values()):
@@ -1216,6 +1339,29 @@ class PamModule(BrokerModule):
             self._respond(msg)
 
         self._handle(msg, fn, admin=False)
+
+    def _reopen(self) -> None:
+        """Leave the closed state (a valid config arrived): reconcile.
+
+        Nothing was done while closed, so nothing is known of the slices:
+        every user is verified against systemd (as after a restart), and,
+        once synced, slices of users without a job here are looked for.
+        """
+        self.log.warning(
+            f"configuration valid again: logins reopen on rank {self.rank};"
+            f" reconciling {len(self.table.users())} user(s) with jobs"
+        )
+        self.closed = None
+        self.props_cache.clear()
+        for uid in self.table.users():
+            self._user(uid)
+        for user in list(self.users.values()):
+            if user.prepared is False:
+                user.prepared = None
+            user.seq += 1
+            self._kick(user)
+        if self.synced:
+            self._scan()
 
     # ------------------------------------------------------------ run
 
@@ -1234,3 +1380,4 @@ class PamModule(BrokerModule):
                 except OSError:
                     pass
             self.pool.close(timeout=2.0)
+            self.status_pool.close(timeout=1.0)
