@@ -20,8 +20,16 @@ Configuration is that of the instance the broker at ``FLUX_URI`` runs
 the one in force, including runtime ``flux config load``.  Keys:
 ``pam.manage-user-slice``, ``pam.kill-user-slice``,
 ``pam.kill-slice-grace-time``, ``pam.debug``,
-``exec.sdexec-constrain-resources`` (flux_pam_service.config).  A config that
-does not validate is a failure that names the key.
+``exec.sdexec-constrain-resources`` (flux_pam_service.config).
+
+A config that does not validate (the node is *closed*, as the broker module
+is with it) is logged naming the file of the broker's ``config.path`` and the
+key, and the job is not failed for it (exit 0): nothing is done to the slice,
+which cannot be justified without a valid config, and under the per-user
+lock the prolog writes the marker with the first line ``deny: TEXT``
+(config.CLOSED_MESSAGE), so that pam_flux refuses the user's logins in
+fallback mode; housekeeping removes the marker when the user has no other
+job here.  The module is not asked (it is closed by the same config).
 
 The scripts must reach the broker as its owner: on a system instance set
 ``access.allow-root-owner = true``; as a guest, root cannot list or read
@@ -67,7 +75,15 @@ Which outcome wins when both the module and a script act:
     removes it unless ``pam.check`` shows a new running job of the user.
 
 Messages go to stderr as ``flux-pam-prolog[<F58 jobid>]: text`` (or
-``flux-pam-housekeeping[...]``), which Flux copies into the job-manager log.
+``flux-pam-housekeeping[...]``), which is the journal of the systemd unit
+``flux-prolog@JOBID`` that flux-run-prolog starts, and, once connected, to
+the broker's log (``flux dmesg``) as ``flux-pam-prolog``: ``<F58>: text``.
+
+A failure (exit 1) first drains this rank with the message as the reason
+(mode "update", so perilog.so keeps it), and in the prolog raises a fatal
+``prolog`` exception on the job with the message as its note, which is what
+``flux jobs`` shows; perilog.so then cancels the prolog (its own exception,
+"prolog exited with code=1", is not raised).
 
 Test-only user mapping (flux_pam_service.testmode): in a test instance every job belongs
 to the instance owner, so a job submitted with
@@ -82,7 +98,9 @@ Interface:
     JobEnv, parse_env(environ)        raises PerilogError naming the variable
     debug_enabled(environ, cfg)       bool
     lock_dir(environ, test_instance)  str
-    Log(prog, jobid, debug, stream)   error()/info()/debug() with the prefix
+    Log(prog, jobid, debug, stream)   error()/info()/debug() with the prefix;
+                                      .sink(level, text) (set once connected:
+                                      the broker's log) gets each line too
     message(prog, jobid, text)        the one-line format
     module_verdict(exc)               ALONE or FAIL for an error from the module
     local_union(Rs, rank)             Resources of several R on one rank
@@ -95,7 +113,7 @@ import os
 import sys
 import syslog
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Mapping, Optional, TextIO
+from typing import Any, Callable, Iterable, List, Mapping, Optional, TextIO
 
 from . import config, rv1
 from . import jobid as jobid_mod
@@ -185,7 +203,7 @@ def message(prog: str, jobid: int, text: str) -> str:
 
 
 class Log:
-    """stderr logger with the program and job prefix."""
+    """stderr logger with the program and job prefix, and an optional sink."""
 
     def __init__(
         self, prog: str, jobid: int, debug: bool = False, stream: TextIO = None
@@ -194,22 +212,30 @@ class Log:
         self.jobid = jobid
         self.debug_on = debug
         self.stream = stream
+        self.sink: Optional[Callable[[int, str], None]] = None
 
-    def _write(self, text: str) -> None:
+    def _write(self, level: int, text: str) -> None:
         stream = self.stream or sys.stderr
-        for line in str(text).splitlines() or [""]:
+        lines = str(text).splitlines() or [""]
+        for line in lines:
             stream.write(message(self.prog, self.jobid, line) + "\n")
         stream.flush()
+        if self.sink is not None:
+            for line in lines:
+                try:
+                    self.sink(level, f"{jobid_mod.f58(self.jobid)}: {line}")
+                except OSError:
+                    self.sink = None  # the broker is gone: stderr only
 
     def error(self, text: str) -> None:
-        self._write(text)
+        self._write(syslog.LOG_ERR, text)
 
     def info(self, text: str) -> None:
-        self._write(text)
+        self._write(syslog.LOG_INFO, text)
 
     def debug(self, text: str) -> None:
         if self.debug_on:
-            self._write(text)
+            self._write(syslog.LOG_DEBUG, text)
 
 
 def module_verdict(exc: OSError) -> str:
@@ -266,11 +292,9 @@ class Broker:
             raise PerilogError(f"{what}: {_errtext(exc)}") from None
 
     def config(self) -> "config.PamConfig":
+        """The broker's config; ConfigError names the file and the key."""
         obj = self._get(self.h.rpc("config.get"), "config.get")
-        try:
-            return config.from_dict(obj, origin="instance config")
-        except config.ConfigError as exc:
-            raise PerilogError("; ".join(exc.problems)) from None
+        return config.from_instance(obj, self.h)
 
     def owner(self) -> int:
         return int(self.h.attr_get("security.owner"))
@@ -352,6 +376,14 @@ class Broker:
             self.h.rpc("resource.drain", payload, nodeid=0).wait_for(RPC_TIMEOUT).get()
         except OSError as exc:
             self.log.error(f"cannot drain rank {self.rank}: {_errtext(exc)}")
+
+    def raise_exception(self, jobid: int, note: str) -> None:
+        """Raise a fatal ``prolog`` exception on *jobid* with *note*."""
+        payload = {"id": jobid, "severity": 0, "type": "prolog", "note": note}
+        try:
+            self.h.rpc("job-manager.raise", payload).wait_for(RPC_TIMEOUT).get()
+        except OSError as exc:
+            self.log.error(f"cannot raise an exception on the job: {_errtext(exc)}")
 
 
 class Perilog:
@@ -550,6 +582,29 @@ class Perilog:
             return
         self.work_alone()
 
+    def run_closed(self, problems: str) -> None:
+        """The configuration is invalid: no slice change, logins refused.
+
+        See "A config that does not validate" in the module docstring.
+        """
+        from . import lockdir
+
+        owner = self.broker.owner()
+        self.resolve_user()
+        if self.uid == owner:
+            return
+        try:
+            with lockdir.user_lock(self.uid, self.lockdir_path, LOCK_TIMEOUT):
+                if self.prog == PROLOG:
+                    deny = f"deny: {config.CLOSED_MESSAGE}\n"
+                    lockdir.set_marker(self.uid, self.lockdir_path, deny)
+                    self.log.debug(f"uid {self.uid}: marker set, denying logins")
+                elif not self.other_jobs():
+                    lockdir.clear_marker(self.uid, self.lockdir_path)
+                    self.log.debug(f"uid {self.uid}: marker removed")
+        except OSError as exc:
+            raise PerilogError(_errtext(exc)) from None
+
     def sync_marker(self, result: Optional[str]) -> None:
         """Keep the marker in step with what the module did.
 
@@ -605,24 +660,52 @@ def run(prog: str, environ: Optional[Mapping[str, str]] = None) -> int:
         sys.stderr.write(f"{PROGRAMS[prog]}: {exc}\n")
         return 1
     log = Log(prog, env.jobid, debug_enabled(environ))
+    broker = None
     try:
         handle = _connect(env)
+        _log_to_broker(log, handle, prog)
         broker = Broker(handle, log)
-        cfg = broker.config()
+        try:
+            cfg, closed = broker.config(), None
+        except config.ConfigError as exc:
+            cfg, closed = config.PamConfig(), "; ".join(exc.problems)
         log.debug_on = debug_enabled(environ, cfg)
         log.debug(
             f"rank {broker.rank}: FLUX_JOB_ID={environ.get('FLUX_JOB_ID')}"
             f" FLUX_JOB_USERID={env.userid}"
         )
-        if not cfg.manage_user_slice:
+        if closed is not None:
+            log.error(
+                f"invalid configuration: {closed}: nothing is done to the"
+                " user's slice, and the user's logins are refused on this node"
+                " until the configuration is fixed (the job goes on)"
+            )
+        elif not cfg.manage_user_slice:
             log.debug("pam.manage-user-slice is false: skipping")
             return 0
         from . import testmode
 
         test_instance = bool(testmode.is_test_instance(handle))
         path = lock_dir(environ, test_instance)
-        Perilog(prog, env, broker, cfg, log, test_instance, path).run()
+        work = Perilog(prog, env, broker, cfg, log, test_instance, path)
+        if closed is not None:
+            work.run_closed(closed)
+        else:
+            work.run()
     except PerilogError as exc:
         log.error(str(exc))
+        if broker is not None:
+            broker.drain(f"{PROGRAMS[prog]}: {exc}")
+            if prog == PROLOG:
+                broker.raise_exception(env.jobid, f"{PROGRAMS[prog]}: {exc}")
         return 1
     return 0
+
+
+def _log_to_broker(log: Log, handle: Any, prog: str) -> None:
+    """Send *log*'s lines to the broker's log too, as *prog* (``flux dmesg``)."""
+    try:
+        handle.flux_log_set_appname(PROGRAMS[prog].encode())
+    except (AttributeError, OSError):
+        pass
+    log.sink = handle.log

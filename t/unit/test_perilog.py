@@ -196,3 +196,66 @@ def test_ask_module_error_is_final_and_names_cause():
 def test_run_with_bad_env_exits_1_naming_variable(capsys):
     assert perilog.run(perilog.PROLOG, {"FLUX_JOB_USERID": "1"}) == 1
     assert "flux-pam-prolog: FLUX_JOB_ID is not set" in capsys.readouterr().err
+
+
+def test_log_lines_also_go_to_the_sink_with_the_f58_job():
+    out, sunk = io.StringIO(), []
+    log = perilog.Log(perilog.PROLOG, int(DEC), debug=False, stream=out)
+    log.sink = lambda level, text: sunk.append((level, text))
+    log.error("linger is on\nsecond line")
+    log.debug("not shown")
+    assert sunk == [(3, f"{F58}: linger is on"), (3, f"{F58}: second line")]
+    assert out.getvalue().count("flux-pam-prolog[") == 2
+
+
+def test_a_broken_sink_leaves_stderr_alone():
+    out = io.StringIO()
+    log = perilog.Log(perilog.PROLOG, 1, stream=out)
+
+    def gone(level, text):
+        raise OSError(errno.ECONNRESET, "gone")
+
+    log.sink = gone
+    log.error("a")
+    log.error("b")
+    assert log.sink is None and out.getvalue().count("\n") == 2
+
+
+class ConfigHandle(FakeHandle):
+    def __init__(self, conf, path):
+        super().__init__({"config.get": FakeFuture(conf)})
+        self.path = path
+
+    def attr_get(self, name):
+        assert name == "config.path"
+        if self.path is None:
+            raise OSError(errno.ENOENT, "no such attribute")
+        return self.path
+
+
+def test_a_bad_instance_config_names_the_file_of_config_path_and_the_key(tmp_path):
+    (tmp_path / "pam.toml").write_text('[pam]\nkill-slice-grace-time = "abc"\n')
+    conf = {"pam": {"kill-slice-grace-time": "abc"}}
+    log = perilog.Log(perilog.PROLOG, 7, stream=io.StringIO())
+    b = perilog.Broker(ConfigHandle(conf, str(tmp_path)), log)
+    with pytest.raises(perilog.config.ConfigError) as info:
+        b.config()
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{tmp_path}/pam.toml: pam.kill-slice-grace-time: ")
+
+
+def test_a_failed_job_gets_a_fatal_prolog_exception_with_the_reason():
+    h = FakeHandle({"job-manager.raise": FakeFuture({})})
+    b = perilog.Broker(h, perilog.Log(perilog.PROLOG, 7, stream=io.StringIO()))
+    b.raise_exception(7, "flux-pam-prolog: linger is on")
+    assert h.sent == [
+        (
+            "job-manager.raise",
+            {
+                "id": 7,
+                "severity": 0,
+                "type": "prolog",
+                "note": "flux-pam-prolog: linger is on",
+            },
+        )
+    ]
