@@ -21,13 +21,18 @@ both sides.
 ``pam.check``: may this user log in here?  (account phase)
     request:  ``{"uid": UID}``
         UID   integer >= 0, the login user
-    response: ``{"uid": UID, "admitted": BOOL, "jobs": [ID, ...], "reason": STR}``
+    response: ``{"uid": UID, "admitted": BOOL, "jobs": [ID, ...], "reason": STR,
+    "message": STR}``
         admitted  true iff UID has at least one job in RUN state whose R
                   includes this rank, and UID's teardown on this rank has not
                   begun.  Jobs in CLEANUP do not count.  (required)
         jobs      the IDs (integers) of those jobs; empty when not admitted
         uid, reason   echo and a human-readable why (optional; the reason
-                  is logged at LOG_DEBUG)
+                  is logged at LOG_DEBUG, at LOG_INFO with a message)
+        message   only when not admitted although the user has a job here
+                  (the node cannot take the login: doc/design.rst): the
+                  text for the user; the login is denied whatever
+                  ``action_no_jobs`` says
     errors:   EPROTO  malformed request
               EPERM   requester is neither root nor the instance owner
 
@@ -36,7 +41,9 @@ both sides.
         SCOPE  the unit name pam_flux has already started in
                ``user-UID.slice`` holding the login, e.g.
                ``flux-pam-4242.scope``
-    response: ``{"attached": true}``
+    response: ``{"attached": true}``, or ``{"attached": false, "message":
+              TEXT}`` when the node cannot take the login: the session is
+              refused with TEXT
     errors:   EPERM (or ESRCH)  UID has no active job on this rank, or its
                       teardown has begun ("user UID has no active job on rank
                       R"): pam_flux stops SCOPE and refuses the session, telling
@@ -57,8 +64,11 @@ ENOSYS from either request means the module is not loaded.  Then:
              ("run" is RUN alone; job-list's "running" also matches
              CLEANUP, which must not admit); with allow-guest-user the
              owner's uid is added and max_entries is 0
-    session: the marker ``LOCKDIR/uid.UID.active`` checked under the per-user
-             lock (flux_pam_service.lockdir)
+    session: the configuration from the broker (``config.get``, or the
+             ``config=`` file), then the marker ``LOCKDIR/uid.UID.active``
+             checked under the per-user lock (flux_pam_service.lockdir)
+    A marker whose first line is ``deny: TEXT`` refuses the account (read
+    without the lock) and the session with TEXT.
 
 ``allow-guest-user`` (as Flux's C pam_flux): a user who owns no job here may
 still enter as a guest when the instance owner (``security.owner``) has a RUN
@@ -84,7 +94,8 @@ Options (``pam_python.so /usr/lib/flux-pam/pam_flux.py OPTION...``)
 ``allow-guest-user``      see above
 ``lock-dir=DIR`` (/run/flux-pam)        absolute path
 ``scope-prefix=PREFIX`` (flux-pam)      login scopes are PREFIX-PID.scope
-``config=PATH`` (/etc/flux/system/conf.d)   the ``[pam]`` configuration
+``config=PATH``           read the ``[pam]`` configuration from PATH (a file
+                          or conf.d directory) instead of asking the broker
 ``timeout=FSD`` (10s)     bound on each broker request and D-Bus call
 ``pythonpath=DIR[:DIR...]``   absolute directories put in front of sys.path
                           before pam_flux imports this package or Flux's
@@ -107,13 +118,14 @@ Interface:
     Verdict(kind, jobs, source, notes)      kind is OWNER, GUEST or NONE
     Broker                                  what check_account() talks to
     check_account(broker, uid, options) -> Verdict   raises OSError
+    refuse(verdict, message, why) -> Verdict   DENIED, for a marker's deny
     decide_account(user, uid, service, outcome, options) -> Decision | None
     decide_session_start(user, uid, service, sentinel, options)
                                             -> Decision | None (None: go on)
-    decide_session(user, uid, stage, error, scope, how) -> Decision
-        stage: MANAGE_OFF, CONFIG, SCOPE, REFUSED, CONFIRM or ATTACHED
+    decide_session(user, uid, stage, error, scope, how, message) -> Decision
+        stage: MANAGE_OFF, CONFIG, SCOPE, REFUSED, DENIED, CONFIRM or ATTACHED
     parse_check_response(obj) -> (admitted, jobs)     raise ValueError
-    parse_attach_response(obj) -> None                raises ValueError
+    parse_attach_response(obj) -> None or message     raises ValueError
     parse_joblist_response(obj) -> [JobEntry]         raises ValueError
     joblist_request(uids, rank), uri_to_local(uri), broker_uri(environ)
     scope_name(prefix, pid), slice_name(uid), session_env(uid)
@@ -122,6 +134,8 @@ Interface:
 """
 
 import errno
+
+from .jobid import f58
 
 # This module is on the login path: it imports neither typing, dataclasses,
 # collections, re nor __future__ (annotations that name typing are strings;
@@ -132,7 +146,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEFAULT_URI = "local:///run/flux/local"
-DEFAULT_CONFIG = "/etc/flux/system/conf.d"
+DEFAULT_CONFIG = None  # ask the broker (config.get)
 DEFAULT_LOCK_DIR = "/run/flux-pam"
 DEFAULT_SCOPE_PREFIX = "flux-pam"
 DEFAULT_SERVICE = "sshd"
@@ -407,10 +421,22 @@ def parse_check_response(obj: "Any") -> "Tuple[bool, Tuple[int, ...]]":
     return admitted, tuple(jobs)
 
 
-def parse_attach_response(obj: "Any") -> None:
-    """Validate a ``pam.attach`` response; raise ValueError unless attached."""
-    if not isinstance(obj, dict) or obj.get("attached") is not True:
-        raise ValueError('pam.attach response is not {"attached": true}')
+def parse_attach_response(obj: "Any") -> "Optional[str]":
+    """Validate a ``pam.attach`` response.
+
+    Returns None when attached, the message of ``{"attached": false,
+    "message": TEXT}``; raises ValueError for anything else.
+    """
+    if isinstance(obj, dict) and obj.get("attached") is True:
+        return None
+    if (
+        isinstance(obj, dict)
+        and obj.get("attached") is False
+        and isinstance(obj.get("message"), str)
+        and obj["message"]
+    ):
+        return obj["message"]
+    raise ValueError('pam.attach response is not {"attached": true}')
 
 
 def joblist_request(
@@ -491,27 +517,47 @@ def broker_uri(environ: "Mapping[str, str]") -> str:
 OWNER = "owner"
 GUEST = "guest"
 NONE = "none"
+# has a job here, but the node cannot take the login (also a session stage)
+DENIED = "denied"
 
 
 class Verdict(_Record):
     """What the broker says about a user.
 
-    kind    OWNER, GUEST or NONE
+    kind    OWNER, GUEST, NONE or DENIED
     jobs    the job IDs that admit (OWNER), or the guest's job (GUEST)
     source  "pam.check" or "job-list"
     notes   (priority, text) lines to log
     manage  the module's pam.manage-user-slice, as pam.check answered it;
             None when it did not (job-list): the session reads the config
+    message what a DENIED user is told
     """
 
-    __slots__ = ("kind", "jobs", "source", "notes", "manage")
-    _defaults = {"jobs": (), "source": "pam.check", "notes": (), "manage": None}
+    __slots__ = ("kind", "jobs", "source", "notes", "manage", "message")
+    _defaults = {
+        "jobs": (),
+        "source": "pam.check",
+        "notes": (),
+        "manage": None,
+        "message": None,
+    }
+
+
+def refuse(verdict: "Verdict", message: str, why: str) -> "Verdict":
+    """*verdict* turned into a denial with *message* (a marker's deny line)."""
+    return Verdict(
+        DENIED,
+        (),
+        verdict.source,
+        verdict.notes + ((LOG_INFO, why),),
+        message=message,
+    )
 
 
 def _guest_allowed(broker: "Broker", job: "JobEntry", notes: "List[Log]") -> bool:
     local = uri_to_local(job.uri) if job.uri else None
     if local is None:
-        notes.append((LOG_ERR, f"job {job.id}: cannot use instance URI {job.uri}"))
+        notes.append((LOG_ERR, f"job {f58(job.id)}: cannot use instance URI {job.uri}"))
         return False
     try:
         sub = broker.open_instance(local)
@@ -520,12 +566,14 @@ def _guest_allowed(broker: "Broker", job: "JobEntry", notes: "List[Log]") -> boo
         finally:
             sub.close()
     except OSError as exc:
-        notes.append((LOG_ERR, f"job {job.id}: config.get on {local}: {exc}"))
+        notes.append((LOG_ERR, f"job {f58(job.id)}: config.get on {local}: {exc}"))
         return False
     access = conf.get("access") if isinstance(conf, dict) else None
     allowed = isinstance(access, dict) and access.get("allow-guest-user") is True
     if not allowed:
-        notes.append((LOG_INFO, f"job {job.id}: access.allow-guest-user not enabled"))
+        notes.append(
+            (LOG_INFO, f"job {f58(job.id)}: access.allow-guest-user not enabled")
+        )
     return allowed
 
 
@@ -540,8 +588,13 @@ def check_account(broker: "Broker", uid: int, options: "Options") -> "Verdict":
     try:
         response = broker.rpc("pam.check", {"uid": uid, "max_jobs": CHECK_MAX_JOBS})
         admitted, jobs = parse_check_response(response)
+        message = response.get("message")
+        refused = not admitted and isinstance(message, str) and bool(message)
         if isinstance(response.get("reason"), str):
-            notes.append((LOG_DEBUG, f"pam.check: {response['reason']}"))
+            level = LOG_INFO if refused else LOG_DEBUG
+            notes.append((level, f"pam.check: {response['reason']}"))
+        if refused:
+            return Verdict(DENIED, (), "pam.check", tuple(notes), message=message)
         if admitted:
             manage = response.get("manage_user_slice")
             if not isinstance(manage, bool):
@@ -588,7 +641,7 @@ def check_account(broker: "Broker", uid: int, options: "Options") -> "Verdict":
         if owner is None or job.userid != owner or rank not in job.ranks:
             continue
         if rank != min(job.ranks):
-            notes.append((LOG_DEBUG, f"job {job.id}: this rank is not its first"))
+            notes.append((LOG_DEBUG, f"job {f58(job.id)}: this rank is not its first"))
             continue
         if _guest_allowed(broker, job, notes):
             return Verdict(GUEST, (job.id,), "job-list", tuple(notes))
@@ -682,8 +735,14 @@ def decide_account(
             logs + ((LOG_INFO, f"access denied for {who}"),),
         )
     notes = outcome.notes
+    if outcome.kind == DENIED:
+        return Decision(
+            "PAM_PERM_DENIED",
+            outcome.message,
+            notes + ((LOG_INFO, f"access denied for {who}: {outcome.message}"),),
+        )
     if outcome.kind == OWNER:
-        jobs = ",".join(str(j) for j in outcome.jobs)
+        jobs = ",".join(f58(j) for j in outcome.jobs)
         return Decision(
             "PAM_SUCCESS",
             logs=notes
@@ -702,7 +761,7 @@ def decide_account(
             + (
                 (
                     LOG_INFO,
-                    f"access granted for {who} as guest of job {outcome.jobs[0]}",
+                    f"access granted for {who} as guest of job {f58(outcome.jobs[0])}",
                 ),
             ),
         )
@@ -801,6 +860,7 @@ def decide_session(
     error: "Optional[BaseException]" = None,
     scope: "Optional[str]" = None,
     how: str = "",
+    message: "Optional[str]" = None,
 ) -> "Decision":
     """Map the outcome of a session stage to a Decision.
 
@@ -808,10 +868,17 @@ def decide_session(
     CONFIG (the configuration cannot be read), LOCKDIR (the lock directory
     is unsafe: group- or other-writable, not root's), SCOPE (the scope cannot be
     created), REFUSED (the user is no longer active: pam.attach refused or
-    the marker is absent), CONFIRM (confirmation failed otherwise) or
+    the marker is absent), DENIED (the node cannot take the login: the user
+    is told *message*), CONFIRM (confirmation failed otherwise) or
     ATTACHED (success; *how* says which confirmation was used).
     """
     who = f"user {user} (uid={uid})"
+    if stage == DENIED:
+        return Decision(
+            "PAM_SESSION_ERR",
+            message,
+            ((LOG_INFO, f"session refused for {who} ({how}): {message}"),),
+        )
     if stage == MANAGE_OFF:
         return Decision(
             "PAM_SUCCESS",

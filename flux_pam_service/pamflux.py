@@ -33,17 +33,22 @@ scheme goes through libflux-core's cffi module ``_flux._core``
 Account (acct_mgmt).  Root is admitted at once; an unknown user gets
 PAM_USER_UNKNOWN; anyone else is checked with admission.check_account()
 against the broker at $FLUX_URI (else local:///run/flux/local): ``pam.check``,
-or ``job-list.list`` when the module is not loaded.  A denial sends "Access
-denied: user USER has no active jobs on this node" through the conversation,
-logs to syslog (LOG_AUTHPRIV) and returns PAM_PERM_DENIED.
+or ``job-list.list`` when the module is not loaded; a job-list admission is
+then refused by a marker whose first line is ``deny: TEXT``.  A denial sends
+"Access denied: user USER has no active jobs on this node" (or the broker's
+or the marker's message) through the conversation, logs to syslog
+(LOG_AUTHPRIV) and returns PAM_PERM_DENIED.
 
 Session (open_session).  Only for users this PAM handle's account phase
 admitted as job owners; everyone else gets PAM_IGNORE.  With
 ``pam.manage-user-slice`` true (as the module's pam.check answer gave it,
-else as read from the config directory) it starts ``PREFIX-PID.scope`` in
+else as the broker's ``config.get`` gives it, or the ``config=`` file) it
+starts ``PREFIX-PID.scope`` in
 ``user-UID.slice`` holding this process (sshd's privileged session process),
 then confirms it with ``pam.attach`` or, if the module is not loaded, with the
-marker LOCKDIR/uid.UID.active read under the per-user lock.  On refusal or
+marker LOCKDIR/uid.UID.active read under the per-user lock (a ``deny:``
+line refuses with its text, as does ``{"attached": false, "message"}``).  On
+refusal or
 failure it moves this process back to the cgroup it came from, stops the
 scope and returns PAM_SESSION_ERR.  On success it sets XDG_RUNTIME_DIR and
 DBUS_SESSION_BUS_ADDRESS.  close_session returns PAM_SUCCESS: systemd
@@ -210,12 +215,31 @@ def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
     decision = admission.decide_account(user, uid, call.service, None, call.options)
     if decision is None:
         outcome = _check(call, uid)
+        if getattr(outcome, "kind", None) == admission.OWNER and (
+            outcome.source == "job-list"
+        ):
+            outcome = _marker_denial(call, uid, outcome)
         decision = admission.decide_account(
             user, uid, call.service, outcome, call.options
         )
     if decision.sentinel:
         sentinels[pamh.pamh] = (user, uid, outcome.manage)
     return call.apply(decision)
+
+
+def _marker_denial(call: _Call, uid: int, outcome: object) -> object:
+    """A job-list admission, unless the marker says ``deny: TEXT``."""
+    from flux_pam_service import lockdir
+
+    try:
+        content = lockdir.read_marker(uid, call.options.lock_dir)
+    except OSError as exc:
+        return _bare(exc)
+    text = lockdir.denial(content) if content is not None else None
+    if text is None:
+        return outcome
+    why = f"{lockdir.marker_path(uid, call.options.lock_dir)}: deny: {text}"
+    return admission.refuse(outcome, text, why)
 
 
 def _own_cgroup() -> str:
@@ -244,16 +268,18 @@ def _leave_scope(call: _Call, cgroup: str) -> None:
 
 
 def _confirm(call: _Call, uid: int, scope: str) -> tuple:
-    """Confirm *scope*; return (stage, error, how)."""
+    """Confirm *scope*; return (stage, error or DENIED's message, how)."""
     opts = call.options
     try:
         broker = call.broker()
         try:
-            admission.parse_attach_response(
+            message = admission.parse_attach_response(
                 broker.rpc("pam.attach", {"uid": uid, "scope": scope})
             )
         finally:
             broker.close()
+        if message is not None:
+            return admission.DENIED, message, "pam.attach"
         return admission.ATTACHED, None, "pam.attach"
     except ValueError as exc:
         return admission.CONFIRM, _bare(exc), "pam.attach"
@@ -266,10 +292,15 @@ def _confirm(call: _Call, uid: int, scope: str) -> tuple:
 
     try:
         with lockdir.user_lock(uid, opts.lock_dir, opts.timeout):
-            present = lockdir.has_marker(uid, opts.lock_dir)
+            content = lockdir.read_marker(uid, opts.lock_dir)
     except OSError as exc:
         return admission.CONFIRM, _bare(exc), "marker"
-    return (admission.ATTACHED if present else admission.REFUSED), None, "marker"
+    if content is None:
+        return admission.REFUSED, None, "marker"
+    text = lockdir.denial(content)
+    if text is not None:
+        return admission.DENIED, text, "marker"
+    return admission.ATTACHED, None, "marker"
 
 
 def _open_scope(call: _Call, user: str, uid: int) -> object:
@@ -295,13 +326,16 @@ def _open_scope(call: _Call, user: str, uid: int) -> object:
             stage, error, how = _confirm(call, uid, scope)
         except OSError as exc:
             stage, error, how = admission.SCOPE, _bare(exc), ""
+        message = None
+        if stage == admission.DENIED:
+            message, error = error, None
         if stage != admission.ATTACHED and job is not None:
             _leave_scope(call, origin)
             try:
                 bus.wait_job(bus.stop_unit(scope), opts.timeout)
             except OSError as exc:
                 call.log(admission.LOG_ERR, f"cannot stop {scope}: {exc}")
-        return admission.decide_session(user, uid, stage, error, scope, how)
+        return admission.decide_session(user, uid, stage, error, scope, how, message)
     finally:
         bus.close()
 
@@ -320,17 +354,10 @@ def open_session(pamh: object, argv: list, sentinels: dict) -> int:
         return call.apply(decision)
     manage = sentinel[2]
     if manage is None:
-        # The module did not say (job-list fallback): read the config.  In
-        # module mode the module's answer is used, the config it acts on;
-        # reading TOML costs a fresh interpreter 20-40 ms (tomllib, re).
-        from flux_pam_service import config
-
-        try:
-            manage = config.load(call.options.config, strict=False).manage_user_slice
-        except (config.ConfigError, OSError) as exc:
-            error = _bare(exc)
-        else:
-            error = None
+        # The module did not say (job-list fallback): ask the broker for the
+        # config in force, as the drop-ins do (or read config=).  In module
+        # mode the module's answer is used, the config it acts on.
+        manage, error = _manage_user_slice(call)
         if error is not None:
             return call.apply(
                 admission.decide_session(user, uid, admission.CONFIG, error)
@@ -348,6 +375,24 @@ def open_session(pamh: object, argv: list, sentinels: dict) -> int:
             admission.decide_session(user, uid, admission.LOCKDIR, _bare(exc))
         )
     return call.apply(_open_scope(call, user, uid))
+
+
+def _manage_user_slice(call: _Call) -> tuple:
+    """(pam.manage-user-slice, None) from the broker or config=, or (None, error)."""
+    from flux_pam_service import config
+
+    try:
+        if call.options.config is not None:
+            cfg = config.load(call.options.config, strict=False)
+        else:
+            broker = call.broker()
+            try:
+                cfg = config.from_dict(broker.rpc("config.get", {}), "instance config")
+            finally:
+                broker.close()
+    except (config.ConfigError, OSError) as exc:
+        return None, _bare(exc)
+    return cfg.manage_user_slice, None
 
 
 def not_an_auth_module(pamh: object, argv: list, phase: str) -> int:

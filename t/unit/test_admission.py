@@ -37,7 +37,7 @@ def test_defaults_fail_closed_and_act_for_sshd_only():
     assert opts.log_level == LOG_INFO
     assert opts.lock_dir == "/run/flux-pam"
     assert opts.scope_prefix == "flux-pam"
-    assert opts.config == config.DEFAULT_PATH
+    assert opts.config is None  # ask the broker (config.get)
     assert opts.allow_guest_user is False
     assert opts.test_answers is None
 
@@ -130,10 +130,18 @@ def test_check_response_is_validated():
 
 
 def test_attach_response_must_say_attached_true():
-    admission.parse_attach_response({"attached": True})
+    assert admission.parse_attach_response({"attached": True}) is None
     for bad in ({}, {"attached": 1}, {"attached": False}, None):
         with pytest.raises(ValueError, match="pam.attach"):
             admission.parse_attach_response(bad)
+    for bad in ({"attached": False, "message": ""}, {"attached": 0, "message": "x"}):
+        with pytest.raises(ValueError, match="pam.attach"):
+            admission.parse_attach_response(bad)
+
+
+def test_attach_refusal_carries_the_message_for_the_user():
+    answer = {"attached": False, "message": config.CLOSED_MESSAGE}
+    assert admission.parse_attach_response(answer) == config.CLOSED_MESSAGE
 
 
 def test_joblist_request_asks_for_run_state_only_on_this_rank():
@@ -234,14 +242,14 @@ def test_account_job_owner_is_admitted_with_sentinel():
     assert d.result == "PAM_SUCCESS"
     assert d.sentinel is True
     assert d.message is None
-    assert "jobs 42" in d.logs[-1][1]
+    assert "jobs ƒj" in d.logs[-1][1]  # F58, as every flux command prints it
 
 
 def test_account_guest_is_admitted_without_sentinel():
     d = acct(Verdict(GUEST, (7,), "job-list"))
     assert d.result == "PAM_SUCCESS"
     assert d.sentinel is False
-    assert "guest of job 7" in d.logs[-1][1]
+    assert "guest of job ƒ8" in d.logs[-1][1]
 
 
 def test_account_no_jobs_denies_with_message():
@@ -434,3 +442,55 @@ def test_session_start_accepts_the_sentinel_with_the_modules_answer():
     assert admission.decide_session_start("u", 5, "sshd", ("u", 5, True), opts) is None
     d = admission.decide_session_start("v", 6, "sshd", ("u", 5, None), opts)
     assert d.result == "PAM_SESSION_ERR"
+
+
+CLOSED_CHECK = {
+    "uid": 1000,
+    "admitted": False,
+    "jobs": [],
+    "njobs": 0,
+    "reason": "invalid configuration: /etc/flux/system/conf.d/pam.toml:"
+    " pam.debug: 1 is not a boolean",
+    "message": config.CLOSED_MESSAGE,
+}
+
+
+@pytest.mark.parametrize("no_jobs", ["deny", "ignore"])
+def test_a_check_refusal_with_a_message_denies_whatever_action_no_jobs(no_jobs):
+    opts = admission.parse_options([f"action_no_jobs={no_jobs}"])
+    verdict = admission.check_account(_CheckBroker(CLOSED_CHECK), 1000, opts)
+    assert verdict.kind == admission.DENIED
+    d = acct(verdict, opts=opts)
+    assert d.result == "PAM_PERM_DENIED"
+    assert d.message == config.CLOSED_MESSAGE
+    assert d.sentinel is False
+    # the log (not the user) learns the file and the key
+    logged = "\n".join(text for _, text in d.logs)
+    assert "pam.toml: pam.debug" in logged
+    assert "pam.toml" not in d.message
+
+
+def test_a_check_refusal_without_a_message_is_the_usual_no_jobs():
+    answer = dict(CLOSED_CHECK)
+    del answer["message"]
+    verdict = admission.check_account(_CheckBroker(answer), 1000, OPTS)
+    assert verdict.kind == admission.NONE
+    assert acct(verdict).message == DENIED
+
+
+def test_a_marker_deny_line_turns_a_job_list_admission_into_a_denial():
+    owner = admission.Verdict(admission.OWNER, (5,), "job-list")
+    verdict = admission.refuse(owner, "Access denied: closed", "marker: deny")
+    d = acct(verdict)
+    assert (d.result, d.message, d.sentinel) == (
+        "PAM_PERM_DENIED",
+        "Access denied: closed",
+        False,
+    )
+
+
+def test_session_denied_tells_the_user_the_nodes_message():
+    d = admission.decide_session(
+        "alice", 1000, admission.DENIED, None, "s.scope", "marker", "Closed, sorry"
+    )
+    assert (d.result, d.message, d.env) == ("PAM_SESSION_ERR", "Closed, sorry", ())
