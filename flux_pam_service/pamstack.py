@@ -20,12 +20,21 @@ Interface:
     read(path, root="/") -> (rules, problems)
         rules in evaluation order; problems are strings (missing includes,
         include loops, malformed lines); reading never raises for those.
+    reachable(rules, decide) -> set of indices
+        which of *rules* (one type, in order) Linux-PAM may run, following
+        each rule's control for every outcome its module may have;
+        decide(rule) is True or False when the module's outcome (success
+        or failure) is known, None when it may be either.
+    job_user_outcome(rule, uid_min) -> True, False or None
+        the outcome of a ``pam_succeed_if.so`` rule for a job user: a user
+        with a uid of at least *uid_min*, not root, in none of the groups
+        the rule names; None for any other module or condition.
 """
 
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 TYPES = ("account", "auth", "password", "session")
 
@@ -167,3 +176,119 @@ def format_rule(rule: Rule) -> str:
     return " ".join(
         [rule.type, rule.control, rule.module, *map(shlex.quote, rule.args)]
     )
+
+
+# Linux-PAM's control keywords as [value=action] tables (pam.d(5)).
+_KEYWORDS = {
+    "required": {
+        "success": "ok",
+        "new_authtok_reqd": "ok",
+        "ignore": "ignore",
+        "default": "bad",
+    },
+    "requisite": {
+        "success": "ok",
+        "new_authtok_reqd": "ok",
+        "ignore": "ignore",
+        "default": "die",
+    },
+    "sufficient": {"success": "done", "new_authtok_reqd": "done", "default": "ignore"},
+    "optional": {"success": "ok", "new_authtok_reqd": "ok", "default": "ignore"},
+}
+# what a module returns when its outcome is a failure: pam_succeed_if's
+# false condition is PAM_AUTH_ERR; anything else may return any error
+_FAILURE = {"pam_succeed_if.so": "auth_err"}
+
+
+def _actions(control: str) -> Dict[str, str]:
+    if control in _KEYWORDS:
+        return _KEYWORDS[control]
+    table: Dict[str, str] = {}
+    for item in control.strip("[]").split():
+        value, _, action = item.partition("=")
+        table[value.lower()] = action.lower()
+    return table
+
+
+def _next(i: int, action: str) -> Optional[int]:
+    """Index of the rule run after rule *i* takes *action*; None: the end."""
+    if action in ("done", "die"):
+        return None
+    if action.isdigit():
+        return i + 1 + int(action)
+    return i + 1  # ignore, ok, bad, reset
+
+
+def reachable(rules: List[Rule], decide: Callable[[Rule], Optional[bool]]) -> Set[int]:
+    """Indices of *rules* that may run (see the module docstring)."""
+    seen: Set[int] = set()
+    todo = [0]
+    while todo:
+        i = todo.pop()
+        if i in seen or i >= len(rules):
+            continue
+        seen.add(i)
+        rule = rules[i]
+        table = _actions(rule.control)
+        outcome = decide(rule)
+        values = []
+        if outcome is not False:
+            values.append("success")
+        if outcome is not True:
+            values.append(_FAILURE.get(rule.name, "default"))
+            if outcome is None:
+                values.append("ignore")
+        for value in values:
+            action = table.get(value, table.get("default", "ignore"))
+            nxt = _next(i, action)
+            if nxt is not None:
+                todo.append(nxt)
+    return seen
+
+
+_FLAGS = {"debug", "use_uid", "quiet", "quiet_fail", "quiet_success", "audit"}
+
+
+def _condition(field_: str, op: str, value: str, uid_min: int) -> Optional[bool]:
+    """One pam_succeed_if condition for a job user (see job_user_outcome)."""
+    if field_ == "uid" and value.isdigit():
+        n = int(value)
+        if op in ("eq", "="):
+            return False if n < uid_min else None
+        if op in ("ne", "!="):
+            return True if n < uid_min else None
+        if op in ("lt", "<"):
+            return False if n <= uid_min else None
+        if op in ("le", "<="):
+            return False if n < uid_min else None
+        if op in ("gt", ">"):
+            return True if n < uid_min else None
+        if op in ("ge", ">="):
+            return True if n <= uid_min else None
+    if field_ == "user":
+        if op in ("=", "eq") and value == "root":
+            return False
+        if op in ("!=", "ne") and value == "root":
+            return True
+        if op == "ingroup":
+            return False
+        if op == "notingroup":
+            return True
+    return None
+
+
+def job_user_outcome(rule: Rule, uid_min: int = 1000) -> Optional[bool]:
+    """pam_succeed_if's outcome for a job user (see the module docstring)."""
+    if rule.name != "pam_succeed_if.so":
+        return None
+    args = [a for a in rule.args if a not in _FLAGS]
+    if "use_uid" in rule.args or not args or len(args) % 3:
+        return None  # use_uid tests sshd's own uid (root), not the user
+    result: Optional[bool] = True
+    for k in range(0, len(args), 3):
+        value = _condition(args[k], args[k + 1], args[k + 2], uid_min)
+        if value is False:
+            return False
+        if value is None:
+            result = None
+    return result

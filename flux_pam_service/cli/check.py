@@ -14,14 +14,18 @@ the files that must belong to root are expected to belong to the owner of
 DIR instead (root on a real image; the test user for a test tree).
 
 Paths (all below ROOT):
-    --config-path   /etc/flux/system/conf.d      instance config (TOML)
-    --imp-config    /etc/flux/imp/conf.d         IMP config (TOML)
+    --config-path   instance config (TOML)
+    --imp-config    IMP config (TOML)
     --pam-stack     /etc/pam.d/sshd              the sshd PAM service file
-    --libexecdir    flux's libexecdir, e.g. /usr/libexec/flux (live: taken
-                    from the flux Python bindings when they import)
+    --libexecdir    flux's libexecdir, e.g. /usr/libexec/flux
     /run/flux-pam, /usr/lib/tmpfiles.d/flux-pam.conf, /var/lib/systemd/linger,
     /etc/passwd, /etc/login.defs, /sys/fs/cgroup, /etc/polkit-1/rules.d and
     /usr/share/polkit-1/rules.d.
+On the live system the paths not given come from the running broker and
+flux-core (flux_pam_service.cli.instance): the first lines of the output
+(``using ...``) name each and say where it came from, or why no broker
+answered.  Under ``--root`` they are those of a flux-core in /usr
+(/etc/flux/system/conf.d, /etc/flux/imp/conf.d, /usr/libexec/flux).
 
 Each check is a function ``check_NAME(ctx) -> Result`` listed in CHECKS; a
 check never raises for what it finds on disk.
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import config, pamstack
+from . import instance
 
 PASS = "PASS"
 WARN = "WARN"
@@ -80,6 +85,7 @@ class Context:
     imp_config: str = "/etc/flux/imp/conf.d"
     pam_stack: Optional[str] = None  # a host path; default ROOT/etc/pam.d/sshd
     libexecdir: str = "/usr/libexec/flux"
+    confdir: str = "/etc/flux"  # flux-core's confdir (system/*.d drop-ins)
     owner: str = "flux"
     systemctl: str = "systemctl"
     _cache: Dict[str, object] = field(default_factory=dict)
@@ -214,7 +220,10 @@ def check_perilog(ctx: Context) -> Result:
     )
     if needs_imp and not imp:
         found.append("exec.imp is not set, so there is no `flux-imp run` command")
-        fixes.append('set imp = "/usr/libexec/flux/flux-imp" in [exec]')
+        fixes.append(
+            "set imp in [exec] to the path of flux-imp"
+            " (flux-security's $libexecdir/flux/flux-imp)"
+        )
     if found:
         return Result(FAIL, "; ".join(found), "; ".join(fixes))
     return Result(PASS, "perilog.so loaded, prolog per-rank, housekeeping configured")
@@ -249,7 +258,10 @@ def check_imp_run(ctx: Context) -> Result:
     obj, err = _imp_tables(ctx)
     if obj is None:
         return Result(
-            FAIL, err, f"create {ctx.imp_config}/pam.toml from the shipped IMP example"
+            FAIL,
+            err,
+            f"create {ctx.imp_config}/pam.toml from the shipped IMP example"
+            " (make install-config does, if nothing there sets [run.*])",
         )
     run = obj.get("run", {})
     run = run if isinstance(run, dict) else {}
@@ -441,22 +453,39 @@ def check_cgroup2(ctx: Context) -> Result:
 
 
 def check_pam_systemd(ctx: Context) -> Result:
-    """pam_systemd.so appears nowhere in the sshd stack, includes included."""
+    """pam_systemd.so never runs for a job user in the sshd stack.
+
+    It may run for root and the site's admins: a ``pam_succeed_if.so`` guard
+    before it that skips it for every user with a uid of at least UID_MIN
+    who is in none of the groups it names (pamstack.job_user_outcome) is
+    followed through the controls of the whole session stack, includes
+    included.
+    """
     rules, problems = ctx.pam_rules()
     if not os.path.exists(ctx.stack_path):
         return Result(FAIL, f"{ctx.stack_path} is absent", "install the sshd PAM stack")
-    hits = [r for r in rules if r.name == "pam_systemd.so"]
+    session = [r for r in rules if r.type == "session"]
+    uid_min = _uid_min(ctx)
+    runs = pamstack.reachable(session, lambda r: pamstack.job_user_outcome(r, uid_min))
+    found = [i for i, r in enumerate(session) if r.name == "pam_systemd.so"]
+    hits = [session[i] for i in found if i in runs]
     if hits:
         return Result(
             FAIL,
-            "pam_systemd.so in "
+            "pam_systemd.so runs for job users at "
             + ", ".join(r.where for r in hits)
-            + ": logind would move logins out of the job's slice",
-            "remove or comment out those lines"
-            " (Debian: pam-auth-update --disable systemd)",
+            + ": logind would move their logins out of the job's slice",
+            "remove it (Debian: pam-auth-update --disable systemd), or run it"
+            " only for root and your admin group with pam_succeed_if.so, as"
+            " the shipped examples/pam.d-sshd does",
         )
     if problems:
         return Result(WARN, "; ".join(problems), "fix the PAM files named above")
+    if found:
+        where = ", ".join(session[i].where for i in found)
+        return Result(
+            PASS, f"pam_systemd.so at {where} is skipped for job users (guarded)"
+        )
     return Result(PASS, f"no pam_systemd.so in {len(rules)} rules")
 
 
@@ -633,6 +662,18 @@ def check_module(ctx: Context) -> Result:
             "start flux (systemctl start flux) or set FLUX_URI",
         )
     if any(m.get("name") == "pam" for m in mods):
+        try:
+            closed = h.rpc("pam.status", {"uid": 0}).get().get("closed")
+        except OSError as exc:
+            closed = f"pam.status: {exc.strerror or exc}"
+        if closed:
+            return Result(
+                FAIL,
+                f"pam module on rank {rank} is closed (job users cannot log in;"
+                f" jobs run, slices are not managed): {closed}",
+                "correct the key in the file named, then `flux config reload`"
+                " (no restart needed)",
+            )
         return Result(PASS, f"pam module loaded on rank {rank}")
     return Result(
         WARN,
@@ -649,7 +690,7 @@ def check_drop_ins(ctx: Context) -> Result:
     for kind, name in DROP_INS.items():
         candidates = [
             os.path.join(ctx.libexecdir, f"{kind}.d", name),
-            os.path.join("/etc/flux/system", f"{kind}.d", name),
+            os.path.join(ctx.confdir, "system", f"{kind}.d", name),
         ]
         present = [c for c in candidates if os.path.lexists(ctx.path(c))]
         if not present:
@@ -670,8 +711,8 @@ def check_drop_ins(ctx: Context) -> Result:
         return Result(
             FAIL,
             "; ".join(found),
-            "make install LIBEXECDIR=<flux's libexecdir without /flux>;"
-            " the drop-ins must be root-owned, mode 0755",
+            "make install (it asks flux-core for its libexecdir: see the admin"
+            " guide); the drop-ins must be root-owned, mode 0755",
         )
     return Result(PASS, ", ".join(where))
 
@@ -708,17 +749,6 @@ def run_checks(ctx: Context) -> List[Tuple[str, Result]]:
     return out
 
 
-def _default_libexecdir(live: bool) -> str:
-    if live:
-        try:
-            from flux.conf_builtin import conf_builtin_get  # noqa: PLC0415
-
-            return str(conf_builtin_get("libexecdir"))
-        except (ImportError, OSError, ValueError, KeyError):
-            pass
-    return "/usr/libexec/flux"
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
     p = sub.add_parser(
@@ -734,15 +764,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--config-path",
-        default=config.DEFAULT_PATH,
         metavar="PATH",
-        help="instance config below ROOT (default %(default)s)",
+        help="instance config below ROOT (default: the broker's config.path)",
     )
     p.add_argument(
         "--imp-config",
-        default="/etc/flux/imp/conf.d",
         metavar="PATH",
-        help="IMP config below ROOT (default %(default)s)",
+        help="IMP config below ROOT (default: flux-security's, for exec.imp)",
     )
     p.add_argument(
         "--libexecdir", metavar="DIR", help="flux's libexecdir, e.g. /usr/libexec/flux"
@@ -758,14 +786,18 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.root):
         print(f"flux-pam check: --root {args.root}: not a directory", file=sys.stderr)
         return 2
-    ctx = Context(
-        root=args.root,
-        config_path=args.config_path,
-        imp_config=args.imp_config,
-        pam_stack=args.pam_stack,
-        owner=args.owner,
-    )
-    ctx.libexecdir = args.libexecdir or _default_libexecdir(ctx.live)
+    ctx = Context(root=args.root, pam_stack=args.pam_stack, owner=args.owner)
+    if ctx.live:
+        where = instance.locate()
+        ctx.config_path, ctx.imp_config = where.config_path, where.imp_config
+        ctx.confdir, ctx.libexecdir = where.confdir, where.libexecdir
+        if args.config_path is None:
+            print(f"using instance config {where.config_path} ({where.source})")
+        if args.imp_config is None:
+            print(f"using IMP config {where.imp_config} ({where.imp_source})")
+    ctx.config_path = args.config_path or ctx.config_path
+    ctx.imp_config = args.imp_config or ctx.imp_config
+    ctx.libexecdir = args.libexecdir or ctx.libexecdir
     failed = False
     for name, res in run_checks(ctx):
         print(f"{res.status}  {name}: {res.detail}")

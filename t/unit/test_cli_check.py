@@ -89,7 +89,8 @@ def test_cli_pam_stack_option_reads_another_file(root, tmp_path, capsys):
     with open(other, "a") as f:
         f.write("session optional pam_systemd.so\n")
     assert main(["check", "--root", root, "--pam-stack", str(other)]) == 1
-    assert f"FAIL  pam-systemd: pam_systemd.so in {other}:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"FAIL  pam-systemd: pam_systemd.so runs for job users at {other}:" in out
 
 
 # --- config ---------------------------------------------------------------
@@ -560,3 +561,72 @@ def test_drop_ins_check_uses_libexecdir_option(root):
     res = run("drop-ins", root, libexecdir="/opt/flux/libexec/flux")
     assert res.status == check.FAIL
     assert "/opt/flux/libexec/flux/prolog.d/flux-pam-prolog is absent" in res.detail
+
+
+# --- pam_systemd for admins ---------------------------------------------------
+
+GUARD = """\
+session [success=1 default=ignore] pam_succeed_if.so quiet uid eq 0
+session [success=ignore default=1] pam_succeed_if.so quiet user ingroup admin
+session optional pam_systemd.so
+"""
+
+
+def test_the_shipped_stack_runs_pam_systemd_for_admins_only(root):
+    with open(os.path.join(checktree.REPO, "etc/pam.d/sshd")) as f:
+        assert GUARD.split("\n")[0].split()[-1] in f.read()
+    res = run("pam-systemd", root)
+    assert res.status == check.PASS and "skipped for job users" in res.detail
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        GUARD,
+        "session [default=1 success=ignore] pam_succeed_if.so uid < 1000\n"
+        "session optional pam_systemd.so\n",
+        "session [success=ignore default=1] pam_succeed_if.so user = root\n"
+        "session optional pam_systemd.so\n",
+        "session [success=ignore default=1] pam_succeed_if.so quiet uid eq 0"
+        " user ingroup admin\nsession optional pam_systemd.so\n",
+    ],
+)
+def test_a_pam_systemd_that_job_users_skip_passes(root, guard):
+    append(root, "etc/pam.d/common-session", guard)
+    assert run("pam-systemd", root).status == check.PASS
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        # the jump goes the wrong way: job users run it
+        "session [success=ignore default=1] pam_succeed_if.so uid ne 0\n"
+        "session optional pam_systemd.so\n",
+        # use_uid tests sshd's uid (root), not the user's
+        "session [success=ignore default=1] pam_succeed_if.so use_uid uid eq 0\n"
+        "session optional pam_systemd.so\n",
+        # a guard with a condition it cannot decide for a job user
+        "session [success=ignore default=1] pam_succeed_if.so shell = /bin/sh\n"
+        "session optional pam_systemd.so\n",
+        # a guard that jumps one line too few
+        "session [success=ignore default=1] pam_succeed_if.so uid eq 0\n"
+        "session optional pam_motd.so\n"
+        "session optional pam_systemd.so\n",
+        # the guard is fine, but another pam_systemd follows unguarded
+        GUARD + "session optional pam_systemd.so\n",
+    ],
+)
+def test_a_pam_systemd_a_job_user_may_reach_fails(root, stack):
+    append(root, "etc/pam.d/common-session", stack)
+    res = run("pam-systemd", root)
+    assert res.status == check.FAIL and "runs for job users" in res.detail
+
+
+def test_a_sufficient_rule_before_pam_systemd_may_end_the_stack(root):
+    # reachable only through an unknown outcome: still reachable
+    append(
+        root,
+        "etc/pam.d/common-session",
+        "session sufficient pam_permit.so\nsession optional pam_systemd.so\n",
+    )
+    assert run("pam-systemd", root).status == check.FAIL
