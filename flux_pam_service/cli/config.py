@@ -3,6 +3,12 @@
 Prints the effective ``[pam]`` and ``[exec]`` settings, defaults included, as
 JSON and exits 0.  On bad input prints one line per problem to stderr, each
 naming the file and the dotted key, and exits 1.
+
+Without ``--config-path`` it reads the files of the running broker's
+``config.path`` (what ``flux config reload`` or a restart would load), or,
+when no broker answers, flux-core's own config directory
+(flux_pam_service.cli.instance); a first line on stderr names the directory
+and says why, and the problems name each file with its directory.
 """
 
 import argparse
@@ -10,6 +16,7 @@ import json
 import sys
 
 from .. import config
+from . import instance
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +24,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="validate the configuration and print it")
     p.add_argument(
         "--config-path",
-        default=config.DEFAULT_PATH,
         metavar="PATH",
-        help="TOML file or conf.d directory (default %(default)s)",
+        help="TOML file or conf.d directory (default: the broker's config.path)",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the effective settings, or the problems."""
+    path, full = args.config_path, False
+    if path is None:
+        where = instance.locate()
+        path, full = where.config_path, True
+        print(f"flux-pam config: reading {path} ({where.source})", file=sys.stderr)
     try:
-        cfg = config.load(args.config_path)
+        cfg = config.load(path, full_names=full)
     except config.ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)

@@ -37,6 +37,8 @@ import sys
 from typing import Any, Dict, Optional
 
 from .. import config, fsd, lockdir
+from ..jobid import f58
+from . import instance
 from .status import resolve_user, user_name
 
 LOCK_TIMEOUT = 10.0
@@ -140,7 +142,7 @@ def show(args: argparse.Namespace, uid: int) -> int:
         print("module:  no job of this user on this rank")
     else:
         u = mod["user"]
-        jobs = ", ".join(str(j["id"]) for j in u.get("jobs", [])) or "none"
+        jobs = ", ".join(f58(j["id"]) for j in u.get("jobs", [])) or "none"
         print(f"module:  active={u.get('active')} admitted={u.get('admitted')}")
         print(f"         jobs: {jobs}")
     return 0 if state is not None else 1
@@ -156,7 +158,7 @@ def reset(args: argparse.Namespace, uid: int) -> int:
         )
     if not args.force:
         if mod["loaded"] and mod["user"] and mod["user"].get("jobs"):
-            jobs = ", ".join(str(j["id"]) for j in mod["user"]["jobs"])
+            jobs = ", ".join(f58(j["id"]) for j in mod["user"]["jobs"])
             raise SliceCommandError(
                 errno.EBUSY,
                 f"user {user_name(uid)} still has job(s) on this rank: {jobs}"
@@ -170,8 +172,9 @@ def reset(args: argparse.Namespace, uid: int) -> int:
             )
     grace = args.grace
     if grace is None:
+        path = args.config_path or instance.locate().config_path
         try:
-            grace = config.load(args.config_path, strict=False).kill_slice_grace_time
+            grace = config.load(path, strict=False).kill_slice_grace_time
         except config.ConfigError:
             grace = 30.0
     us = _user_slice(uid)
@@ -225,9 +228,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             )
             v.add_argument(
                 "--config-path",
-                default=config.DEFAULT_PATH,
                 metavar="PATH",
-                help="for the default grace time (default %(default)s)",
+                help="for the default grace time (default: the broker's config.path)",
             )
     p.set_defaults(func=run)
 

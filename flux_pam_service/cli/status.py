@@ -12,8 +12,12 @@ row per user:
 JOBS is running/total on the rank, CORES and GPUS the union the slice is
 constrained to, SLICE and USER@ the ActiveState of ``user-UID.slice`` and
 ``user@UID.service``, SCOPES the number of login scopes (``flux-pam-*.scope``),
-LAST the last action, its result and its age.  A user's errors follow its row.
-``--json`` prints the responses as a JSON array instead.
+LAST the last action, its result and its age.  SLICE, USER@ and SCOPES are
+read from systemd when asked (pam.status reads them live, at a bounded cost;
+``-`` when it could not).  A user's errors follow its row.  A rank whose
+module is closed by an invalid configuration says so, with the file and the
+key, before its rows.  ``--json`` prints the responses as a JSON array
+instead (job IDs there as integers, ``id``, and in F58, ``f58``).
 
 When the module is not loaded (ENOSYS) or the broker cannot be reached, it
 says so on stderr and shows what this node has without the module: the
@@ -292,7 +296,16 @@ def run(args: argparse.Namespace) -> int:
                 )
                 table.append([f"rank {resp['rank']}: {why}"])
             else:
+                if resp.get("closed"):
+                    table.append(
+                        [
+                            f"rank {resp['rank']}: closed, job users cannot log in"
+                            f" (invalid configuration: {resp['closed']})"
+                        ]
+                    )
                 table.extend(rows(resp))
+                if resp.get("live", "ok") != "ok":
+                    table.append([f"rank {resp['rank']}: slices: {resp['live']}"])
                 if resp.get("systemd", "ok") != "ok":
                     table.append([f"rank {resp['rank']}: systemd: {resp['systemd']}"])
         print(format_table(table))
