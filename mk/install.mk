@@ -2,9 +2,21 @@
 #
 #   make install   [DESTDIR=] [PREFIX=/usr] [SYSCONFDIR=/etc] [LIBEXECDIR=...]
 #   make uninstall (same variables: removes exactly what install put there)
+#   make install-config    the IMP and perilog examples into the directories
+#                          flux-security and flux-core read, each only if no
+#                          file there has those tables already
+#   make uninstall-config  removes them again if unchanged
 #
 # Nothing is fetched: the package is copied, not built with pip.  The layout
-# is in doc/guide/admin.rst ("Installing").  Variables:
+# is in doc/guide/admin.rst ("Installing").
+#
+# flux's own directories are asked of flux-core and flux-security themselves
+# (mk/fluxdirs.py): pkg-config (flux-core.pc, flux-security.pc; set
+# PKG_CONFIG_PATH for a flux-core outside the default search path, e.g.
+# /opt/flux/lib/pkgconfig), else the installed flux command (`flux config
+# builtin`, FLUX=path/to/flux if it is not on PATH).  Only what neither knows
+# falls back to the defaults below; a variable given on the command line
+# always wins.  install prints where they came from.  Variables:
 #
 #   PREFIX          /usr
 #   SYSCONFDIR      /etc
@@ -16,13 +28,21 @@
 #                                         command line only: a PYTHON in the
 #                                         environment (a virtualenv's) is not used
 #   PYTHONDIR       where PYTHON finds packages for PREFIX (mk/pythondir.py)
-#   FLUXLIBEXECDIR  $(LIBEXECDIR)/flux    cmd/, prolog.d/, housekeeping.d/,
+#   FLUXLIBEXECDIR  flux-core's fluxlibexecdir, else $(LIBEXECDIR)/flux
+#                                         cmd/, prolog.d/, housekeeping.d/,
 #                                         modprobe/rc1.d/
-#   FLUXDATADIR     $(DATADIR)/flux       modprobe/modprobe.d/
-#   FLUXMODDIR      $(PREFIX)/lib/flux/modules   pam.py, the broker module
+#   FLUXDATADIR     flux-core's fluxdatadir, else $(DATADIR)/flux
+#                                         modprobe/modprobe.d/
+#   FLUXMODDIR      flux-core's fluxmoddir, else $(PREFIX)/lib/flux/modules
+#                                         pam.py, the broker module
 #                                         (flux's module_path: `flux modprobe`
 #                                         loads `pam` by name from there)
-#   FLUXCONFDIR     $(SYSCONFDIR)/flux    system/conf.d/pam.toml
+#   FLUXCONFDIR     flux-core's fluxconfdir, else $(SYSCONFDIR)/flux
+#                                         system/conf.d/pam.toml
+#   IMPCONFDIR      flux-security's $sysconfdir/flux/imp/conf.d, else
+#                   $(FLUXCONFDIR)/imp/conf.d     (install-config)
+#   PKG_CONFIG      pkg-config
+#   FLUX            flux                  the installed flux command
 #   PAMMODDIR       $(PREFIX)/lib/flux-pam
 #   TMPFILESDIR     $(PREFIX)/lib/tmpfiles.d
 #   POLKITRULESDIR  $(DATADIR)/polkit-1/rules.d  (polkitd reads only
@@ -31,24 +51,38 @@
 #   RST2MAN         rst2man               (Debian: python3-docutils)
 #
 # flux finds `flux pam` only if FLUXLIBEXECDIR is its own libexecdir (or is
-# in FLUX_EXEC_PATH); for a flux-core installed in /opt/flux use
-# LIBEXECDIR=/opt/flux/libexec, FLUXDATADIR=/opt/flux/share/flux and
-# FLUXMODDIR=/opt/flux/lib/flux/modules.
+# in FLUX_EXEC_PATH), which is why it is asked of flux-core.
 #
-# $(FLUXCONFDIR)/system/conf.d/pam.toml is installed only if absent; uninstall
-# removes it only if it is unchanged.  Paths must not contain blanks or commas.
+# The examples are installed with the paths of these directories in place of
+# those of a flux-core in /usr.  $(FLUXCONFDIR)/system/conf.d/pam.toml is
+# installed only if absent; uninstall removes it only if it is unchanged.
+# Paths must not contain blanks or commas.
 
 PREFIX ?= /usr
 SYSCONFDIR ?= /etc
+PKG_CONFIG ?= pkg-config
+FLUX ?= flux
 LIBEXECDIR ?= $(PREFIX)/libexec
 DATADIR ?= $(PREFIX)/share
 MANDIR ?= $(DATADIR)/man
 PYTHON = /usr/bin/python3
 PYTHONDIR ?= $(shell $(PYTHON) $(CURDIR)/mk/pythondir.py $(PREFIX))
+# flux-core's and flux-security's directories, asked only for the goals that
+# use them (see above)
+FLUXDIRS_GOALS = install uninstall install-config uninstall-config
+ifneq ($(filter $(FLUXDIRS_GOALS),$(MAKECMDGOALS)),)
+FLUXDIRS_CMD = PKG_CONFIG_PATH="$(PKG_CONFIG_PATH)" $(PYTHON) $(CURDIR)/mk/fluxdirs.py \
+  "$(PKG_CONFIG)" "$(FLUX)"
+FLUXDIRS := $(shell $(FLUXDIRS_CMD))
+fluxdir_name = $(firstword $(subst =, ,$(1)))
+$(foreach w,$(FLUXDIRS),$(eval $(call fluxdir_name,$(w)) ?= $(patsubst $(call fluxdir_name,$(w))=%,%,$(w))))
+FLUXDIRS_FROM := $(shell $(FLUXDIRS_CMD) --explain)
+endif
 FLUXLIBEXECDIR ?= $(LIBEXECDIR)/flux
 FLUXDATADIR ?= $(DATADIR)/flux
 FLUXMODDIR ?= $(PREFIX)/lib/flux/modules
 FLUXCONFDIR ?= $(SYSCONFDIR)/flux
+IMPCONFDIR ?= $(FLUXCONFDIR)/imp/conf.d
 PAMMODDIR ?= $(PREFIX)/lib/flux-pam
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 POLKITRULESDIR ?= $(DATADIR)/polkit-1/rules.d
@@ -67,6 +101,19 @@ MAN_PAGES := $(BUILDDIR)/man/flux-pam.1 $(BUILDDIR)/man/flux-config-pam.5 \
              $(BUILDDIR)/man/pam_flux.8
 CONF_EXAMPLE = etc/flux/system/conf.d/pam.toml
 CONF_DEST = $(FLUXCONFDIR)/system/conf.d/pam.toml
+# install-config: installed example, destination, tables that another file
+# of the destination directory must not have already
+PERILOG_DEST = $(FLUXCONFDIR)/system/conf.d/perilog.toml
+IMP_DEST = $(IMPCONFDIR)/pam.toml
+CONFIG_TABLE = \
+  $(EXAMPLESDIR)/perilog.toml,$(PERILOG_DEST),job-manager.prolog:job-manager.housekeeping \
+  $(EXAMPLESDIR)/imp-pam.toml,$(IMP_DEST),run.prolog:run.housekeeping
+# The examples name the paths of a flux-core in /usr; install them with the
+# paths of this one.
+EXAMPLE_SED = -e 's|/usr/libexec/flux/|$(FLUXLIBEXECDIR)/|g' \
+              -e 's|/etc/flux/imp/conf.d|$(IMPCONFDIR)|g' \
+              -e 's|/etc/flux/system/conf.d|$(FLUXCONFDIR)/system/conf.d|g' \
+              -e 's|/usr/lib/flux-pam/|$(PAMMODDIR)/|g'
 
 # source,destination,mode: every file install copies (except CONF_DEST).
 INSTALL_TABLE = \
@@ -94,7 +141,7 @@ INSTALL_TABLE = \
 # Directories that are ours alone: uninstall removes them once empty.
 OWN_DIRS = $(EXAMPLESDIR) $(DOCDIR) $(PAMMODDIR)
 
-.PHONY: install uninstall man install-check-sources
+.PHONY: install uninstall man install-check-sources install-config uninstall-config
 
 man: $(MAN_PAGES)
 
@@ -127,11 +174,17 @@ install-check-sources:
 	 if test -n "$$missing"; then echo "install: missing source files:$$missing" >&2; exit 1; fi
 
 install: install-check-sources $(BUILDDIR)/flux-pam.py $(MAN_PAGES)
+	@echo "  DIRS    $(FLUXDIRS_FROM)"
+	@echo "          libexecdir $(FLUXLIBEXECDIR), confdir $(FLUXCONFDIR), IMP config $(IMPCONFDIR)"
 	@set -e; for t in $(INSTALL_TABLE); do \
 	  src=$${t%%,*}; rest=$${t#*,}; dst=$${rest%,*}; mode=$${rest##*,}; \
 	  mkdir -p "$(DESTDIR)$$(dirname $$dst)"; \
 	  echo "  INSTALL $$dst"; \
-	  install -m $$mode "$$src" "$(DESTDIR)$$dst"; \
+	  case $$dst in \
+	  $(EXAMPLESDIR)/*) sed $(EXAMPLE_SED) "$$src" >"$(DESTDIR)$$dst"; \
+	                    chmod $$mode "$(DESTDIR)$$dst";; \
+	  *) install -m $$mode "$$src" "$(DESTDIR)$$dst";; \
+	  esac; \
 	done
 	@# pam_python never writes bytecode: without this, every login compiles
 	@# the package from source (measured: pam_flux's account call 83-92 ms
@@ -161,3 +214,31 @@ uninstall:
 	    echo "  RM      $(CONF_DEST)"; rm -f "$(DESTDIR)$(CONF_DEST)"; \
 	  else echo "  KEEP    $(CONF_DEST) (changed locally)"; fi; fi
 	@for d in $(OWN_DIRS); do rmdir "$(DESTDIR)$$d" 2>/dev/null || :; done
+
+# Each example only where no file exists by that name and no other file of
+# the directory has its tables (a key set twice is an error for the IMP, and
+# silently overridden by the broker): then the site merges by hand.
+install-config:
+	@set -e; for t in $(CONFIG_TABLE); do \
+	  src=$${t%%,*}; rest=$${t#*,}; dst=$${rest%,*}; tables=$${rest##*,}; \
+	  dir=$$(dirname $$dst); \
+	  test -f "$(DESTDIR)$$src" || { echo "install-config: $$src is missing: make install first" >&2; exit 1; }; \
+	  if test -e "$(DESTDIR)$$dst"; then echo "  KEEP    $$dst (exists)"; continue; fi; \
+	  pattern="^[[:space:]]*\\[($$(echo $$tables | sed 's/\./\\./g; s/:/|/g'))\\]"; \
+	  other=$$(grep -lsE "$$pattern" "$(DESTDIR)$$dir"/*.toml || :); \
+	  if test -n "$$other"; then \
+	    echo "  SKIP    $$dst: $$(echo $$other | sed 's|$(DESTDIR)||g') has [$$(echo $$tables | sed 's/:/] or [/')] already: merge $$src by hand"; \
+	    continue; fi; \
+	  mkdir -p "$(DESTDIR)$$dir"; \
+	  echo "  INSTALL $$dst"; \
+	  install -m 0644 "$(DESTDIR)$$src" "$(DESTDIR)$$dst"; \
+	done
+
+uninstall-config:
+	@for t in $(CONFIG_TABLE); do \
+	  src=$${t%%,*}; rest=$${t#*,}; dst=$${rest%,*}; \
+	  if test -f "$(DESTDIR)$$dst"; then \
+	    if cmp -s "$(DESTDIR)$$src" "$(DESTDIR)$$dst"; then \
+	      echo "  RM      $$dst"; rm -f "$(DESTDIR)$$dst"; \
+	    else echo "  KEEP    $$dst (changed locally)"; fi; fi; \
+	done

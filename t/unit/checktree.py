@@ -3,7 +3,8 @@
 The configuration files are the shipped examples (etc/), so the check tests
 also prove that the examples are right.  Only what flux-core and Debian
 provide on a real node (the flux-run-* commands, the common-* PAM files,
-passwd) is written here.
+passwd) and the site's multi-user instance config (exec.imp) is written
+here.
 """
 
 import os
@@ -35,6 +36,11 @@ password	requisite			pam_deny.so
 password	required			pam_permit.so
 """,
 }
+
+SYSTEM = """\
+[exec]
+imp = "/usr/libexec/flux/flux-imp"
+"""
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/bash
@@ -94,6 +100,8 @@ def build(root):
         write(root, f"etc/pam.d/{name}", text)
     for cmd in ("flux-run-prolog", "flux-run-housekeeping"):
         write(root, f"usr/libexec/flux/cmd/{cmd}", "#!/bin/sh\nexit 0\n", 0o755)
+    # the site's multi-user instance sets the IMP that runs jobs
+    write(root, "etc/flux/system/conf.d/system.toml", SYSTEM)
     write(root, "etc/passwd", PASSWD)
     write(root, "etc/login.defs", "UID_MIN\t\t\t 1000\nUID_MAX\t\t\t60000\n")
     write(root, "sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n")

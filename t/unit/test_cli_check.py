@@ -158,7 +158,7 @@ def test_perilog_check_fails_without_housekeeping_table(root):
 
 
 def test_perilog_check_fails_without_imp_for_default_commands(root):
-    edit(root, PERILOG, 'imp = "/usr/libexec/flux/flux-imp"', "")
+    os.unlink(os.path.join(root, "etc/flux/system/conf.d/system.toml"))
     res = run("perilog", root)
     assert res.status == check.FAIL
     assert "exec.imp is not set" in res.detail

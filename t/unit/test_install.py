@@ -1,7 +1,9 @@
 """`make install` into a DESTDIR tree, and `make uninstall` back out of it.
 
 One install (module-scoped) is inspected by several tests; the tests that
-change the tree make their own.
+change the tree make their own.  make() tells make that no flux-core is
+known here (FLUX=false PKG_CONFIG=false), so the defaults are those of a
+flux-core in /usr; the tests of the discovery give it a fake flux-core.
 """
 
 import importlib.util
@@ -25,9 +27,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def make(*args, **kw):
+NO_FLUX = ("FLUX=false", "PKG_CONFIG=false")
+
+
+def make(*args, flux=NO_FLUX, **kw):
     proc = subprocess.run(
-        ["make", "--no-print-directory", "-C", REPO, f"PYTHON={PYTHON}", *args],
+        ["make", "--no-print-directory", "-C", REPO, f"PYTHON={PYTHON}", *flux, *args],
         capture_output=True,
         text=True,
         **kw,
@@ -179,6 +184,7 @@ def test_installed_tree_with_shipped_examples_passes_check(dest, tmp_path):
     for c in ("flux-run-prolog", "flux-run-housekeeping"):
         checktree.write(root, f"usr/libexec/flux/cmd/{c}", "#!/bin/sh\n", 0o755)
     checktree.write(root, "etc/passwd", checktree.PASSWD)
+    checktree.write(root, "etc/flux/system/conf.d/system.toml", checktree.SYSTEM)
     checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "cpu memory\n")
     for d in ("etc/flux/imp/conf.d", "etc/flux/imp", "etc/flux", "etc"):
         os.chmod(os.path.join(root, d), 0o755)
@@ -262,3 +268,133 @@ def test_install_refuses_when_a_source_is_missing(tmp_path):
     assert proc.returncode != 0
     assert "missing source files: no/such/file" in proc.stderr
     assert not os.path.exists(f"{tmp_path}/d/x")
+
+
+# --- flux-core's own directories ----------------------------------------------
+
+PC = """\
+prefix=/opt/xflux
+exec_prefix=${prefix}
+libdir=${exec_prefix}/lib
+fluxconfdir=/opt/xflux/etc/flux
+fluxlibexecdir=/opt/xflux/libexec/flux
+fluxdatadir=/opt/xflux/share/flux
+fluxmoddir=/opt/xflux/lib/flux/modules
+
+Name: flux-core
+Description: test
+Version: 0.88.0
+Libs: -L${libdir} -lflux-core
+"""
+
+FAKE_FLUX = """\
+#!/bin/sh
+test "$1 $2" = "config builtin" || exit 1
+case $3 in
+libexecdir) echo /opt/yflux/libexec/flux;;
+datadir) echo /opt/yflux/share/flux;;
+module_path) echo /opt/yflux/lib/flux/modules:/elsewhere;;
+confdir) echo /opt/yflux/etc/flux;;
+*) exit 1;;
+esac
+"""
+
+
+def test_install_takes_flux_cores_directories_from_pkg_config(tmp_path):
+    if shutil.which("pkg-config") is None:
+        pytest.skip("pkg-config is not installed")
+    pcdir = tmp_path / "pc"
+    pcdir.mkdir()
+    (pcdir / "flux-core.pc").write_text(PC)
+    (pcdir / "flux-security.pc").write_text(
+        "prefix=/opt/xsec\n\nName: flux-security\nDescription: t\nVersion: 0.15.0\n"
+    )
+    d = str(tmp_path / "dest")
+    out = make(
+        "install",
+        f"DESTDIR={d}",
+        flux=("FLUX=false", "PKG_CONFIG=pkg-config", f"PKG_CONFIG_PATH={pcdir}"),
+    )
+    assert f"from pkg-config ({pcdir}/flux-core.pc)" in out
+    for rel in (
+        "opt/xflux/libexec/flux/cmd/flux-pam.py",
+        "opt/xflux/libexec/flux/prolog.d/flux-pam-prolog",
+        "opt/xflux/lib/flux/modules/pam.py",
+        "opt/xflux/share/flux/modprobe/modprobe.d/pam.toml",
+        "opt/xflux/etc/flux/system/conf.d/pam.toml",
+    ):
+        assert os.path.exists(os.path.join(d, rel)), rel
+    assert not os.path.exists(os.path.join(d, "etc/flux"))
+    # the examples name this flux-core's paths, the IMP's flux-security's
+    ex = os.path.join(d, "usr/share/doc/flux-pam-service/examples")
+    with open(os.path.join(ex, "imp-pam.toml")) as f:
+        imp = f.read()
+    assert 'path = "/opt/xflux/libexec/flux/cmd/flux-run-prolog"' in imp
+    assert "/opt/xsec/etc/flux/imp/conf.d/pam.toml" in imp
+    assert "/usr/libexec" not in imp
+
+
+def fake_flux(tmp_path):
+    flux = tmp_path / "bin" / "flux"
+    flux.parent.mkdir()
+    flux.write_text(FAKE_FLUX)
+    flux.chmod(0o755)
+    return str(flux)
+
+
+def test_install_asks_the_installed_flux_without_pkg_config(tmp_path):
+    flux = fake_flux(tmp_path)
+    d = str(tmp_path / "dest")
+    out = make("install", f"DESTDIR={d}", flux=(f"FLUX={flux}", "PKG_CONFIG=false"))
+    assert f"from {flux} config builtin" in out
+    for rel in (
+        "opt/yflux/libexec/flux/cmd/flux-pam.py",
+        "opt/yflux/lib/flux/modules/pam.py",
+        "opt/yflux/share/flux/modprobe/modprobe.d/pam.toml",
+        "opt/yflux/etc/flux/system/conf.d/pam.toml",
+    ):
+        assert os.path.exists(os.path.join(d, rel)), rel
+    # a variable on the command line wins over what flux says
+    d2 = str(tmp_path / "dest2")
+    make(
+        "install",
+        f"DESTDIR={d2}",
+        "FLUXMODDIR=/srv/mods",
+        flux=(f"FLUX={flux}", "PKG_CONFIG=false"),
+    )
+    assert os.path.exists(os.path.join(d2, "srv/mods/pam.py"))
+
+
+def test_install_config_puts_the_examples_where_flux_reads_them(tmp_path):
+    flux = (f"FLUX={fake_flux(tmp_path)}", "PKG_CONFIG=false")
+    d = str(tmp_path / "dest")
+    make("install", f"DESTDIR={d}", flux=flux)
+    out = make("install-config", f"DESTDIR={d}", flux=flux)
+    perilog = os.path.join(d, "opt/yflux/etc/flux/system/conf.d/perilog.toml")
+    imp = os.path.join(d, "opt/yflux/etc/flux/imp/conf.d/pam.toml")
+    assert mode(perilog) == 0o644 and mode(imp) == 0o644
+    with open(imp) as f:
+        assert "/opt/yflux/libexec/flux/cmd/flux-run-housekeeping" in f.read()
+    assert "INSTALL /opt/yflux/etc/flux/imp/conf.d/pam.toml" in out
+    # again: both are there
+    assert make("install-config", f"DESTDIR={d}", flux=flux).count("KEEP") == 2
+    # uninstall-config removes unchanged files only
+    with open(perilog, "a") as f:
+        f.write("# site edit\n")
+    out = make("uninstall-config", f"DESTDIR={d}", flux=flux)
+    assert "RM      /opt/yflux/etc/flux/imp/conf.d/pam.toml" in out
+    assert "changed locally" in out
+    assert os.path.exists(perilog) and not os.path.exists(imp)
+
+
+def test_install_config_leaves_a_site_with_its_own_run_tables_alone(tmp_path):
+    flux = (f"FLUX={fake_flux(tmp_path)}", "PKG_CONFIG=false")
+    d = str(tmp_path / "dest")
+    make("install", f"DESTDIR={d}", flux=flux)
+    site = checktree.write(
+        d, "opt/yflux/etc/flux/imp/conf.d/site.toml", '[run.housekeeping]\npath="/x"\n'
+    )
+    out = make("install-config", f"DESTDIR={d}", flux=flux)
+    assert "SKIP    /opt/yflux/etc/flux/imp/conf.d/pam.toml" in out
+    assert "/opt/yflux/etc/flux/imp/conf.d/site.toml has [run.prolog]" in out
+    assert os.listdir(os.path.dirname(site)) == ["site.toml"]
