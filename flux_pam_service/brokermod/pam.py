@@ -216,6 +216,7 @@ class PamModule(BrokerModule):
                 raise ValueError(f"pam: unknown or bad module argument: {arg}")
         # the error that keeps the module closed (see "Closed"), or None
         self.closed: Optional[str] = None
+        self.reloading = False  # operations held: see _after_reload()
         try:
             self.cfg = config.from_instance(h.conf_get() or {}, h)
         except config.ConfigError as exc:
@@ -611,8 +612,8 @@ class PamModule(BrokerModule):
 
     def _kick(self, user: User) -> None:
         """Start the user's next operation if one is due and none runs."""
-        if self.closed is not None:
-            return  # no systemd change while closed; _reopen() kicks everyone
+        if self.closed is not None or self.reloading:
+            return  # closed: no systemd change; _after_reload() kicks everyone
         if user.busy or user.retry_timer is not None or user.done_seq >= user.seq:
             self._maybe_forget(user)
             return
@@ -1330,15 +1331,39 @@ class PamModule(BrokerModule):
                 self.log.debug(f"config: {json.dumps(cfg.to_dict())}")
                 for user in list(self.users.values()):
                     user.seq += 1
-                    self._kick(user)
                 if cfg.manage_user_slice and not old.manage_user_slice:
                     for uid in self.table.users():
-                        user = self._user(uid)
-                        user.seq += 1
-                        self._kick(user)
+                        self._user(uid).seq += 1
+                self._after_reload(scan=False)
             self._respond(msg)
 
         self._handle(msg, fn, admin=False)
+
+    def _after_reload(self, scan: bool) -> None:
+        """Start the operations a config change calls for once it is over.
+
+        flux-core's config module sends config-reload to the modules one
+        after the other, waiting for each.  A slice operation started
+        meanwhile may be sdexec-mapper's first lookup, for which it asks the
+        config module for the config and waits: if the config module is then
+        waiting for sdexec-mapper's own config-reload, both wait forever
+        (flux-core 0.88).  So operations are held (_kick does nothing) until
+        a config.get sent now is answered, which the config module does
+        only after the reload.  *scan*: look for slices of users without a
+        job here too (see _reopen).
+        """
+        self.reloading = True
+
+        def done(f: Any) -> None:
+            self.reloading = False
+            for user in list(self.users.values()):
+                self._kick(user)
+            if scan and self.synced:
+                self._scan()
+
+        self.handle.rpc("config.get").then(
+            lambda f: self._guard("config-reload", done, f)
+        )
 
     def _reopen(self) -> None:
         """Leave the closed state (a valid config arrived): reconcile.
@@ -1359,9 +1384,7 @@ class PamModule(BrokerModule):
             if user.prepared is False:
                 user.prepared = None
             user.seq += 1
-            self._kick(user)
-        if self.synced:
-            self._scan()
+        self._after_reload(scan=True)
 
     # ------------------------------------------------------------ run
 
