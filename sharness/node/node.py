@@ -5,8 +5,10 @@ It proves the product the way a site runs it: flux-core's own flux.service
 runs a 1-broker system instance as user ``flux``, jobs run as their users
 through the setuid IMP, perilog runs the prolog/housekeeping drop-ins through
 flux-prolog@/flux-housekeeping@ units, polkit guards systemd, and sshd has
-pam_flux in its stack.  The project is installed with its own ``make
-install``; nothing of it is copied by hand.
+pam_flux in its stack.  flux-core and flux-security are in /opt/flux, and the
+project is set up by the admin guide's own commands, word for word: the
+``node-setup`` blocks of doc/guide/admin.rst, run in order; nothing of it is
+copied or configured by hand.
 
 CLI (run as root):
     node.py can-run              exit 0 if a replica can run here, else print why
@@ -40,12 +42,12 @@ and the Debian packages that hold the shared libraries ``ldd`` lists for the
 ELF files under the flux prefix (computed with ``dpkg -S`` at build time, so
 the list follows the flux-core build; the ldd scan is cached by the files'
 sizes and mtimes).  Users flux (system), alice (1000), bob (1001) come from the
-test bed's hooks; _hooks() adds: pam_systemd disabled (pam-auth-update), a
-munge key, an ssh client key in /root/.ssh authorized for alice, bob and root,
-sshd on 127.0.0.1 only, /usr/bin/flux -> FLUX/bin/flux (the IMP resets PATH),
-and a .pth that puts flux's Python bindings on /usr/bin/python3's path (a
-flux-core installed in /usr has them there; pam_python and the drop-ins run
-that Python with a reset environment).
+test bed's hooks; _hooks() adds: a munge key, an ssh client key in
+/root/.ssh authorized for alice, bob and root, sshd on 127.0.0.1 only,
+/usr/bin/flux -> FLUX/bin/flux (the IMP resets PATH), and a .pth that puts
+flux's Python bindings on /usr/bin/python3's path (a flux-core installed in
+/usr has them there; pam_python and the drop-ins run that Python with a
+reset environment).
 
 Staging (every ``up``, in RUN_DIR/NAME; nothing in the cache or in the flux
 prefix is ever written):
@@ -53,20 +55,20 @@ prefix is ever written):
     root/FLUX overlayfs: lower = the flux prefix (read-only), upper on tmpfs:
               the prefix's etc/ (and the directories the project installs
               into) become a writable copy, like a site's own install
-    then, as a site admin would:
-      - flux-imp copied to /usr/libexec/flux/flux-imp, root:root 4755, and its
-        config FLUX/etc/flux/imp/conf.d/node.toml ([exec] allowed-users/shells,
-        [run.prolog], [run.housekeeping])
-      - FLUX/etc/flux/system/conf.d/node.toml: access (allow-guest-user,
-        allow-root-owner), exec.imp, perilog.so, per-rank prolog,
-        housekeeping (no per-rank key)
+    then the working multi-user system instance the guide starts from:
+      - FLUX/libexec/flux/flux-imp made root:root 4755 (in the overlay), and
+        its config FLUX/etc/flux/imp/conf.d/node.toml ([exec] allowed-users,
+        allowed-shells)
+      - FLUX/etc/flux/system/conf.d/node.toml: access.allow-guest-user,
+        exec.imp
       - flux-core's units (FLUX/lib/systemd/system/flux*.service) linked
         into /etc/systemd/system; flux.service enabled
-      - ``make install DESTDIR=ROOT PREFIX=/usr`` with the directory
-        variables mk/install.mk documents for a flux-core in FLUX
-        (LIBEXECDIR, FLUXDATADIR, FLUXMODDIR, SYSCONFDIR)
-      - /etc/pam.d/sshd from the installed example (pam.d-sshd), the
-        pam_flux lines given config=FLUX/etc/flux/system/conf.d
+    then the guide: the source tree is copied to SRC_IN_NODE (as an admin
+    unpacks it) and the guide's commands run there as root, chrooted into
+    the staged root, with PATH=/usr/sbin:/usr/bin:/sbin:/bin (flux is found
+    as /usr/bin/flux: make install asks it for its directories); what ran
+    and its output are in RUN_DIR/NAME/guide-setup.log, the commands in
+    guide-setup.sh.
     The overlays are mounted on the host, so the whole replica is ready
     before systemd boots: flux.service starts at boot with our module.
 
@@ -104,9 +106,11 @@ Log = Callable[[str], None]
 DEFAULT_NAME = "flux-pam-node"
 FLUX = os.environ.get("FLUX_PAM_NODE_FLUX", "/opt/flux")
 RUN_DIR = "/run/flux-pam-node"
-IMP_PATH = "/usr/libexec/flux/flux-imp"
+IMP_PATH = f"{FLUX}/libexec/flux/flux-imp"
+GUIDE = os.path.join(REPO, "doc", "guide", "admin.rst")
+SRC_IN_NODE = "/usr/src/flux-pam-service"
 BOOT_FLUX_TIMEOUT = 60.0
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 NODE_PACKAGES = [
     "openssh-server",
@@ -116,6 +120,9 @@ NODE_PACKAGES = [
     "libpam-python",
     "python3-jeepney",
     "python3-psutil",
+    # what the admin guide's install step needs
+    "make",
+    "python3-docutils",
     "procps",
     "jq",
     # flux-core's Python and Lua runtime (not visible to ldd): flux-cron is
@@ -152,9 +159,6 @@ MaxStartups 50:30:100
 def _hooks(pyver: str) -> List[str]:
     sitedir = f"{FLUX}/lib/python{pyver}/site-packages"
     return testbed.SETUP_HOOKS + [
-        'chroot "$1" pam-auth-update --package --disable systemd',
-        'grep -q pam_systemd "$1"/etc/pam.d/common-session'
-        ' && { echo "pam_systemd still in common-session" >&2; exit 1; } || :',
         'test -s "$1"/etc/munge/munge.key || chroot "$1" mungekey --create --force',
         'chroot "$1" chown munge:munge /etc/munge/munge.key',
         'chroot "$1" chmod 0400 /etc/munge/munge.key',
@@ -356,40 +360,21 @@ def build(log: Log = testbed._stderr) -> str:
 # ---------------------------------------------------------------- staging
 
 IMP_CONF = """\
-# node replica: flux-security IMP (flux-config-security-imp(5))
+# node replica: flux-security IMP (flux-config-security-imp(5)), as a
+# multi-user instance has it before flux-pam-service
 [exec]
 allowed-users = [ "flux" ]
 allowed-shells = [ "{flux}/libexec/flux/flux-shell" ]
-
-[run.prolog]
-allowed-users = [ "flux" ]
-allowed-environment = [ "FLUX_*" ]
-path = "{flux}/libexec/flux/cmd/flux-run-prolog"
-
-[run.housekeeping]
-allowed-users = [ "flux" ]
-allowed-environment = [ "FLUX_*" ]
-path = "{flux}/libexec/flux/cmd/flux-run-housekeeping"
 """
 
 SYSTEM_CONF = """\
-# node replica: a 1-broker multi-user system instance
+# node replica: a 1-broker multi-user system instance, before
+# flux-pam-service
 [access]
 allow-guest-user = true
-allow-root-owner = true
 
 [exec]
 imp = "{imp}"
-
-[job-manager]
-plugins = [ {{ load = "perilog.so" }} ]
-
-[job-manager.prolog]
-per-rank = true
-
-# housekeeping runs `flux-imp run housekeeping` on every rank of the job;
-# flux-core 0.88 refuses a per-rank key here
-[job-manager.housekeeping]
 """
 
 
@@ -433,24 +418,78 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
-def make_install_args(destdir: str) -> List[str]:
-    """``make install`` for a flux-core installed in FLUX (mk/install.mk)."""
-    return [
-        "make",
-        "-C",
-        REPO,
-        "--no-print-directory",
-        "install",
-        f"DESTDIR={destdir}",
-        "PREFIX=/usr",
-        # the Python pam_python and the drop-ins run; PYTHON from the
-        # environment (t/runtests.py exports the venv's) would change PYTHONDIR
-        "PYTHON=/usr/bin/python3",
-        f"SYSCONFDIR={FLUX}/etc",
-        f"LIBEXECDIR={FLUX}/libexec",
-        f"FLUXDATADIR={FLUX}/share/flux",
-        f"FLUXMODDIR={FLUX}/lib/flux/modules",
+def guide_setup() -> str:
+    """The admin guide's setup commands: its ``node-setup`` blocks, in order."""
+    sys.path.insert(0, os.path.join(REPO, "t", "unit"))
+    import docexamples
+
+    blocks = [
+        text
+        for _doc, _line, kind, text in docexamples.examples(GUIDE)
+        if kind == "node-setup"
     ]
+    if not blocks:
+        raise OSError(errno.ENOENT, f"{GUIDE} has no node-setup block")
+    return "".join(blocks)
+
+
+def _source_files() -> List[str]:
+    """The source tree's files (tracked and new, not ignored), relative."""
+    p = subprocess.run(
+        ["git", "-C", REPO, "ls-files", "-z", "--cached", "--others"]
+        + ["--exclude-standard"],
+        capture_output=True,
+    )
+    if p.returncode == 0:
+        names = [n for n in p.stdout.decode().split("\0") if n]
+        return [n for n in names if os.path.isfile(os.path.join(REPO, n))]
+    skip = {".git", ".venv", "build", "results", "__pycache__"}
+    out = []
+    for dirpath, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith("trash")]
+        out += [os.path.relpath(os.path.join(dirpath, f), REPO) for f in files]
+    return out
+
+
+def _run_guide(root: str, sdir: str) -> None:
+    """Copy the source tree into *root* and run the guide's commands there."""
+    src = root + SRC_IN_NODE
+    for rel in _source_files():
+        dst = os.path.join(src, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(os.path.join(REPO, rel), dst)
+    commands = guide_setup()
+    with open(os.path.join(sdir, "guide-setup.sh"), "w") as f:
+        f.write(commands)
+    script = f"set -ex\ncd {SRC_IN_NODE}\n{commands}"
+    env = [
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root",
+        "LANG=C.UTF-8",
+        "DEBIAN_FRONTEND=noninteractive",
+    ]
+    # chrooted, with /proc and /dev (flux finds its directories through
+    # /proc/self/exe; systemd-tmpfiles wants /proc) in a mount namespace of
+    # its own, so nothing is left mounted
+    inside = (
+        'r=$1; shift; mount -t proc proc "$r/proc" && mount --rbind /dev "$r/dev"'
+        ' && exec chroot "$r" /usr/bin/env -i "$@"'
+    )
+    p = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", inside]
+        + ["sh", root]
+        + [*env, "/bin/sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    with open(os.path.join(sdir, "guide-setup.log"), "w") as f:
+        f.write(p.stdout)
+    if p.returncode != 0:
+        raise OSError(
+            errno.EIO, "node: the admin guide's commands failed:\n" + p.stdout[-3000:]
+        )
 
 
 # `up --restartable`: flux-core 0.88 reattaches to running jobs after a broker
@@ -484,8 +523,8 @@ def stage(
     _overlay(tree, sdir, "root", root)
     _overlay(FLUX, sdir, "flux", root + FLUX)
 
-    # IMP: setuid copy outside the read-only prefix, and its config
-    shutil.copy(f"{FLUX}/libexec/flux/flux-imp", root + IMP_PATH)
+    # IMP: setuid root where flux-security installed it (the overlay copies
+    # it up), and its config
     os.chown(root + IMP_PATH, 0, 0)
     os.chmod(root + IMP_PATH, 0o4755)
     _write(f"{root}{FLUX}/etc/flux/imp/conf.d/node.toml", IMP_CONF.format(flux=FLUX))
@@ -508,34 +547,10 @@ def stage(
     os.symlink("/etc/systemd/system/flux.service", os.path.join(wants, "flux.service"))
     timings["stage"] = time.monotonic() - t0
 
-    # the project, with its own install command
+    # the project, set up by the admin guide's own commands
     t1 = time.monotonic()
-    p = subprocess.run(
-        make_install_args(root),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    with open(os.path.join(sdir, "make-install.log"), "w") as f:
-        f.write(p.stdout + p.stderr)
-    if p.returncode != 0:
-        raise OSError(
-            errno.EIO, f"node: make install failed:\n{(p.stdout + p.stderr)[-2000:]}"
-        )
-    timings["make_install"] = time.monotonic() - t1
-
-    # the site's sshd stack: the installed example
-    # with pam_flux's config= pointing at this flux-core's config directory
-    # (its default, /etc/flux/system/conf.d, is that of a flux-core in /usr)
-    example = f"{root}/usr/share/doc/flux-pam-service/examples/pam.d-sshd"
-    with open(example) as f:
-        lines = f.read().splitlines(keepends=True)
-    conf = f"config={FLUX}/etc/flux/system/conf.d"
-    with open(f"{root}/etc/pam.d/sshd", "w") as f:
-        for line in lines:
-            if not line.lstrip().startswith("#") and "pam_flux.py" in line:
-                line = line.rstrip("\n") + f" {conf}\n"
-            f.write(line)
+    _run_guide(root, sdir)
+    timings["guide"] = time.monotonic() - t1
     return timings
 
 

@@ -36,6 +36,7 @@ KINDS = {
     "cli",
     "make",
     "layout",
+    "node-setup",
 }
 
 
@@ -147,6 +148,43 @@ def test_cli_example_parses(text):
         assert argv[:2] == ["flux", "pam"], line
         args = parser.parse_args(argv[2:])
         assert callable(args.func)
+
+
+# What the guide's setup commands may run: the node replica runs them as root
+# (sharness/node/node.py), so nothing else may sneak in.
+NODE_SETUP_COMMANDS = {"make", "systemd-tmpfiles", "pam-auth-update", "cp"}
+
+
+def test_the_guide_has_setup_commands_for_every_step():
+    text = "".join(t for t in by_kind_text("node-setup"))
+    assert text.splitlines()[0] == "make install"
+    assert "make install-config" in text and "pam.d-sshd /etc/pam.d/sshd" in text
+
+
+def by_kind_text(kind):
+    return [text for _, _, k, text in EXAMPLES if k == kind]
+
+
+@pytest.mark.parametrize("text", by_kind("node-setup"))
+def test_setup_commands_are_plain_shell_of_known_commands(text):
+    assert subprocess.run(["sh", "-n", "-c", text]).returncode == 0
+    for line in text.splitlines():
+        assert shlex.split(line)[0] in NODE_SETUP_COMMANDS, line
+
+
+@pytest.mark.parametrize("text", by_kind("node-setup"))
+def test_setup_make_commands_run_as_dry_run(tmp_path, text):
+    for line in text.splitlines():
+        argv = shlex.split(line)
+        if argv[0] != "make":
+            continue
+        proc = subprocess.run(
+            [*argv, "-n", f"DESTDIR={tmp_path}/dest", "FLUX=false", "PKG_CONFIG=false"],
+            cwd=docexamples.REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize("text", by_kind("make"))
