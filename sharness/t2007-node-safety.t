@@ -4,7 +4,9 @@ test_description='node replica: unsafe node state fails closed (scenario 8)
 
 A group-writable /run/flux-pam makes the prolog fail, which drains the node,
 and pam_flux refuses sessions.  Linger enabled for alice makes the prolog
-fail, also when she already has a running job.  Both with the pam module loaded and with the drop-ins alone.'
+fail, also when she already has a running job.  Both with the pam module loaded and with the drop-ins alone.
+Each time the job'"'"'s exception note, the drain reason and flux dmesg give
+the prolog'"'"'s reason (issue 14, item 3).'
 
 . "$(dirname "$0")"/lib/init.sh
 . "$SHARNESS_TEST_SRCDIR"/lib/node.sh
@@ -16,6 +18,21 @@ node_require
 node_prolog_status() {
 	node_flux job wait-event -t 60 -f json "$1" prolog-finish |
 		jq -r .context.status
+}
+
+# node_says_why JOBID PATTERN: the job's exception note, the drain reason and
+# flux dmesg (flux-pam-prolog) say PATTERN (issue 14, item 3)
+node_says_why() {
+	local f58
+	f58=$(node_flux job id --to=f58plain $1) &&
+	node_flux jobs -a --user=all -no "{exception.type} {exception.note}" $1 >why.note &&
+	cat why.note &&
+	grep "^prolog flux-pam-prolog: .*$2" why.note &&
+	node_flux resource drain -no "{reason}" >why.drain &&
+	cat why.drain &&
+	grep "^flux-pam-prolog: .*$2" why.drain &&
+	node_flux dmesg >why.dmesg &&
+	grep "flux-pam-prolog.err\[0\]: ƒ${f58#f}: .*$2" why.dmesg
 }
 
 # safety_checks TAG: lock dir and linger, module loaded or not
@@ -52,6 +69,9 @@ safety_checks() {
 		cat sf.job2.log &&
 		grep "/run/flux-pam" sf.job2.log
 	'
+	test_expect_success "$1: the exception note, drain reason and dmesg say why" '
+		node_says_why $(cat sf.job2) "lock directory /run/flux-pam is group- or other-writable"
+	'
 	test_expect_success "$1: restore the lock dir, end the jobs, undrain" '
 		node_sh "chmod 0700 /run/flux-pam" &&
 		node_flux cancel --all --user=alice &&
@@ -83,6 +103,9 @@ safety_checks() {
 		node_run journalctl -b --no-pager -o cat -u $unit </dev/null >sf.job3.log &&
 		cat sf.job3.log &&
 		grep -i linger sf.job3.log
+	'
+	test_expect_success "$1: the exception note, drain reason and dmesg say linger" '
+		node_says_why $(cat sf.job3) "user alice (1000) has linger enabled"
 	'
 	test_expect_success "$1: linger off again, the node undrained" '
 		node_run loginctl disable-linger alice </dev/null &&

@@ -84,7 +84,7 @@ def _ask_broker() -> "tuple[Optional[str], Optional[dict], str]":
         return None, None, f"flux-core's Python bindings do not import ({exc})"
     except OSError as exc:
         uri = os.environ.get("FLUX_URI", "the system instance")
-        return None, None, f"no broker answered at {uri}: {exc.strerror or exc}"
+        return None, None, f"no broker answered at {uri} ({exc.strerror or exc})"
     return path, conf if isinstance(conf, dict) else {}, ""
 
 
@@ -100,7 +100,7 @@ def locate() -> Where:
         config_path = f"{confdir}/system/conf.d"
         if not why:
             why = "the running broker has no config.path"
-        source = f"{why}: {origin} + /system/conf.d"
+        source = f"{origin} + /system/conf.d; {why}"
     imp = (conf or {}).get("exec", {}) if isinstance(conf, dict) else {}
     imp = imp.get("imp") if isinstance(imp, dict) else None
     imp_config = imp_confdir(imp) if imp else None
@@ -108,9 +108,7 @@ def locate() -> Where:
         imp_source = f"flux-security's sysconfdir for exec.imp {imp}"
     else:
         imp_config = f"{confdir}/imp/conf.d"
-        imp_source = f"{origin} + /imp/conf.d" + (
-            f" (exec.imp {imp} is not PREFIX{IMP_SUFFIX})"
-            if imp
-            else " (exec.imp not known)"
+        imp_source = f"{origin} + /imp/conf.d; " + (
+            f"exec.imp {imp} is not PREFIX{IMP_SUFFIX}" if imp else "exec.imp not known"
         )
     return Where(config_path, imp_config, confdir, libexecdir, source, imp_source, conf)
