@@ -20,7 +20,7 @@ flux_pam_require_flux
 . "$FLUX_PAM_LIB/pamflux.sh"
 pamflux_require
 
-trap 'pamflux_stop >/dev/null 2>&1; die' EXIT
+trap 'pamflux_stop >/dev/null 2>&1; pamflux_cleanup; die' EXIT
 
 # `flux alloc --bg` and `flux job info` resolve a job's ssh:// URI locally
 export FLUX_URI_RESOLVE_LOCAL=t

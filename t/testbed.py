@@ -21,6 +21,7 @@ Module interface (other tiers import it):
     attach(name=DEFAULT_NAME) -> Testbed | None      a running test bed, or None
     down(name=DEFAULT_NAME) -> None
     Testbed: .name .address .root .leader .pid .tree .repo .rundir
+             .shared_repo (the repo inside, for any uid: SHARED_REPO)
              .env() -> dict of the variables `up` prints
              .run(argv, uid=None, env=None, cwd=None, input=None, timeout=120)
                  -> subprocess.CompletedProcess (stdout/stderr as text)
@@ -36,8 +37,13 @@ entries for the bookworm suites only), so no mirror is named here.
 Boot: SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D TREE -M NAME -b
 --register=no --keep-unit --private-network --console=passive
 --system-call-filter=bpf --bind=RUNDIR/dbus:/run/dbus --bind-ro=REPO
---volatile=overlay.  --volatile=overlay puts a tmpfs overlay over the
-read-only tree, so a test never dirties the cache and boot costs no copy.
+--bind-ro=REPO:SHARED_REPO --volatile=overlay.  The repo is bound at its own
+path (root's commands name host paths) and at SHARED_REPO, which every uid
+can reach: a checkout below a directory only root may enter (/root is 0700
+on Debian) is unreachable to other uids at its own path, in the container
+as on the host, so code run as another uid is run from SHARED_REPO.
+--volatile=overlay puts a tmpfs overlay over the read-only tree, so a test
+never dirties the cache and boot costs no copy.
 nspawn runs in its own cgroup2 directory (CGROUP_ROOT/NAME) so two test beds
 do not share a cgroup and `down` can kill whatever is left.
 
@@ -102,6 +108,7 @@ RECIPE_VERSION = 1
 
 DEFAULT_NAME = "flux-pam-test"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_REPO = "/srv/flux-pam-service"
 CACHE_DIR = os.environ.get("FLUX_PAM_TESTBED_CACHE", "/var/cache/flux-pam-test")
 RUN_DIR = "/run/flux-pam-test"
 MACHINES_DIR = "/run/systemd/machines"
@@ -304,6 +311,11 @@ class Testbed:
         """The container's root directory, seen from the host."""
         return f"/proc/{self.leader}/root"
 
+    @property
+    def shared_repo(self) -> str:
+        """The repo inside the container, where every uid can read it."""
+        return SHARED_REPO
+
     def env(self) -> dict:
         return {
             "DBUS_SYSTEM_BUS_ADDRESS": self.address,
@@ -473,6 +485,7 @@ def up(
         *(["--volatile=overlay"] if volatile else []),
         f"--bind={rundir}/dbus:/run/dbus",
         f"--bind-ro={repo}",
+        f"--bind-ro={repo}:{SHARED_REPO}",
         *extra_args,
     ]
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")

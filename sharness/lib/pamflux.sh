@@ -11,6 +11,7 @@
 #   pamtest USER [PAM_OP...]        # pamtester sshd USER (default acct_mgmt)
 #   as_owner CMD...                 # run CMD as the instance owner
 #   pamflux_stop                    # shut the instance down
+#   pamflux_cleanup                 # remove PAMFLUX_WORLD (at exit)
 #
 # Why an unprivileged owner.  pam_flux admits root at once, and in a test
 # instance every job belongs to the instance owner, so with root as owner no
@@ -30,6 +31,14 @@
 # The PAM stack is read from the trash directory's pam.d (libpam_wrapper).
 # FLUX_URI (exported by pamflux_start) tells pam_flux where the local broker
 # is; set it to another rank's local-uri to ask that rank.
+#
+# Another uid.  Everything the instance owner reads or writes (the broker
+# module and modprobe files, the passwd/group files, the instance's config,
+# home and run directories) is in PAMFLUX_WORLD, a directory made for the
+# script under $TMPDIR (/tmp) that every uid can enter, with a copy of the
+# package: the checkout, and the trash directory in it, may be below a
+# directory only root can enter (/root is 0700 on Debian).  What runs as
+# root (pamtester, pam_flux) reads the checkout.
 
 PAMFLUX_PAM_PYTHON=
 PAMFLUX_INSTANCE_DIR=
@@ -67,6 +76,22 @@ pamflux_require() {
 	export PAMFLUX_PAM_PYTHON PAMFLUX_PYTHONDIR
 }
 
+# PAMFLUX_WORLD: create it with the package copied in (see "Another uid").
+pamflux_world() {
+	test -n "$PAMFLUX_WORLD" && return 0
+	PAMFLUX_WORLD=$(mktemp -d "${TMPDIR:-/tmp}/flux-pam-pamflux.XXXXXX") &&
+	mkdir -p "$PAMFLUX_WORLD/src/etc/flux" &&
+	cp -R "$FLUX_PAM_SRCDIR/flux_pam_service" "$PAMFLUX_WORLD/src/" &&
+	cp -R "$FLUX_PAM_SRCDIR/etc/flux/modprobe" "$PAMFLUX_WORLD/src/etc/flux/" &&
+	chmod -R u=rwX,go=rX "$PAMFLUX_WORLD" &&
+	export PAMFLUX_WORLD
+}
+
+pamflux_cleanup() {
+	test -n "$PAMFLUX_WORLD" && rm -rf "$PAMFLUX_WORLD"
+	PAMFLUX_WORLD=
+}
+
 # A uid with no passwd entry on this host, from $1 up.
 pamflux_free_uid() {
 	local uid=$1
@@ -81,20 +106,22 @@ pamflux_users() {
 	: "${PAMFLUX_OWNER_UID:=$(pamflux_free_uid 54200)}"
 	: "${PAMFLUX_BOB_UID:=$(pamflux_free_uid $((PAMFLUX_OWNER_UID + 1)))}"
 	export PAMFLUX_OWNER_UID PAMFLUX_BOB_UID
-	cat >"$PWD/passwd" <<-EOF
+	pamflux_world || return 1
+	PAMFLUX_NSS_DIR=$PAMFLUX_WORLD
+	export PAMFLUX_NSS_DIR
+	cat >"$PAMFLUX_NSS_DIR/passwd" <<-EOF
 	root:x:0:0:root:/root:/bin/bash
 	alice:x:$PAMFLUX_OWNER_UID:$PAMFLUX_OWNER_UID:instance owner:/nonexistent:/bin/sh
 	bob:x:$PAMFLUX_BOB_UID:$PAMFLUX_BOB_UID:job user:/nonexistent:/bin/sh
 	nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 	EOF
-	cat >"$PWD/group" <<-EOF
+	cat >"$PAMFLUX_NSS_DIR/group" <<-EOF
 	root:x:0:
 	alice:x:$PAMFLUX_OWNER_UID:
 	bob:x:$PAMFLUX_BOB_UID:
 	nogroup:x:65534:
 	EOF
-	PAMFLUX_NSS_DIR=$PWD
-	export PAMFLUX_NSS_DIR
+	chmod 0644 "$PAMFLUX_NSS_DIR/passwd" "$PAMFLUX_NSS_DIR/group"
 }
 
 # Write pam.d/sshd: the account stack is pam_flux alone, with OPTIONS.
@@ -129,13 +156,17 @@ pamtest() {
 
 # Run a command as the instance owner (FLUX_URI is passed on), with the
 # test passwd/group (alice has no entry on the host; a job that starts a
-# sub-instance must resolve her uid).
+# sub-instance must resolve her uid), from her home (a job runs in the
+# directory it was submitted from).
 as_owner() {
-	env HOME="$PAMFLUX_INSTANCE_DIR/home" LD_PRELOAD=libnss_wrapper.so \
-		NSS_WRAPPER_PASSWD="$PAMFLUX_NSS_DIR/passwd" \
-		NSS_WRAPPER_GROUP="$PAMFLUX_NSS_DIR/group" \
-		setpriv --reuid="$PAMFLUX_OWNER_UID" --regid="$PAMFLUX_OWNER_UID" \
-		--clear-groups "$@"
+	(
+		cd "$PAMFLUX_INSTANCE_DIR/home" &&
+		exec env HOME="$PAMFLUX_INSTANCE_DIR/home" LD_PRELOAD=libnss_wrapper.so \
+			NSS_WRAPPER_PASSWD="$PAMFLUX_NSS_DIR/passwd" \
+			NSS_WRAPPER_GROUP="$PAMFLUX_NSS_DIR/group" \
+			setpriv --reuid="$PAMFLUX_OWNER_UID" --regid="$PAMFLUX_OWNER_UID" \
+			--clear-groups "$@"
+	)
 }
 
 # The instance's config directory (set by pamflux_start).
@@ -151,7 +182,8 @@ pamflux_confdir() {
 # reload) the start.
 pamflux_start() {
 	local name=$1 size=$2 module=$3 dir i
-	dir=$PWD/$name
+	pamflux_world || return 1
+	dir=$PAMFLUX_WORLD/$name
 	mkdir -p "$dir/conf" "$dir/home" "$dir/run" &&
 	chmod 0755 "$dir" "$dir/conf" &&
 	chown "$PAMFLUX_OWNER_UID:$PAMFLUX_OWNER_UID" "$dir/home" "$dir/run" || return 1
@@ -169,9 +201,10 @@ pamflux_start() {
 	chmod 0644 "$dir"/conf/*.toml
 	(
 		unset FLUX_URI
-		export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/flux_pam_service/brokermod"
-		export FLUX_MODPROBE_PATH_APPEND="$FLUX_PAM_SRCDIR/etc/flux/modprobe"
-		export PYTHONPATH="$FLUX_PAM_SRCDIR${PYTHONPATH:+:$PYTHONPATH}"
+		cd "$dir/home" || exit 1
+		export FLUX_MODULE_PATH_PREPEND="$PAMFLUX_WORLD/src/flux_pam_service/brokermod"
+		export FLUX_MODPROBE_PATH_APPEND="$PAMFLUX_WORLD/src/etc/flux/modprobe"
+		export PYTHONPATH="$PAMFLUX_WORLD/src${PYTHONPATH:+:$PYTHONPATH}"
 		exec setsid env HOME="$dir/home" LD_PRELOAD=libnss_wrapper.so \
 			NSS_WRAPPER_PASSWD="$PAMFLUX_NSS_DIR/passwd" \
 			NSS_WRAPPER_GROUP="$PAMFLUX_NSS_DIR/group" setpriv --reuid="$PAMFLUX_OWNER_UID" \

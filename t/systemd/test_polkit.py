@@ -101,10 +101,11 @@ def alice_active(sd, alice):
 
 
 def probe(testbed, user, ops):
+    # run as *user*: from the copy of the repo every uid can reach
     p = testbed.run(
-        ["python3", f"{testbed.repo}/t/systemd/polkit_probe.py"],
+        ["python3", f"{testbed.shared_repo}/t/systemd/polkit_probe.py"],
         uid=user,
-        env={"PYTHONPATH": testbed.repo},
+        env={"PYTHONPATH": testbed.shared_repo},
         input=json.dumps(ops),
         timeout=120,
     )

@@ -51,3 +51,12 @@ def test_testbed_systemctl_machine_option_reaches_container(testbed):
         check=True,
     ).stdout
     assert out.strip() == "user@1000.service"
+
+
+def test_testbed_repo_is_readable_by_every_uid_at_shared_repo(testbed):
+    # the checkout may be below a directory only root may enter
+    path = f"{testbed.shared_repo}/flux_pam_service/properties.py"
+    p = testbed.run(["test", "-r", path], uid="alice")
+    assert p.returncode == 0, f"alice cannot read {path}"
+    p = testbed.run(["touch", f"{testbed.shared_repo}/t/.write-probe"])
+    assert p.returncode != 0
