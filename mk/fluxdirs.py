@@ -69,7 +69,9 @@ def flux_core(pkg_config: str, flux: str) -> Tuple[Dict[str, str], str]:
     return {}, f"not found by {pkg_config} nor by {flux}: the defaults under PREFIX"
 
 
-def flux_security(pkg_config: str, confdir: Optional[str]) -> Tuple[Dict[str, str], str]:
+def flux_security(
+    pkg_config: str, confdir: Optional[str]
+) -> Tuple[Dict[str, str], str]:
     """The IMP's config directory and where it came from."""
     sysconfdir = _pkg(pkg_config, "flux-security", "sysconfdir")
     prefix = _pkg(pkg_config, "flux-security", "prefix")

@@ -16,8 +16,9 @@ IMP config
     ``exec.imp``, flux-core's ``confdir`` + ``/imp/conf.d`` (the two built
     with one prefix)
 confdir, libexecdir
-    flux-core's built-in ``confdir`` and ``libexecdir``
-    (``flux config builtin``), from its Python bindings
+    flux-core's built-in ``confdir`` and ``libexecdir``, from its Python
+    bindings, else from ``flux config builtin`` (the flux on PATH, as
+    ``make install`` asks it), else those of a flux-core in /usr
 
 Interface:
     Where               the paths, ``source`` (what answered, or why no
@@ -30,6 +31,8 @@ The flux bindings are imported lazily: ``flux-pam --help`` works without them.
 """
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -60,7 +63,22 @@ def _builtin(name: str, default: str) -> "tuple[str, bool]":
 
         return str(conf_builtin_get(name)), True
     except (ImportError, OSError, ValueError, KeyError):
-        return default, False
+        pass
+    flux = shutil.which("flux")
+    if flux is not None:
+        try:
+            out = subprocess.run(
+                [flux, "config", "builtin", name],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip(), True
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return default, False
 
 
 def imp_confdir(imp: str) -> Optional[str]:
@@ -92,7 +110,7 @@ def locate() -> Where:
     """The node's paths (see the module docstring)."""
     confdir, known = _builtin("confdir", DEFAULT_CONFDIR)
     libexecdir, _ = _builtin("libexecdir", DEFAULT_LIBEXECDIR)
-    origin = "flux-core's built-in confdir" if known else "the default"
+    origin = "flux-core's built-in confdir" if known else "a /usr flux-core's confdir"
     path, conf, why = _ask_broker()
     if path is not None:
         config_path, source = path, "config.path of the running broker"
