@@ -31,6 +31,7 @@ Interface:
         the rule names; None for any other module or condition.
 """
 
+import operator
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -249,22 +250,25 @@ def reachable(rules: List[Rule], decide: Callable[[Rule], Optional[bool]]) -> Se
 _FLAGS = {"debug", "use_uid", "quiet", "quiet_fail", "quiet_success", "audit"}
 
 
+# ``uid OP N`` for a job user, whose uid is at least uid_min: OP -> (when
+# the outcome is certain, as a test of (N, uid_min); the outcome)
+_UID_OPS = {
+    "eq": (operator.lt, False),  # N < uid_min: never equal
+    "ne": (operator.lt, True),
+    "lt": (operator.le, False),  # N <= uid_min: never below
+    "le": (operator.lt, False),
+    "gt": (operator.lt, True),
+    "ge": (operator.le, True),
+}
+_SYMBOLS = {"=": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+_UID_OPS.update({sym: _UID_OPS[name] for sym, name in _SYMBOLS.items()})
+
+
 def _condition(field_: str, op: str, value: str, uid_min: int) -> Optional[bool]:
     """One pam_succeed_if condition for a job user (see job_user_outcome)."""
-    if field_ == "uid" and value.isdigit():
-        n = int(value)
-        if op in ("eq", "="):
-            return False if n < uid_min else None
-        if op in ("ne", "!="):
-            return True if n < uid_min else None
-        if op in ("lt", "<"):
-            return False if n <= uid_min else None
-        if op in ("le", "<="):
-            return False if n < uid_min else None
-        if op in ("gt", ">"):
-            return True if n < uid_min else None
-        if op in ("ge", ">="):
-            return True if n <= uid_min else None
+    if field_ == "uid" and value.isdigit() and op in _UID_OPS:
+        certain, outcome = _UID_OPS[op]
+        return outcome if certain(int(value), uid_min) else None
     if field_ == "user":
         if op in ("=", "eq") and value == "root":
             return False

@@ -224,14 +224,7 @@ def scan(state: dict, prefix: str) -> Outcome:
     out = Outcome(value={})
     sd = connection(state)
     try:
-        (units,) = sd.call(
-            "org.freedesktop.systemd1",
-            "/org/freedesktop/systemd1",
-            "org.freedesktop.systemd1.Manager",
-            "ListUnitsByPatterns",
-            "asas",
-            ([], ["user-*.slice", "flux-pam-*.scope"]),
-        )
+        units = sd.list_units(["user-*.slice", "flux-pam-*.scope"])
         scopes: dict = {}
         for unit in units:
             name, desc, active = unit[0], unit[1], unit[3]
@@ -322,14 +315,7 @@ def live(state: dict, uids: List[int]) -> Outcome:
     )
     sd = connection(state)
     try:
-        (units,) = sd.call(
-            "org.freedesktop.systemd1",
-            "/org/freedesktop/systemd1",
-            "org.freedesktop.systemd1.Manager",
-            "ListUnitsByPatterns",
-            "asas",
-            ([], ["user-*.slice", "user@*.service"]),
-        )
+        units = sd.list_units(["user-*.slice", "user@*.service"])
         root = f"user-{uids[0]}.slice" if len(wanted) == 1 else "user.slice"
         procs = sd.unit_processes(root)
     except OSError as exc:

@@ -21,6 +21,9 @@ Interface:
     unit_properties(name, interface=...) -> dict of every property (GetAll)
     unit_processes(name) -> [(cgroup, pid, cmdline), ...]; [] if not loaded.
         PIDs are in systemd's PID namespace.
+    list_units(patterns) -> ListUnitsByPatterns' (name, description, load
+        state, active state, sub state, ...) of the loaded units whose names
+        match one of *patterns*
     wait_job(job_path, timeout) -> "done" | "canceled" | "timeout" | "failed" |
         "dependency" | "skipped" | "unknown"
         Uses the JobRemoved signal.  systemd sends it to the client that
@@ -379,6 +382,10 @@ class Systemd:
             SYSTEMD, MANAGER_PATH, PROPERTIES, "Get", "ss", (MANAGER, prop)
         )
         return body[0][1]
+
+    def list_units(self, patterns: Iterable[str]) -> list:
+        body = self._manager("ListUnitsByPatterns", "asas", [], list(patterns))
+        return list(body[0])
 
     def unit_processes(self, name: str) -> list:
         try:

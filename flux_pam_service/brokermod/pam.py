@@ -248,17 +248,11 @@ class PamModule(BrokerModule):
             "op-time-total": 0.0,
         }
         self.pool = workers.Pool(nthreads, name="pam")
-        self.pool_watcher = h.fd_watcher_create(
-            self.pool.fileno(), self._pool_ready, events=FLUX_POLLIN
-        )
-        self.pool_watcher.start()
+        self.pool_watcher = self._watch(self.pool, "pool")
         # pam.status reads slices on a thread of its own, never queued
         # behind a slow slice operation
         self.status_pool = workers.Pool(1, name="pam-status")
-        self.status_watcher = h.fd_watcher_create(
-            self.status_pool.fileno(), self._status_ready, events=FLUX_POLLIN
-        )
-        self.status_watcher.start()
+        self.status_watcher = self._watch(self.status_pool, "status pool")
         self.timers: List[Any] = []
         # rank 0: the dispatcher
         self.dispatcher: Optional[dispatch.Dispatcher] = None
@@ -292,6 +286,16 @@ class PamModule(BrokerModule):
         except Exception as exc:
             self.log.error(f"{what}: {exc}")
             self.log.debug(traceback.format_exc())
+
+    def _watch(self, pool: workers.Pool, what: str) -> Any:
+        """Run *pool*'s completions on the reactor when it signals them."""
+
+        def ready(handle: Any, watcher: Any, fd: int, revents: int, _a: Any) -> None:
+            self._guard(what, pool.drain)
+
+        w = self.handle.fd_watcher_create(pool.fileno(), ready, events=FLUX_POLLIN)
+        w.start()
+        return w
 
     def _timer(self, after: float, fn: Callable, *args: Any) -> Any:
         def cb(handle: Any, watcher: Any, revents: int, _args: Any) -> None:
@@ -966,11 +970,6 @@ class PamModule(BrokerModule):
             lambda o, e: self._guard("scan", done, o, e),
         )
 
-    def _pool_ready(
-        self, handle: Any, watcher: Any, fd: int, revents: int, _a: Any
-    ) -> None:
-        self._guard("pool", self.pool.drain)
-
     # ------------------------------------------------------------ waiters
 
     def _wake_job(self, jobid: int, uid: int, user: Optional[User]) -> None:
@@ -1287,11 +1286,6 @@ class PamModule(BrokerModule):
             lambda state: sliceops.live(state, uids),
             lambda o, e: self._guard("status", read_done, o, e),
         )
-
-    def _status_ready(
-        self, handle: Any, watcher: Any, fd: int, revents: int, _a: Any
-    ) -> None:
-        self._guard("status pool", self.status_pool.drain)
 
     @request_handler("stats-get")
     def stats_get(self, msg: Any) -> None:

@@ -189,14 +189,7 @@ def units() -> Dict[str, Any]:
 
     try:
         with systemd.Systemd() as sd:
-            (listing,) = sd.call(
-                systemd.SYSTEMD,
-                systemd.MANAGER_PATH,
-                systemd.MANAGER,
-                "ListUnitsByPatterns",
-                "asas",
-                ([], UNIT_PATTERNS),
-            )
+            listing = sd.list_units(UNIT_PATTERNS)
     except OSError as exc:
         return {"error": f"systemd: {exc}"}
     return {
