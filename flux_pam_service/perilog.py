@@ -75,9 +75,11 @@ Which outcome wins when both the module and a script act:
     removes it unless ``pam.check`` shows a new running job of the user.
 
 Messages go to stderr as ``flux-pam-prolog[<F58 jobid>]: text`` (or
-``flux-pam-housekeeping[...]``), which is the journal of the systemd unit
-``flux-prolog@JOBID`` that flux-run-prolog starts, and, once connected, to
-the broker's log (``flux dmesg``) as ``flux-pam-prolog``: ``<F58>: text``.
+``flux-pam-housekeeping[...]``).  When perilog.so runs the drop-in itself,
+it copies stderr into the broker's log.  When flux-run-prolog runs it in the
+systemd unit ``flux-prolog@JOBID``, stderr is that unit's journal
+(``JOURNAL_STREAM`` names it), and the lines also go, once connected, to the
+broker's log (``flux dmesg``) as ``flux-pam-prolog``: ``<F58>: text``.
 
 A failure (exit 1) first drains this rank with the message as the reason
 (mode "update", so perilog.so keeps it), and in the prolog raises a fatal
@@ -103,6 +105,7 @@ Interface:
                                       the broker's log) gets each line too
     message(prog, jobid, text)        the one-line format
     module_verdict(exc)               ALONE or FAIL for an error from the module
+    stderr_is_journal(environ)        bool: stderr is systemd's journal stream
     local_union(Rs, rank)             Resources of several R on one rank
     run(prog, environ=os.environ) -> int   exit code
 """
@@ -663,7 +666,8 @@ def run(prog: str, environ: Optional[Mapping[str, str]] = None) -> int:
     broker = None
     try:
         handle = _connect(env)
-        _log_to_broker(log, handle, prog)
+        if stderr_is_journal(environ):
+            _log_to_broker(log, handle, prog)
         broker = Broker(handle, log)
         try:
             cfg, closed = broker.config(), None
@@ -700,6 +704,22 @@ def run(prog: str, environ: Optional[Mapping[str, str]] = None) -> int:
                 broker.raise_exception(env.jobid, f"{PROGRAMS[prog]}: {exc}")
         return 1
     return 0
+
+
+def stderr_is_journal(environ: Mapping[str, str]) -> bool:
+    """True when stderr is the journal stream systemd connected it to.
+
+    systemd sets ``JOURNAL_STREAM=DEVICE:INODE`` for a service whose output
+    goes to the journal; it holds only while stderr is still that stream.
+    """
+    dev, _, ino = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
 def _log_to_broker(log: Log, handle: Any, prog: str) -> None:

@@ -2,6 +2,7 @@
 
 import errno
 import io
+import os
 
 import pytest
 
@@ -259,3 +260,11 @@ def test_a_failed_job_gets_a_fatal_prolog_exception_with_the_reason():
             },
         )
     ]
+
+
+def test_stderr_is_the_journal_only_when_journal_stream_names_it():
+    st = os.fstat(2)
+    assert perilog.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    assert not perilog.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:1"})
+    assert not perilog.stderr_is_journal({"JOURNAL_STREAM": "x:y"})
+    assert not perilog.stderr_is_journal({})
