@@ -253,6 +253,8 @@ class PamModule(BrokerModule):
         # behind a slow slice operation
         self.status_pool = workers.Pool(1, name="pam-status")
         self.status_watcher = self._watch(self.status_pool, "status pool")
+        self.live_busy = False  # a live read of the slices runs
+        self.live_next: List[Callable] = []  # status answers for the next one
         self.timers: List[Any] = []
         # rank 0: the dispatcher
         self.dispatcher: Optional[dispatch.Dispatcher] = None
@@ -1245,11 +1247,14 @@ class PamModule(BrokerModule):
     def _respond_live(self, msg: Any, answer: dict) -> None:
         """Answer pam.status once its users' slices are read as they are now.
 
-        The read (sliceops.live) runs on the status thread; after
-        LIVE_TIMEOUT the answer goes without it, ``live`` saying why, and the
-        live fields (states, scopes, process counts) are null.
+        The read (sliceops.live, of every user this rank knows) runs on the
+        status thread; after LIVE_TIMEOUT the answer goes without it,
+        ``live`` saying why, and the live fields (states, scopes, process
+        counts) are null.  One read runs at a time: requests that arrive
+        while it runs are served by the next, started when it ends, so the
+        cost does not grow with how often pam.status is asked, and a systemd
+        that does not answer piles nothing up.
         """
-        uids = [u["uid"] for u in answer["users"]]
         done = {"answered": False}
 
         def finish(value: Optional[dict], why: Optional[str]) -> None:
@@ -1268,19 +1273,32 @@ class PamModule(BrokerModule):
                 answer["live"] = why
             self._respond(msg, answer)
 
-        if not uids:
+        if not answer["users"]:
             self._respond(msg, answer)
             return
         timer = self._timer(
             LIVE_TIMEOUT, finish, None, f"not read within {LIVE_TIMEOUT:g}s"
         )
+        self.live_next.append(finish)
+        if not self.live_busy:
+            self._live_read()
+
+    def _live_read(self) -> None:
+        """Read the slices for the status requests waiting (_respond_live)."""
+        waiting, self.live_next = self.live_next, []
+        uids = sorted(set(self.table.users()) | set(self.users))
+        self.live_busy = True
 
         def read_done(out: Optional[sliceops.Outcome], exc: Any) -> None:
-            if exc is not None:
-                finish(None, f"cannot read the slices: {_errtext(exc)}")
-            else:
-                assert out is not None
-                finish(out.value, None)
+            self.live_busy = False
+            for finish in waiting:
+                if exc is not None:
+                    finish(None, f"cannot read the slices: {_errtext(exc)}")
+                else:
+                    assert out is not None
+                    finish(out.value, None)
+            if self.live_next:
+                self._live_read()
 
         self.status_pool.submit(
             lambda state: sliceops.live(state, uids),
