@@ -195,7 +195,9 @@ test_expect_success "lock directory mode $mode: prolog exception, rank drained, 
 	test_when_finished "chmod 0700 \"$FLUX_PAM_LOCK_DIR\"" &&
 	id=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $id exception &&
-	flux job eventlog $id | grep "prolog-finish.*status=256" &&
+	flux job wait-event -t 30 -f json $id prolog-finish | jq -e ".context.status != 0" &&
+	flux job eventlog $id | grep "exception type=\"prolog\" severity=0 note=\"flux-pam-prolog: lock directory .* is group- or other-writable" &&
+	flux resource drain -no {reason} | grep "^flux-pam-prolog: lock directory .*-writable" &&
 	perilog_log prolog $id | grep "writable" &&
 	flux resource drain -no {ranks} | grep -w 0 &&
 	! marker_exists &&

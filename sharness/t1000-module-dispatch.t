@@ -68,7 +68,7 @@ test_expect_success 'pam.check max_jobs lists the first started jobs, njobs coun
 	jobid2=$(pam_submit 1000 --requires=rank:1 sleep inf) &&
 	flux job wait-event -t 30 $jobid2 start &&
 	id2=$(flux job id $jobid2) &&
-	pam_wait_users 1 "1000:$(printf "%s\n" $id $id2 | sort | paste -sd,)" &&
+	pam_wait_users 1 "1000:$(printf "%s\n" $id $id2 | sort -n | paste -sd,)" &&
 	pam_rpc --rank 1 pam.check "{\"uid\": 1000, \"max_jobs\": 1}" >checkm &&
 	jq -e ".admitted == true and .jobs == [$id] and .njobs == 2" checkm &&
 	pam_rpc --rank 1 pam.check "{\"uid\": 1000}" >checka &&

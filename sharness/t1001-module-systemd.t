@@ -87,7 +87,7 @@ test_expect_success 'module reload mid-jobs: same state, no teardown, no repair'
 	inv=$(prop user@1000.service InvocationID) &&
 	flux exec -r all flux dmesg -C &&
 	flux exec -r all flux module reload pam &&
-	pam_wait_users 0 "1000:$(echo $idA $idB | tr " " "\n" | sort | paste -sd,)" &&
+	pam_wait_users 0 "1000:$(echo $idA $idB | tr " " "\n" | sort -n | paste -sd,)" &&
 	pam_wait_idle "0 1 2 3" &&
 	test "$(prop user@1000.service InvocationID)" = "$inv" &&
 	test "$(prop user-1000.slice AllowedCPUs)" = "0-1" &&

@@ -232,7 +232,7 @@ def test_guest_denied_when_subinstance_does_not_allow_guests(rig):
     guest_answers(rig, allow=False)
     rig.stack(["allow-guest-user"])
     rig.expect(USER, [("account", "PAM_PERM_DENIED")])
-    assert "job 77: access.allow-guest-user not enabled" in rig.logs()
+    assert "job ƒ2L: access.allow-guest-user not enabled" in rig.logs()  # F58 of 77
 
 
 def test_guest_denied_when_subinstance_unreachable(rig):
