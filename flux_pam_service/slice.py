@@ -40,6 +40,10 @@ Interface:
     orphans() -> the same, outside user@UID.service
     state() -> dict for `flux pam status`: slice and user@ states, scopes in
                the slice, process counts, current constraints.
+    read_back(cgroup_root, props) -> enforcement.Reading
+                     what the kernel enforces for the slice: its cgroup files
+                     below *cgroup_root* (the cgroup2 mount) and the device
+                     policy systemd reports (one GetAll on the slice)
 Every operation is idempotent.
 
 PIDs: systemd reports PIDs of its own PID namespace; if this code does not
@@ -55,7 +59,7 @@ import syslog
 import time
 from typing import Callable, Optional
 
-from flux_pam_service import idset, properties
+from flux_pam_service import enforcement, idset, properties
 from flux_pam_service.systemd import NO_SUCH_UNIT, DBusError, Systemd
 
 SLICE = "org.freedesktop.systemd1.Slice"
@@ -266,6 +270,21 @@ class UserSlice:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    # ------------------------------------------------------------ read-back
+
+    def read_back(
+        self, cgroup_root: str, props: Optional[dict]
+    ) -> "enforcement.Reading":
+        """Read what the kernel enforces for the slice (see enforcement)."""
+        path = enforcement.slice_cgroup(cgroup_root, self.uid)
+        files = enforcement.read_cgroup(path, enforcement.wants_memory(props))
+        reported = self.systemd.unit_properties(self.slice, SLICE)
+        return enforcement.Reading(
+            device_policy=reported.get("DevicePolicy"),
+            device_allow=tuple(tuple(e) for e in reported.get("DeviceAllow", ())),
+            **files,
+        )
 
     # ------------------------------------------------------------ state
 
