@@ -21,13 +21,17 @@ both sides.
 ``pam.check``: may this user log in here?  (account phase)
     request:  ``{"uid": UID}``
         UID   integer >= 0, the login user
-    response: ``{"uid": UID, "admitted": BOOL, "jobs": [ID, ...], "reason": STR}``
+    response: ``{"uid": UID, "admitted": BOOL, "jobs": [ID, ...], "reason": STR,
+              "message": STR}``
         admitted  true iff UID has at least one job in RUN state whose R
                   includes this rank, and UID's teardown on this rank has not
                   begun.  Jobs in CLEANUP do not count.  (required)
         jobs      the IDs (integers) of those jobs; empty when not admitted
         uid, reason   echo and a human-readable why (optional; the reason
                   is logged at LOG_DEBUG)
+        message   present when a user with jobs is refused because the node
+                  cannot confine the login: shown to the user, whatever
+                  ``action_no_jobs`` says
     errors:   EPROTO  malformed request
               EPERM   requester is neither root nor the instance owner
 
@@ -36,7 +40,9 @@ both sides.
         SCOPE  the unit name pam_flux has already started in
                ``user-UID.slice`` holding the login, e.g.
                ``flux-pam-4242.scope``
-    response: ``{"attached": true}``
+    response: ``{"attached": true}``, or ``{"attached": false, "message":
+              STR}``: the node cannot confine the login; pam_flux stops
+              SCOPE and refuses the session with STR
     errors:   EPERM (or ESRCH)  UID has no active job on this rank, or its
                       teardown has begun ("user UID has no active job on rank
                       R"): pam_flux stops SCOPE and refuses the session, telling
@@ -59,6 +65,7 @@ ENOSYS from either request means the module is not loaded.  Then:
              owner's uid is added and max_entries is 0
     session: the marker ``LOCKDIR/uid.UID.active`` checked under the per-user
              lock (flux_pam_service.lockdir)
+    A marker whose first line is ``deny: TEXT`` refuses both steps with TEXT.
 
 ``allow-guest-user`` (as Flux's C pam_flux): a user who owns no job here may
 still enter as a guest when the instance owner (``security.owner``) has a RUN
@@ -113,7 +120,7 @@ Interface:
     decide_session(user, uid, stage, error, scope, how) -> Decision
         stage: MANAGE_OFF, CONFIG, SCOPE, REFUSED, CONFIRM or ATTACHED
     parse_check_response(obj) -> (admitted, jobs)     raise ValueError
-    parse_attach_response(obj) -> None                raises ValueError
+    parse_attach_response(obj) -> None | message      raises ValueError
     parse_joblist_response(obj) -> [JobEntry]         raises ValueError
     joblist_request(uids, rank), uri_to_local(uri), broker_uri(environ)
     scope_name(prefix, pid), slice_name(uid), session_env(uid)
@@ -407,10 +414,16 @@ def parse_check_response(obj: "Any") -> "Tuple[bool, Tuple[int, ...]]":
     return admitted, tuple(jobs)
 
 
-def parse_attach_response(obj: "Any") -> None:
-    """Validate a ``pam.attach`` response; raise ValueError unless attached."""
-    if not isinstance(obj, dict) or obj.get("attached") is not True:
-        raise ValueError('pam.attach response is not {"attached": true}')
+def parse_attach_response(obj: "Any") -> "Optional[str]":
+    """Validate a ``pam.attach`` response: None if attached, the message of
+    ``{"attached": false, "message": M}``; anything else raises ValueError."""
+    if isinstance(obj, dict) and obj.get("attached") is True:
+        return None
+    if isinstance(obj, dict) and obj.get("attached") is False:
+        message = obj.get("message")
+        if isinstance(message, str) and message:
+            return message
+    raise ValueError('pam.attach response is not {"attached": true}')
 
 
 def joblist_request(
@@ -502,10 +515,18 @@ class Verdict(_Record):
     notes   (priority, text) lines to log
     manage  the module's pam.manage-user-slice, as pam.check answered it;
             None when it did not (job-list): the session reads the config
+    message with kind NONE: the user has jobs but the node cannot take the
+            login (pam.check's message, or the marker's deny line)
     """
 
-    __slots__ = ("kind", "jobs", "source", "notes", "manage")
-    _defaults = {"jobs": (), "source": "pam.check", "notes": (), "manage": None}
+    __slots__ = ("kind", "jobs", "source", "notes", "manage", "message")
+    _defaults = {
+        "jobs": (),
+        "source": "pam.check",
+        "notes": (),
+        "manage": None,
+        "message": None,
+    }
 
 
 def _guest_allowed(broker: "Broker", job: "JobEntry", notes: "List[Log]") -> bool:
@@ -547,6 +568,9 @@ def check_account(broker: "Broker", uid: int, options: "Options") -> "Verdict":
             if not isinstance(manage, bool):
                 manage = None
             return Verdict(OWNER, jobs, "pam.check", tuple(notes), manage)
+        message = response.get("message")
+        if isinstance(message, str) and message:
+            return Verdict(NONE, (), "pam.check", tuple(notes), message=message)
         if not options.allow_guest_user:
             return Verdict(NONE, (), "pam.check", tuple(notes))
         source = "pam.check"
@@ -706,6 +730,12 @@ def decide_account(
                 ),
             ),
         )
+    if outcome.message:
+        return Decision(
+            "PAM_PERM_DENIED",
+            outcome.message,
+            notes + ((LOG_INFO, f"access denied for {who}: {outcome.message}"),),
+        )
     if options.action_no_jobs == "ignore":
         return Decision(
             "PAM_IGNORE",
@@ -790,6 +820,7 @@ CONFIG = "config"
 LOCKDIR = "lock-dir"
 SCOPE = "scope"
 REFUSED = "refused"
+DENIED = "denied"
 CONFIRM = "confirm"
 ATTACHED = "attached"
 
@@ -808,8 +839,9 @@ def decide_session(
     CONFIG (the configuration cannot be read), LOCKDIR (the lock directory
     is unsafe: group- or other-writable, not root's), SCOPE (the scope cannot be
     created), REFUSED (the user is no longer active: pam.attach refused or
-    the marker is absent), CONFIRM (confirmation failed otherwise) or
-    ATTACHED (success; *how* says which confirmation was used).
+    the marker is absent), DENIED (the node cannot confine the login:
+    *error*'s text is the message shown), CONFIRM (confirmation failed
+    otherwise) or ATTACHED (success; *how* says which confirmation was used).
     """
     who = f"user {user} (uid={uid})"
     if stage == MANAGE_OFF:
@@ -834,6 +866,13 @@ def decide_session(
                     f"{_errtext(error) if error else 'no marker'})",
                 ),
             ),
+        )
+    if stage == DENIED:
+        message = str(error.args[-1]) if error is not None else "Access denied"
+        return Decision(
+            "PAM_SESSION_ERR",
+            message,
+            ((LOG_INFO, f"session refused for {who} ({how}): {message}"),),
         )
     what = {
         CONFIG: "cannot read the configuration",

@@ -33,9 +33,11 @@ scheme goes through libflux-core's cffi module ``_flux._core``
 Account (acct_mgmt).  Root is admitted at once; an unknown user gets
 PAM_USER_UNKNOWN; anyone else is checked with admission.check_account()
 against the broker at $FLUX_URI (else local:///run/flux/local): ``pam.check``,
-or ``job-list.list`` when the module is not loaded.  A denial sends "Access
-denied: user USER has no active jobs on this node" through the conversation,
-logs to syslog (LOG_AUTHPRIV) and returns PAM_PERM_DENIED.
+or ``job-list.list`` when the module is not loaded (then a marker whose first
+line is ``deny: TEXT`` refuses with TEXT).  A denial sends "Access denied:
+user USER has no active jobs on this node" (or the module's refusal message)
+through the conversation, logs to syslog (LOG_AUTHPRIV) and returns
+PAM_PERM_DENIED.
 
 Session (open_session).  Only for users this PAM handle's account phase
 admitted as job owners; everyone else gets PAM_IGNORE.  With
@@ -43,11 +45,12 @@ admitted as job owners; everyone else gets PAM_IGNORE.  With
 else as read from the config directory) it starts ``PREFIX-PID.scope`` in
 ``user-UID.slice`` holding this process (sshd's privileged session process),
 then confirms it with ``pam.attach`` or, if the module is not loaded, with the
-marker LOCKDIR/uid.UID.active read under the per-user lock.  On refusal or
-failure it moves this process back to the cgroup it came from, stops the
-scope and returns PAM_SESSION_ERR.  On success it sets XDG_RUNTIME_DIR and
-DBUS_SESSION_BUS_ADDRESS.  close_session returns PAM_SUCCESS: systemd
-collects the scope when its last process exits.
+marker LOCKDIR/uid.UID.active read under the per-user lock; a refusal message
+(``{"attached": false, "message"}``, a ``deny:`` line) is shown to the user.
+On refusal or failure it moves this process back to the cgroup it came from,
+stops the scope and returns PAM_SESSION_ERR.  On success it sets
+XDG_RUNTIME_DIR and DBUS_SESSION_BUS_ADDRESS.  close_session returns
+PAM_SUCCESS: systemd collects the scope when its last process exits.
 
 Sentinel.  pam_python offers no pam_set_data()/pam_get_data().  It does keep
 one module namespace per PAM handle and module path: it executes the module
@@ -200,6 +203,19 @@ def _check(call: _Call, uid: int) -> object:
         return _bare(exc)
 
 
+def _marker_verdict(call: _Call, uid: int, verdict: object) -> object:
+    """Fallback account: a marker's deny line refuses a job owner."""
+    from flux_pam_service import lockdir
+
+    try:
+        text = lockdir.marker_deny(uid, call.options.lock_dir)
+    except OSError as exc:
+        return _bare(exc)
+    if text is None:
+        return verdict
+    return admission.Verdict(admission.NONE, (), "marker", verdict.notes, message=text)
+
+
 def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
     """Admit root and users with a running job on this node."""
     call = _Call(pamh, argv, "account")
@@ -210,6 +226,8 @@ def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
     decision = admission.decide_account(user, uid, call.service, None, call.options)
     if decision is None:
         outcome = _check(call, uid)
+        if getattr(outcome, "source", None) == "job-list" and outcome.kind == "owner":
+            outcome = _marker_verdict(call, uid, outcome)
         decision = admission.decide_account(
             user, uid, call.service, outcome, call.options
         )
@@ -249,11 +267,13 @@ def _confirm(call: _Call, uid: int, scope: str) -> tuple:
     try:
         broker = call.broker()
         try:
-            admission.parse_attach_response(
+            message = admission.parse_attach_response(
                 broker.rpc("pam.attach", {"uid": uid, "scope": scope})
             )
         finally:
             broker.close()
+        if message is not None:
+            return admission.DENIED, OSError(errno.EPERM, message), "pam.attach"
         return admission.ATTACHED, None, "pam.attach"
     except ValueError as exc:
         return admission.CONFIRM, _bare(exc), "pam.attach"
@@ -267,8 +287,11 @@ def _confirm(call: _Call, uid: int, scope: str) -> tuple:
     try:
         with lockdir.user_lock(uid, opts.lock_dir, opts.timeout):
             present = lockdir.has_marker(uid, opts.lock_dir)
+            deny = lockdir.marker_deny(uid, opts.lock_dir) if present else None
     except OSError as exc:
         return admission.CONFIRM, _bare(exc), "marker"
+    if deny is not None:
+        return admission.DENIED, OSError(errno.EPERM, deny), "marker"
     return (admission.ATTACHED if present else admission.REFUSED), None, "marker"
 
 

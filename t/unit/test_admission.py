@@ -129,9 +129,18 @@ def test_check_response_is_validated():
             admission.parse_check_response(bad)
 
 
-def test_attach_response_must_say_attached_true():
-    admission.parse_attach_response({"attached": True})
-    for bad in ({}, {"attached": 1}, {"attached": False}, None):
+def test_attach_response_must_say_attached_true_or_false_with_a_message():
+    assert admission.parse_attach_response({"attached": True}) is None
+    refused = {"attached": False, "message": "Access denied: CPU ..."}
+    assert admission.parse_attach_response(refused) == "Access denied: CPU ..."
+    for bad in (
+        {},
+        {"attached": 1},
+        {"attached": False},
+        {"attached": False, "message": ""},
+        {"attached": False, "message": 3},
+        None,
+    ):
         with pytest.raises(ValueError, match="pam.attach"):
             admission.parse_attach_response(bad)
 
@@ -434,3 +443,41 @@ def test_session_start_accepts_the_sentinel_with_the_modules_answer():
     assert admission.decide_session_start("u", 5, "sshd", ("u", 5, True), opts) is None
     d = admission.decide_session_start("v", 6, "sshd", ("u", 5, None), opts)
     assert d.result == "PAM_SESSION_ERR"
+
+
+UNENFORCED = (
+    "Access denied: CPU confinement is not enforced on this node;"
+    " ask your administrator"
+)
+
+
+@pytest.mark.parametrize("no_jobs", ["deny", "ignore"])
+def test_a_refusal_message_from_pam_check_denies_whatever_action_no_jobs(no_jobs):
+    response = {"admitted": False, "jobs": [], "message": UNENFORCED}
+    broker = _CheckBroker(response)
+    opts = admission.parse_options([f"action_no_jobs={no_jobs}"])
+    verdict = admission.check_account(broker, 1000, opts)
+    assert verdict.kind == admission.NONE and verdict.message == UNENFORCED
+    d = admission.decide_account("alice", 1000, "sshd", verdict, opts)
+    assert d.result == "PAM_PERM_DENIED"
+    assert d.message == UNENFORCED
+    assert not d.sentinel
+    assert any(UNENFORCED in text for _, text in d.logs)
+
+
+def test_a_refusal_message_is_not_asked_of_job_list_for_guests():
+    response = {"admitted": False, "jobs": [], "message": UNENFORCED}
+    broker = _CheckBroker(response)
+    opts = admission.parse_options(["allow-guest-user"])
+    verdict = admission.check_account(broker, 1000, opts)
+    assert verdict.message == UNENFORCED
+    assert [topic for topic, _ in broker.requests] == ["pam.check"]
+
+
+def test_a_denied_session_shows_the_message():
+    d = admission.decide_session(
+        "alice", 1000, admission.DENIED, OSError(1, UNENFORCED), "s.scope", "marker"
+    )
+    assert d.result == "PAM_SESSION_ERR"
+    assert d.message == UNENFORCED
+    assert d.env == ()
