@@ -7,13 +7,19 @@ RANK (default: the local one, ``FLUX_NODEID_ANY``), or with ``--all`` to
 every rank of the instance (its ``size`` attribute) at once, and prints one
 row per user:
 
-    RANK USER JOBS CORES GPUS SLICE USER@ SCOPES LAST
+    RANK USER JOBS CORES GPUS ENFORCED SLICE USER@ SCOPES LAST
 
 JOBS is running/total on the rank, CORES and GPUS the union the slice is
-constrained to, SLICE and USER@ the ActiveState of ``user-UID.slice`` and
+constrained to, ENFORCED whether the kernel enforces it as read back after
+the last slice operation (``yes``; ``no``: the user's logins are refused;
+``unconfined``: not enforced, logins admitted by
+``pam.allow-unconfined-logins``; ``?`` not read back yet; ``-`` slices not
+constrained), SLICE and USER@ the ActiveState of ``user-UID.slice`` and
 ``user@UID.service``, SCOPES the number of login scopes (``flux-pam-*.scope``),
-LAST the last action, its result and its age.  A user's errors follow its row.
-``--json`` prints the responses as a JSON array instead.
+LAST the last action, its result and its age.  What is not enforced, and why,
+and a user's errors follow its row; a rank whose latest read-back was not
+enforced says so after its users.  ``--json`` prints the responses as a JSON
+array instead (``enforcement`` per user and per rank).
 
 When the module is not loaded (ENOSYS) or the broker cannot be reached, it
 says so on stderr and shows what this node has without the module: the
@@ -83,10 +89,40 @@ def _scopes(slice_state: Optional[dict]) -> str:
     return "-"
 
 
+ENFORCED = {
+    "enforced": "yes",
+    "not-enforced": "no",
+    "unconfined": "unconfined",
+    "unknown": "?",
+    "off": "-",
+}
+
+
+def _enforcement(obj: dict) -> dict:
+    value = obj.get("enforcement")
+    return value if isinstance(value, dict) else {}
+
+
+def enforcement_line(enf: dict) -> Optional[str]:
+    """What is not enforced and why, and what happens to logins; or None."""
+    state = enf.get("state")
+    if state not in ("not-enforced", "unconfined"):
+        return None
+    missing = ", ".join(enf.get("missing", [])) or "?"
+    reasons = "; ".join(enf.get("reasons", []))
+    then = (
+        "logins refused"
+        if state == "not-enforced"
+        else "logins admitted unconfined (pam.allow-unconfined-logins)"
+    )
+    return f"not enforced: {missing} ({reasons}): {then}"
+
+
 def rows(response: dict, now: Optional[float] = None) -> List[List[str]]:
     """Table rows (and error lines) for one pam.status response."""
     out: List[List[str]] = []
     rank = str(response.get("rank", "?"))
+    shown = False
     for user in response.get("users", []):
         jobs = user.get("jobs", [])
         running = sum(1 for j in jobs if j.get("running"))
@@ -108,18 +144,38 @@ def rows(response: dict, now: Optional[float] = None) -> List[List[str]]:
                 f"{running}/{len(jobs)}",
                 union.get("core") or "-",
                 union.get("gpu") or "-",
+                ENFORCED.get(_enforcement(user).get("state", ""), "-"),
                 _unit_state(sl, "slice_state"),
                 _unit_state(sl, "service_state"),
                 _scopes(sl),
                 last_text,
             ]
         )
+        line = enforcement_line(_enforcement(user))
+        if line is not None:
+            out.append([f"  {line}"])
+            shown = True
         for err in user.get("errors", []):
             out.append([f"  error: {err}"])
+    # the rank's latest read-back, unless a user's line already says it
+    line = enforcement_line(_enforcement(response))
+    if line is not None and not shown:
+        out.append([f"rank {rank}: {line}"])
     return out
 
 
-HEADER = ["RANK", "USER", "JOBS", "CORES", "GPUS", "SLICE", "USER@", "SCOPES", "LAST"]
+HEADER = [
+    "RANK",
+    "USER",
+    "JOBS",
+    "CORES",
+    "GPUS",
+    "ENFORCED",
+    "SLICE",
+    "USER@",
+    "SCOPES",
+    "LAST",
+]
 
 
 def format_table(table: List[List[str]]) -> str:

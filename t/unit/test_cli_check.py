@@ -330,6 +330,68 @@ def test_cgroup_check_fails_on_v1(root):
     assert res.status == check.FAIL and "not cgroup2" in res.detail
 
 
+def test_controllers_check_passes_when_cgroup2_offers_cpuset(root):
+    res = run("cgroup-controllers", root)
+    assert res.status == check.PASS and "offers cpuset" in res.detail
+
+
+def test_controllers_check_fails_without_cpuset_naming_it_and_the_fix(root):
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "cpu io memory pids\n")
+    res = run("cgroup-controllers", root)
+    assert res.status == check.FAIL
+    assert "does not offer cpuset to user.slice" in res.detail
+    assert "cgroup.controllers: cpu io memory pids" in res.detail
+    assert res.detail.endswith("logins of job users are refused")
+    assert "mount no cgroup v1 cpuset hierarchy" in res.fix
+    assert "+cpuset in cgroup.subtree_control" in res.fix
+
+
+def test_controllers_check_names_an_empty_hierarchy(root):
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "")
+    res = run("cgroup-controllers", root)
+    assert res.status == check.FAIL and "cgroup.controllers: none" in res.detail
+
+
+def test_controllers_check_wants_memory_only_with_a_memory_limit(root):
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "cpuset pids\n")
+    assert run("cgroup-controllers", root).status == check.PASS
+    append(
+        root,
+        "etc/flux/system/conf.d/pam.toml",
+        '\n[exec.sdexec-properties]\nMemoryMax = "90%"\n',
+    )
+    res = run("cgroup-controllers", root)
+    assert res.status == check.FAIL
+    assert "does not offer memory to user.slice" in res.detail
+    assert "memory limits of user slices are not enforced" in res.detail
+    assert "remove the memory limits" in res.fix
+
+
+def test_controllers_check_says_when_logins_are_admitted_unconfined(root):
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "pids\n")
+    edit(
+        root,
+        "etc/flux/system/conf.d/pam.toml",
+        "allow-unconfined-logins = false",
+        "allow-unconfined-logins = true",
+    )
+    res = run("cgroup-controllers", root)
+    assert res.status == check.FAIL
+    assert "admitted unconfined (pam.allow-unconfined-logins)" in res.detail
+
+
+def test_controllers_check_needs_nothing_without_constraints(root):
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "")
+    edit(
+        root,
+        "etc/flux/system/conf.d/pam.toml",
+        "sdexec-constrain-resources = true",
+        "sdexec-constrain-resources = false",
+    )
+    res = run("cgroup-controllers", root)
+    assert res.status == check.PASS and "no controller needed" in res.detail
+
+
 # --- pam_systemd ----------------------------------------------------------
 
 
