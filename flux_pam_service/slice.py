@@ -20,7 +20,9 @@ Interface:
                      of the user's runs unconfined in between.
     apply(props)     SetUnitProperties (runtime) on user-UID.slice with
                      properties.to_dbus(props), plus DevicePolicy=closed when
-                     *props* constrain anything and name no DevicePolicy.
+                     *props* constrain anything and name no DevicePolicy, and
+                     an empty DeviceAllow when they name no device (the union
+                     lost its last GPU: systemd would keep the old entries).
                      Raises ValueError for bad props (nothing is changed).
     teardown(kill=False, grace=30.0)
                      1. if kill and processes run in the slice outside
@@ -187,8 +189,11 @@ class UserSlice:
     def apply(self, props: dict) -> None:
         """Set *props* (sdexec-mapper form) on the slice, at runtime."""
         dbus_props = properties.to_dbus(props)
-        if properties.has_constraints(props) and "DevicePolicy" not in props:
-            dbus_props.append(("DevicePolicy", ("s", "closed")))
+        if properties.has_constraints(props):
+            if "DevicePolicy" not in props:
+                dbus_props.append(("DevicePolicy", ("s", "closed")))
+            if "DeviceAllow" not in props:
+                dbus_props.append(("DeviceAllow", ("a(ss)", [])))
         self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
 
     # ------------------------------------------------------------ teardown
