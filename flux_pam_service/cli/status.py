@@ -24,7 +24,8 @@ array instead (``enforcement`` per user and per rank).
 When the module is not loaded (ENOSYS) or the broker cannot be reached, it
 says so on stderr and shows what this node has without the module: the
 marker files ``uid.UID.active`` in the lock directory (``--lock-dir``,
-default /run/flux-pam, readable by root only) and the systemd units
+default /run/flux-pam, readable by root only), with the deny line of those
+that refuse their user's logins, and the systemd units
 ``user-*.slice``, ``user@*.service`` and ``flux-pam-*.scope``.
 The exit code is 0 when every rank answered, else 1.
 
@@ -222,7 +223,8 @@ def query(h: Any, ranks: Optional[List[int]], uid: Optional[int]) -> List[dict]:
 
 
 def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
-    """uids with a marker in the lock directory, or the error reading it."""
+    """uids with a marker in the lock directory, or the error reading it;
+    "denied" maps those whose marker refuses their logins to its text."""
     try:
         names = os.listdir(path)
     except OSError as exc:
@@ -232,7 +234,15 @@ def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
         for n in names
         if n.startswith("uid.") and n.endswith(".active") and n[4:-7].isdigit()
     )
-    return {"path": path, "uids": uids}
+    denied = {}
+    for uid in uids:
+        try:
+            text = lockdir.marker_deny(uid, path)
+        except OSError as exc:
+            text = str(exc)
+        if text is not None:
+            denied[str(uid)] = text
+    return {"path": path, "uids": uids, "denied": denied}
 
 
 def units() -> Dict[str, Any]:
@@ -272,6 +282,8 @@ def print_local_view(view: Dict[str, Any]) -> None:
     else:
         users = ", ".join(user_name(u) for u in m["uids"]) or "none"
         print(f"markers in {m['path']} (users with an active job): {users}")
+        for uid, text in sorted(m.get("denied", {}).items()):
+            print(f"  {user_name(int(uid))}: logins refused: {text}")
     sd = view["systemd"]
     if "error" in sd:
         print(sd["error"])

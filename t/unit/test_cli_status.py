@@ -177,7 +177,21 @@ def test_resolve_user_accepts_name_and_number():
 def test_markers_lists_uids_with_active_marker(tmp_path):
     for name in ("uid.1000.active", "uid.1000.lock", "uid.1001.lock", "uid.7.active"):
         (tmp_path / name).write_text("")
-    assert status.markers(str(tmp_path)) == {"path": str(tmp_path), "uids": [7, 1000]}
+    assert status.markers(str(tmp_path)) == {
+        "path": str(tmp_path),
+        "uids": [7, 1000],
+        "denied": {},
+    }
+
+
+def test_markers_show_the_deny_line(tmp_path, capsys):
+    (tmp_path / "uid.0.active").write_text("deny: Access denied: CPU confinement\n")
+    m = status.markers(str(tmp_path))
+    assert m["denied"] == {"0": "Access denied: CPU confinement"}
+    status.print_local_view({"markers": m, "systemd": {"units": []}})
+    assert "  root: logins refused: Access denied: CPU confinement" in (
+        capsys.readouterr().out
+    )
 
 
 def test_markers_reports_unreadable_dir(tmp_path):
