@@ -542,7 +542,10 @@ def _cpuset_state():
         state["holders"] = {
             n: h
             for n, h in state["holders"].items()
-            if isinstance(h, list) and len(h) == 2 and _proc_start(h[0]) == h[1]
+            if isinstance(h, list)
+            and len(h) == 2
+            and h[1] is not None
+            and _proc_start(h[0]) == h[1]
         }
         try:
             yield state
@@ -572,9 +575,10 @@ def _wait_cpuset(mnt: str, timeout: float = 2.0) -> bool:
     return True
 
 
-def _enable_cpuset(path: str) -> None:
+def _subtree(path: str, change: str) -> None:
+    """Write *change* ("+cpuset", "-cpuset") to *path*'s subtree_control."""
     with open(os.path.join(path, "cgroup.subtree_control"), "w") as f:
-        f.write("+cpuset")
+        f.write(change)
 
 
 def cpuset_acquire(name: str, pid: int, log: Log = _stderr) -> str:
@@ -608,7 +612,7 @@ def cpuset_acquire(name: str, pid: int, log: Log = _stderr) -> str:
         try:
             for path in (mnt, os.path.dirname(cgdir), cgdir):
                 if "cpuset" not in _controllers(path, "cgroup.subtree_control"):
-                    _enable_cpuset(path)
+                    _subtree(path, "+cpuset")
                     if path != cgdir and path not in state["enabled"]:
                         state["enabled"].append(path)
         except OSError as exc:
@@ -633,8 +637,7 @@ def cpuset_release(name: str, log: Log = _stderr) -> None:
         left = []
         for path in reversed(state["enabled"]):
             try:
-                with open(os.path.join(path, "cgroup.subtree_control"), "w") as f:
-                    f.write("-cpuset")
+                _subtree(path, "-cpuset")
             except FileNotFoundError:
                 pass
             except OSError as exc:
