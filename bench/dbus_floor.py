@@ -28,7 +28,7 @@ Calls (all from the host over the container's system bus socket):
         with read-back      UserSlice.apply, then what the module does after
                             it: UserSlice.read_back (cgroup files below the
                             container's cgroup root, FLUX_PAM_CGROUP_ROOT, and
-                            one GetAll) and enforcement.compare
+                            two pipelined Gets) and enforcement.compare
         read-back alone     read_back + compare
 """
 

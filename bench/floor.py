@@ -7,7 +7,7 @@ Part 1 is bench/dbus_floor.py's measurement (imported, not repeated here):
 raw GetUnit, GetUnitProcesses, SetUnitProperties and StartTransientUnit round
 trips to systemd 252 in the test bed, UserSlice.apply / prepare / teardown,
 and a slice update with and without the read-back of what the kernel
-enforces (cgroup files and one GetAll, as the module does after every
+enforces (cgroup files and two pipelined Gets, as the module does after every
 update), all from the host.
 
 Part 2 drives the pam module (service mode: manage-user-slice and

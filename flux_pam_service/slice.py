@@ -45,7 +45,8 @@ Interface:
     read_back(cgroup_root, props) -> enforcement.Reading
                      what the kernel enforces for the slice: its cgroup files
                      below *cgroup_root* (the cgroup2 mount) and the device
-                     policy systemd reports (one GetAll on the slice)
+                     policy systemd reports (DevicePolicy and DeviceAllow, two
+                     Gets sent together: one wait)
 Every operation is idempotent.
 
 PIDs: systemd reports PIDs of its own PID namespace; if this code does not
@@ -284,7 +285,9 @@ class UserSlice:
         """Read what the kernel enforces for the slice (see enforcement)."""
         path = enforcement.slice_cgroup(cgroup_root, self.uid)
         files = enforcement.read_cgroup(path, enforcement.wants_memory(props))
-        reported = self.systemd.unit_properties(self.slice, SLICE)
+        reported = self.systemd.unit_property_values(
+            self.slice, ("DevicePolicy", "DeviceAllow"), SLICE
+        )
         return enforcement.Reading(
             device_policy=reported.get("DevicePolicy"),
             device_allow=tuple(tuple(e) for e in reported.get("DeviceAllow", ())),

@@ -17,7 +17,7 @@ Operations:
         The slice's Description is set to *desc* (it marks the slice as
         managed, so that a restarted module recognises it).  With *props*
         and *cgroup_root*, the slice is then read back (UserSlice.read_back:
-        cgroup files, one GetAll) and Outcome.verdict is what the kernel
+        cgroup files, two pipelined Gets) and Outcome.verdict is what the kernel
         enforces (flux_pam_service.enforcement.Verdict).
     deactivate(state, uid, kill, grace)
         The user's last job here ended: UserSlice.teardown(kill, grace)

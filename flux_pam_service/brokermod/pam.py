@@ -35,7 +35,7 @@ refusal); a slice whose preparation failed refuses with EAGAIN.
 
 Enforcement.  While slices are managed and constrained, every operation that
 sets constraints reads the slice back on its worker thread (cgroup files and
-one GetAll: flux_pam_service.enforcement) and keeps the verdict with the
+two pipelined Gets: flux_pam_service.enforcement) and keeps the verdict with the
 user.  A user whose union the kernel does not enforce is refused:
 pam.check answers admitted false with a message naming what is not enforced,
 pam.attach {attached: false, message}, and pam.prolog adds the message (the
