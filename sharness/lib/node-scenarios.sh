@@ -224,13 +224,7 @@ scenario_teardown() {
 		node_wait 10 "node_session_gone td1"
 	'
 	test_expect_success 'kill-user-slice=true (grace 2s): alice has a job and a login ignoring SIGTERM' '
-		node_pam_config "[pam]
-manage-user-slice = true
-kill-user-slice = true
-kill-slice-grace-time = \"2s\"
-
-[exec]
-sdexec-constrain-resources = true" &&
+		node_pam_kill 2s &&
 		id=$(node_submit alice -n1 sleep inf) &&
 		echo $id >td.job2 &&
 		node_job_started $id &&

@@ -82,6 +82,14 @@ node_pam_default() {
 	node_pam_config "$NODE_PAM_DEFAULT"
 }
 
+# node_pam_kill GRACE: the default config with kill-user-slice = true and
+# kill-slice-grace-time = GRACE
+node_pam_kill() {
+	node_pam_config "$(echo "$NODE_PAM_DEFAULT" | sed \
+		-e "s/^kill-user-slice = .*/kill-user-slice = true/" \
+		-e "s/^kill-slice-grace-time = .*/kill-slice-grace-time = \"$1\"/")"
+}
+
 # node_run [-u USER] CMD...: run CMD inside; stdin is passed on.  systemd
 # expands $NAME and $$ in a unit's command line, so every $ is doubled.
 node_run() {

@@ -36,6 +36,10 @@ def edit(root, rel, old, new):
         f.write(text.replace(old, new))
 
 
+def edit_pam_toml(root, old, new):
+    edit(root, "etc/flux/system/conf.d/pam.toml", old, new)
+
+
 def append(root, rel, text):
     with open(os.path.join(root, rel), "a") as f:
         f.write(text)
@@ -330,14 +334,22 @@ def test_cgroup_check_fails_on_v1(root):
     assert res.status == check.FAIL and "not cgroup2" in res.detail
 
 
+def controllers_check(root, controllers, *edits):
+    """The cgroup-controllers check with this cgroup.controllers text and
+    pam.toml edited by each (old, new) of *edits*."""
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", controllers)
+    for old, new in edits:
+        edit_pam_toml(root, old, new)
+    return run("cgroup-controllers", root)
+
+
 def test_controllers_check_passes_when_cgroup2_offers_cpuset(root):
     res = run("cgroup-controllers", root)
     assert res.status == check.PASS and "offers cpuset" in res.detail
 
 
 def test_controllers_check_fails_without_cpuset_naming_it_and_the_fix(root):
-    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "cpu io memory pids\n")
-    res = run("cgroup-controllers", root)
+    res = controllers_check(root, "cpu io memory pids\n")
     assert res.status == check.FAIL
     assert "does not offer cpuset to user.slice" in res.detail
     assert "cgroup.controllers: cpu io memory pids" in res.detail
@@ -347,19 +359,14 @@ def test_controllers_check_fails_without_cpuset_naming_it_and_the_fix(root):
 
 
 def test_controllers_check_names_an_empty_hierarchy(root):
-    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "")
-    res = run("cgroup-controllers", root)
+    res = controllers_check(root, "")
     assert res.status == check.FAIL and "cgroup.controllers: none" in res.detail
 
 
 def test_controllers_check_wants_memory_only_with_a_memory_limit(root):
-    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "cpuset pids\n")
-    assert run("cgroup-controllers", root).status == check.PASS
-    append(
-        root,
-        "etc/flux/system/conf.d/pam.toml",
-        '\n[exec.sdexec-properties]\nMemoryMax = "90%"\n',
-    )
+    assert controllers_check(root, "cpuset pids\n").status == check.PASS
+    limit = '\n[exec.sdexec-properties]\nMemoryMax = "90%"\n'
+    append(root, "etc/flux/system/conf.d/pam.toml", limit)
     res = run("cgroup-controllers", root)
     assert res.status == check.FAIL
     assert "does not offer memory to user.slice" in res.detail
@@ -368,27 +375,15 @@ def test_controllers_check_wants_memory_only_with_a_memory_limit(root):
 
 
 def test_controllers_check_says_when_logins_are_admitted_unconfined(root):
-    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "pids\n")
-    edit(
-        root,
-        "etc/flux/system/conf.d/pam.toml",
-        "allow-unconfined-logins = false",
-        "allow-unconfined-logins = true",
-    )
-    res = run("cgroup-controllers", root)
+    opt_in = ("allow-unconfined-logins = false", "allow-unconfined-logins = true")
+    res = controllers_check(root, "pids\n", opt_in)
     assert res.status == check.FAIL
     assert "admitted unconfined (pam.allow-unconfined-logins)" in res.detail
 
 
 def test_controllers_check_needs_nothing_without_constraints(root):
-    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "")
-    edit(
-        root,
-        "etc/flux/system/conf.d/pam.toml",
-        "sdexec-constrain-resources = true",
-        "sdexec-constrain-resources = false",
-    )
-    res = run("cgroup-controllers", root)
+    off = ("sdexec-constrain-resources = true", "sdexec-constrain-resources = false")
+    res = controllers_check(root, "", off)
     assert res.status == check.PASS and "no controller needed" in res.detail
 
 
