@@ -21,12 +21,12 @@ What is checked, for each property the union asks for:
                    the DeviceAllow entries it reports allow no device, and no
                    permission, beyond the properties'.  The BPF device
                    filter itself cannot be read back unprivileged.
-A slice whose cgroup does not exist enforces nothing.
+A slice whose cgroup does not exist, or cannot be read, enforces nothing.
 
 Interface:
     CPU, MEMORY_NODE, MEMORY_LIMIT, DEVICE    the names of what is checked
     Reading(exists, controllers, cpus, mems, memory_max,
-            device_policy, device_allow, path)   what was read
+            device_policy, device_allow, path, error)   what was read
     Verdict(missing, reasons, effective)      .enforced, .message(),
                                               .to_dict(), from_dict()
     compare(props, reading) -> Verdict
@@ -79,6 +79,7 @@ class Reading:
     device_policy: Optional[str] = None
     device_allow: Tuple[Tuple[str, str], ...] = ()
     path: str = ""
+    error: str = ""  # why the cgroup files could not be read
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,8 @@ def _asked(props: dict) -> List[str]:
 
 def _why(what: str, props: dict, reading: Reading) -> Optional[str]:
     """Why *what* is not enforced, or None."""
+    if reading.error:
+        return f"cannot read the slice's cgroup: {reading.error}"
     if not reading.exists:
         return f"the slice has no cgroup ({reading.path})"
     if what == CPU:
@@ -316,20 +319,23 @@ def read_cgroup(path: str, memory: bool = False) -> dict:
     """Read the files compare() needs from the cgroup directory *path*.
 
     Returns Reading's keyword arguments (exists, controllers, cpus, mems,
-    memory_max, path).  A file that is absent reads as None; any other
-    error is raised (OSError).
+    memory_max, path, error).  A file that is absent reads as None; any
+    other failure is kept in error (compare() then finds nothing enforced).
     """
-    controllers = _read(os.path.join(path, "cgroup.controllers"))
-    out: dict = {"exists": controllers is not None, "path": path}
-    if controllers is None:
-        return out
-    out["controllers"] = controllers
-    names = controllers.split()
-    if "cpuset" in names:
-        out["cpus"] = _read(os.path.join(path, "cpuset.cpus.effective"))
-        out["mems"] = _read(os.path.join(path, "cpuset.mems.effective"))
-    if memory and "memory" in names:
-        out["memory_max"] = _read(os.path.join(path, "memory.max"))
+    out: dict = {"exists": False, "path": path}
+    try:
+        controllers = _read(os.path.join(path, "cgroup.controllers"))
+        if controllers is None:
+            return out
+        out.update(exists=True, controllers=controllers)
+        names = controllers.split()
+        if "cpuset" in names:
+            out["cpus"] = _read(os.path.join(path, "cpuset.cpus.effective"))
+            out["mems"] = _read(os.path.join(path, "cpuset.mems.effective"))
+        if memory and "memory" in names:
+            out["memory_max"] = _read(os.path.join(path, "memory.max"))
+    except OSError as exc:
+        out["error"] = f"{exc.filename or path}: {exc.strerror or exc}"
     return out
 
 

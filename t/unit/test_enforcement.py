@@ -235,3 +235,15 @@ def test_read_cgroup_of_a_slice_without_cpuset_or_cgroup(tmp_path):
     }
     gone = str(tmp_path / "user-1001.slice")
     assert en.read_cgroup(gone) == {"exists": False, "path": gone}
+
+
+def test_a_cgroup_that_cannot_be_read_enforces_nothing(tmp_path):
+    path = str(tmp_path / "user-1000.slice")
+    os.makedirs(path)
+    os.mkdir(os.path.join(path, "cgroup.controllers"))  # read() fails: EISDIR
+    got = en.read_cgroup(path)
+    assert got["exists"] is False
+    assert got["error"].endswith("cgroup.controllers: Is a directory")
+    v = en.compare(PROPS, Reading(**got, device_policy="closed"))
+    assert v.missing == (en.CPU, en.MEMORY_NODE, en.DEVICE)
+    assert "cannot read the slice's cgroup" in v.reasons[0]
