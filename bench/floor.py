@@ -114,13 +114,16 @@ def to_ms(row: dict) -> dict:
     """dbus_floor's rows (median_ms, p95_ms) in benchlib.summary's keys."""
     if "skipped" in row:
         return row
-    return {
+    out = {
         "n": row["n"],
         "median": row["median_ms"],
         "p95": row["p95_ms"],
         "min": row["min_ms"],
         "client_cpu_us": row.get("client_cpu_us"),
     }
+    if "verdict" in row:  # what the read-back found in the test bed
+        out["verdict"] = row["verdict"]
+    return out
 
 
 def measure(bed, n: int, slice_n: int, module_n: int, cycles: int) -> dict:
