@@ -226,7 +226,10 @@ def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
     decision = admission.decide_account(user, uid, call.service, None, call.options)
     if decision is None:
         outcome = _check(call, uid)
-        if getattr(outcome, "source", None) == "job-list" and outcome.kind == "owner":
+        if (
+            getattr(outcome, "source", None) == "job-list"
+            and outcome.kind == admission.OWNER
+        ):
             outcome = _marker_verdict(call, uid, outcome)
         decision = admission.decide_account(
             user, uid, call.service, outcome, call.options
