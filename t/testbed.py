@@ -63,11 +63,14 @@ frees the controller), then writes +cpuset to cgroup.subtree_control of the
 cgroup2 root, of CGROUP_ROOT and of CGROUP_ROOT/NAME, so that NAME/payload,
 where systemd-nspawn runs the container, has cpuset from its first process
 on.  It does so only when the v1 hierarchy is mounted once, at
-/sys/fs/cgroup/cpuset, has no cgroup of its own, and unmounting it really
-frees the controller; otherwise the test bed boots without cpuset and
-Testbed.cpuset says why.  Test beds share the hand-over: RUN_DIR/cpuset.json,
-under the flock RUN_DIR/cpuset.lock, lists the beds holding it (name and the
-PID that keeps it, pruned when that PID is gone) and what was changed; the
+/sys/fs/cgroup/cpuset, has no cgroup of its own, and nothing else uses it:
+an unmount that fails (a process holds a file there) leaves it alone, and a
+hierarchy that outlives its unmounting (held through another mount or a
+file of a detached one) is mounted back at once.  Otherwise the test bed
+boots without cpuset and Testbed.cpuset says why.  Test beds share the
+hand-over: RUN_DIR/cpuset.json, under the flock RUN_DIR/cpuset.lock, lists
+the beds holding it (name and the PID that keeps it, pruned when that PID is
+gone) and what was changed; the
 `down` of the last holder removes +cpuset from the subtree_control files the
 hand-over changed and mounts the v1 hierarchy again.  Without the switch
 nothing on the host changes (a bed booted then has no cpuset, even while
