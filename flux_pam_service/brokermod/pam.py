@@ -75,7 +75,13 @@ Configuration (flux_pam_service.config), read at load and on config-reload:
                              sdexec-mapper module must be loaded on every
                              rank: rc1.d/pam.py loads it when this is on)
 An invalid config is refused at load, and vetoed on config-reload with an
-error naming the key.
+error naming the key.  A valid one is in force at once; the slice
+operations it calls for start when flux-core's config module says the update
+has reached every module (a streaming config.get): started from the
+config-reload handler, their sdexec-mapper.lookup could reach sdexec-mapper
+after its own reload reset it, and its lazy re-initialisation asks the
+config module for config.get, which answers nobody until every module has
+answered its config-reload: `flux config reload` then hung.
 
 Module arguments: ``nthreads=N`` (worker threads, default 4).
 
@@ -117,6 +123,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from flux.brokermod import BrokerModule, request_handler
 from flux.constants import (
+    FLUX_NODEID_ANY,
     FLUX_POLLIN,
     FLUX_ROLE_OWNER,
     FLUX_RPC_NORESPONSE,
@@ -224,6 +231,9 @@ class PamModule(BrokerModule):
         except config.ConfigError as exc:
             raise ValueError("pam: " + "; ".join(exc.problems)) from None
         self._set_log_level()
+        # the config the slices were last brought to (see _config_watch)
+        self.applied_cfg = self.cfg
+        self.config_watch: Any = None
         self.lockdir = perilog.lock_dir(os.environ, self.test_instance)
         self.cgroup_root = enforcement.find_root(os.environ, self.test_instance)
         # the latest read-back of any user: (uid, time, Verdict)
@@ -262,6 +272,7 @@ class PamModule(BrokerModule):
         self.journal: Any = None
         self.journal_ready = False
         self.sync_requests: List[Any] = []
+        self._config_watch()
         if self.rank == 0:
             self._journal_start()
         else:
@@ -1316,22 +1327,52 @@ class PamModule(BrokerModule):
                 cfg = config.from_dict(p, origin="config")
             except config.ConfigError as exc:
                 raise OSError(errno.EINVAL, "; ".join(exc.problems)) from None
-            old, self.cfg = self.cfg, cfg
+            self.cfg = cfg
             self._set_log_level()
-            if cfg != old:
-                self.props_cache.clear()
-                self.log.debug(f"config: {json.dumps(cfg.to_dict())}")
-                for user in list(self.users.values()):
-                    user.seq += 1
-                    self._kick(user)
-                if cfg.manage_user_slice and not old.manage_user_slice:
-                    for uid in self.table.users():
-                        user = self._user(uid)
-                        user.seq += 1
-                        self._kick(user)
+            if self.config_watch is None:
+                self._apply_config()
             self._respond(msg)
 
         self._handle(msg, fn, admin=False)
+
+    def _config_watch(self) -> None:
+        """Follow config updates (see the module docstring, Configuration)."""
+
+        def cb(f: Any) -> None:
+            try:
+                f.get()
+            except OSError as exc:
+                self.config_watch = None
+                self.log.error(
+                    f"config.get (streaming): {exc.strerror or exc}:"
+                    " config changes apply at once"
+                )
+                self._guard("config", self._apply_config)
+                return
+            f.reset()
+            self._guard("config", self._apply_config)
+
+        self.config_watch = self.handle.rpc(
+            "config.get", None, FLUX_NODEID_ANY, FLUX_RPC_STREAMING
+        )
+        self.config_watch.then(cb)
+
+    def _apply_config(self) -> None:
+        """Bring the slices to the config in force, if it changed."""
+        old, cfg = self.applied_cfg, self.cfg
+        self.applied_cfg = cfg
+        if cfg == old:
+            return
+        self.props_cache.clear()
+        self.log.debug(f"config: {json.dumps(cfg.to_dict())}")
+        for user in list(self.users.values()):
+            user.seq += 1
+            self._kick(user)
+        if cfg.manage_user_slice and not old.manage_user_slice:
+            for uid in self.table.users():
+                user = self._user(uid)
+                user.seq += 1
+                self._kick(user)
 
     # ------------------------------------------------------------ run
 
