@@ -22,16 +22,15 @@ both sides.
     request:  ``{"uid": UID}``
         UID   integer >= 0, the login user
     response: ``{"uid": UID, "admitted": BOOL, "jobs": [ID, ...], "reason": STR,
-    "message": STR}``
+              "message": STR}``
         admitted  true iff UID has at least one job in RUN state whose R
                   includes this rank, and UID's teardown on this rank has not
                   begun.  Jobs in CLEANUP do not count.  (required)
         jobs      the IDs (integers) of those jobs; empty when not admitted
         uid, reason   echo and a human-readable why (optional; the reason
-                  is logged at LOG_DEBUG, at LOG_INFO with a message)
-        message   only when not admitted although the user has a job here
-                  (the node cannot take the login: doc/design.rst): the
-                  text for the user; the login is denied whatever
+                  is logged at LOG_DEBUG)
+        message   present when a user with jobs is refused because the node
+                  cannot confine the login: shown to the user, whatever
                   ``action_no_jobs`` says
     errors:   EPROTO  malformed request
               EPERM   requester is neither root nor the instance owner
@@ -42,8 +41,8 @@ both sides.
                ``user-UID.slice`` holding the login, e.g.
                ``flux-pam-4242.scope``
     response: ``{"attached": true}``, or ``{"attached": false, "message":
-              TEXT}`` when the node cannot take the login: the session is
-              refused with TEXT
+              STR}``: the node cannot confine the login; pam_flux stops
+              SCOPE and refuses the session with STR
     errors:   EPERM (or ESRCH)  UID has no active job on this rank, or its
                       teardown has begun ("user UID has no active job on rank
                       R"): pam_flux stops SCOPE and refuses the session, telling
@@ -64,11 +63,9 @@ ENOSYS from either request means the module is not loaded.  Then:
              ("run" is RUN alone; job-list's "running" also matches
              CLEANUP, which must not admit); with allow-guest-user the
              owner's uid is added and max_entries is 0
-    session: the configuration from the broker (``config.get``, or the
-             ``config=`` file), then the marker ``LOCKDIR/uid.UID.active``
-             checked under the per-user lock (flux_pam_service.lockdir)
-    A marker whose first line is ``deny: TEXT`` refuses the account (read
-    without the lock) and the session with TEXT.
+    session: the marker ``LOCKDIR/uid.UID.active`` checked under the per-user
+             lock (flux_pam_service.lockdir)
+    A marker whose first line is ``deny: TEXT`` refuses both steps with TEXT.
 
 ``allow-guest-user`` (as Flux's C pam_flux): a user who owns no job here may
 still enter as a guest when the instance owner (``security.owner``) has a RUN
@@ -118,14 +115,13 @@ Interface:
     Verdict(kind, jobs, source, notes)      kind is OWNER, GUEST or NONE
     Broker                                  what check_account() talks to
     check_account(broker, uid, options) -> Verdict   raises OSError
-    refuse(verdict, message, why) -> Verdict   DENIED, for a marker's deny
     decide_account(user, uid, service, outcome, options) -> Decision | None
     decide_session_start(user, uid, service, sentinel, options)
                                             -> Decision | None (None: go on)
-    decide_session(user, uid, stage, error, scope, how, message) -> Decision
-        stage: MANAGE_OFF, CONFIG, SCOPE, REFUSED, DENIED, CONFIRM or ATTACHED
+    decide_session(user, uid, stage, error, scope, how) -> Decision
+        stage: MANAGE_OFF, CONFIG, SCOPE, REFUSED, CONFIRM or ATTACHED
     parse_check_response(obj) -> (admitted, jobs)     raise ValueError
-    parse_attach_response(obj) -> None or message     raises ValueError
+    parse_attach_response(obj) -> None | message      raises ValueError
     parse_joblist_response(obj) -> [JobEntry]         raises ValueError
     joblist_request(uids, rank), uri_to_local(uri), broker_uri(environ)
     scope_name(prefix, pid), slice_name(uid), session_env(uid)
@@ -422,20 +418,14 @@ def parse_check_response(obj: "Any") -> "Tuple[bool, Tuple[int, ...]]":
 
 
 def parse_attach_response(obj: "Any") -> "Optional[str]":
-    """Validate a ``pam.attach`` response.
-
-    Returns None when attached, the message of ``{"attached": false,
-    "message": TEXT}``; raises ValueError for anything else.
-    """
+    """Validate a ``pam.attach`` response: None if attached, the message of
+    ``{"attached": false, "message": M}``; anything else raises ValueError."""
     if isinstance(obj, dict) and obj.get("attached") is True:
         return None
-    if (
-        isinstance(obj, dict)
-        and obj.get("attached") is False
-        and isinstance(obj.get("message"), str)
-        and obj["message"]
-    ):
-        return obj["message"]
+    if isinstance(obj, dict) and obj.get("attached") is False:
+        message = obj.get("message")
+        if isinstance(message, str) and message:
+            return message
     raise ValueError('pam.attach response is not {"attached": true}')
 
 
@@ -517,20 +507,19 @@ def broker_uri(environ: "Mapping[str, str]") -> str:
 OWNER = "owner"
 GUEST = "guest"
 NONE = "none"
-# has a job here, but the node cannot take the login (also a session stage)
-DENIED = "denied"
 
 
 class Verdict(_Record):
     """What the broker says about a user.
 
-    kind    OWNER, GUEST, NONE or DENIED
+    kind    OWNER, GUEST or NONE
     jobs    the job IDs that admit (OWNER), or the guest's job (GUEST)
     source  "pam.check" or "job-list"
     notes   (priority, text) lines to log
     manage  the module's pam.manage-user-slice, as pam.check answered it;
             None when it did not (job-list): the session reads the config
-    message what a DENIED user is told
+    message with kind NONE: the user has jobs but the node cannot take the
+            login (pam.check's message, or the marker's deny line)
     """
 
     __slots__ = ("kind", "jobs", "source", "notes", "manage", "message")
@@ -541,17 +530,6 @@ class Verdict(_Record):
         "manage": None,
         "message": None,
     }
-
-
-def refuse(verdict: "Verdict", message: str, why: str) -> "Verdict":
-    """*verdict* turned into a denial with *message* (a marker's deny line)."""
-    return Verdict(
-        DENIED,
-        (),
-        verdict.source,
-        verdict.notes + ((LOG_INFO, why),),
-        message=message,
-    )
 
 
 def _guest_allowed(broker: "Broker", job: "JobEntry", notes: "List[Log]") -> bool:
@@ -588,18 +566,16 @@ def check_account(broker: "Broker", uid: int, options: "Options") -> "Verdict":
     try:
         response = broker.rpc("pam.check", {"uid": uid, "max_jobs": CHECK_MAX_JOBS})
         admitted, jobs = parse_check_response(response)
-        message = response.get("message")
-        refused = not admitted and isinstance(message, str) and bool(message)
         if isinstance(response.get("reason"), str):
-            level = LOG_INFO if refused else LOG_DEBUG
-            notes.append((level, f"pam.check: {response['reason']}"))
-        if refused:
-            return Verdict(DENIED, (), "pam.check", tuple(notes), message=message)
+            notes.append((LOG_DEBUG, f"pam.check: {response['reason']}"))
         if admitted:
             manage = response.get("manage_user_slice")
             if not isinstance(manage, bool):
                 manage = None
             return Verdict(OWNER, jobs, "pam.check", tuple(notes), manage)
+        message = response.get("message")
+        if isinstance(message, str) and message:
+            return Verdict(NONE, (), "pam.check", tuple(notes), message=message)
         if not options.allow_guest_user:
             return Verdict(NONE, (), "pam.check", tuple(notes))
         source = "pam.check"
@@ -735,12 +711,6 @@ def decide_account(
             logs + ((LOG_INFO, f"access denied for {who}"),),
         )
     notes = outcome.notes
-    if outcome.kind == DENIED:
-        return Decision(
-            "PAM_PERM_DENIED",
-            outcome.message,
-            notes + ((LOG_INFO, f"access denied for {who}: {outcome.message}"),),
-        )
     if outcome.kind == OWNER:
         jobs = ",".join(f58(j) for j in outcome.jobs)
         return Decision(
@@ -764,6 +734,12 @@ def decide_account(
                     f"access granted for {who} as guest of job {f58(outcome.jobs[0])}",
                 ),
             ),
+        )
+    if outcome.message:
+        return Decision(
+            "PAM_PERM_DENIED",
+            outcome.message,
+            notes + ((LOG_INFO, f"access denied for {who}: {outcome.message}"),),
         )
     if options.action_no_jobs == "ignore":
         return Decision(
@@ -849,6 +825,7 @@ CONFIG = "config"
 LOCKDIR = "lock-dir"
 SCOPE = "scope"
 REFUSED = "refused"
+DENIED = "denied"
 CONFIRM = "confirm"
 ATTACHED = "attached"
 
@@ -860,7 +837,6 @@ def decide_session(
     error: "Optional[BaseException]" = None,
     scope: "Optional[str]" = None,
     how: str = "",
-    message: "Optional[str]" = None,
 ) -> "Decision":
     """Map the outcome of a session stage to a Decision.
 
@@ -868,17 +844,11 @@ def decide_session(
     CONFIG (the configuration cannot be read), LOCKDIR (the lock directory
     is unsafe: group- or other-writable, not root's), SCOPE (the scope cannot be
     created), REFUSED (the user is no longer active: pam.attach refused or
-    the marker is absent), DENIED (the node cannot take the login: the user
-    is told *message*), CONFIRM (confirmation failed otherwise) or
-    ATTACHED (success; *how* says which confirmation was used).
+    the marker is absent), DENIED (the node cannot confine the login:
+    *error*'s text is the message shown), CONFIRM (confirmation failed
+    otherwise) or ATTACHED (success; *how* says which confirmation was used).
     """
     who = f"user {user} (uid={uid})"
-    if stage == DENIED:
-        return Decision(
-            "PAM_SESSION_ERR",
-            message,
-            ((LOG_INFO, f"session refused for {who} ({how}): {message}"),),
-        )
     if stage == MANAGE_OFF:
         return Decision(
             "PAM_SUCCESS",
@@ -901,6 +871,13 @@ def decide_session(
                     f"{_errtext(error) if error else 'no marker'})",
                 ),
             ),
+        )
+    if stage == DENIED:
+        message = str(error.args[-1]) if error is not None else "Access denied"
+        return Decision(
+            "PAM_SESSION_ERR",
+            message,
+            ((LOG_INFO, f"session refused for {who} ({how}): {message}"),),
         )
     what = {
         CONFIG: "cannot read the configuration",

@@ -10,7 +10,7 @@ live in one directory that only root may write (DESIGN.md section 3):
     PATH/uid.UID.active     the marker; written atomically (temp file+rename);
                             empty, or a first line ``deny: TEXT`` when the
                             node cannot take the user's logins (pam_flux
-                            then refuses them with TEXT; doc/design.rst)
+                            refuses them with TEXT; doc/design.rst)
 
 Interface:
     DEFAULT                             "/run/flux-pam"
@@ -28,8 +28,8 @@ Interface:
     set_marker(uid, path, content)      the caller holds user_lock(uid)
     clear_marker(uid, path)
     has_marker(uid, path) -> bool
-    read_marker(uid, path) -> str or None   its content, None if absent
-    denial(content) -> str or None     TEXT of a first line ``deny: TEXT``
+    deny_content(text) -> str           a marker that denies with *text*
+    marker_deny(uid, path) -> str | None  the deny TEXT of *uid*'s marker
 
 *owner* is the uid the directory and lock files must belong to: root (0) in
 production; tests running unprivileged pass os.getuid().  A refusal changes
@@ -237,11 +237,19 @@ def has_marker(uid: int, path: str = DEFAULT) -> bool:
     return True
 
 
-def read_marker(uid: int, path: str = DEFAULT) -> "str | None":
-    """Return *uid*'s marker content, or None when there is no marker.
+DENY = "deny: "
 
-    Opened with O_NOFOLLOW; anything other than a regular file raises
-    LockDirError, so callers fail closed.
+
+def deny_content(text: str) -> str:
+    """The content of a marker that refuses the user's logins with *text*."""
+    return DENY + " ".join(text.split()) + "\n"
+
+
+def marker_deny(uid: int, path: str = DEFAULT) -> "str | None":
+    """Return the deny TEXT of *uid*'s marker, or None (absent, or no deny).
+
+    Anything other than a regular file at the marker path raises
+    LockDirError, like has_marker().
     """
     target = marker_path(uid, path)
     try:
@@ -255,14 +263,9 @@ def read_marker(uid: int, path: str = DEFAULT) -> "str | None":
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise LockDirError(errno.EPERM, f"marker {target} is not a regular file")
-        return os.read(fd, 4096).decode(errors="replace")
+        first = os.read(fd, 4096).decode(errors="replace").split("\n", 1)[0]
     finally:
         os.close(fd)
-
-
-def denial(content: str) -> "str | None":
-    """The TEXT of a marker whose first line is ``deny: TEXT``, else None."""
-    first = content.split("\n", 1)[0]
-    if first.startswith("deny:"):
-        return first[len("deny:") :].strip() or "Access denied"
+    if first.startswith(DENY):
+        return first[len(DENY) :].strip() or "Access denied"
     return None

@@ -33,11 +33,11 @@ scheme goes through libflux-core's cffi module ``_flux._core``
 Account (acct_mgmt).  Root is admitted at once; an unknown user gets
 PAM_USER_UNKNOWN; anyone else is checked with admission.check_account()
 against the broker at $FLUX_URI (else local:///run/flux/local): ``pam.check``,
-or ``job-list.list`` when the module is not loaded; a job-list admission is
-then refused by a marker whose first line is ``deny: TEXT``.  A denial sends
-"Access denied: user USER has no active jobs on this node" (or the broker's
-or the marker's message) through the conversation, logs to syslog
-(LOG_AUTHPRIV) and returns PAM_PERM_DENIED.
+or ``job-list.list`` when the module is not loaded (then a marker whose first
+line is ``deny: TEXT`` refuses with TEXT).  A denial sends "Access denied:
+user USER has no active jobs on this node" (or the module's refusal message)
+through the conversation, logs to syslog (LOG_AUTHPRIV) and returns
+PAM_PERM_DENIED.
 
 Session (open_session).  Only for users this PAM handle's account phase
 admitted as job owners; everyone else gets PAM_IGNORE.  With
@@ -46,13 +46,12 @@ else as the broker's ``config.get`` gives it, or the ``config=`` file) it
 starts ``PREFIX-PID.scope`` in
 ``user-UID.slice`` holding this process (sshd's privileged session process),
 then confirms it with ``pam.attach`` or, if the module is not loaded, with the
-marker LOCKDIR/uid.UID.active read under the per-user lock (a ``deny:``
-line refuses with its text, as does ``{"attached": false, "message"}``).  On
-refusal or
-failure it moves this process back to the cgroup it came from, stops the
-scope and returns PAM_SESSION_ERR.  On success it sets XDG_RUNTIME_DIR and
-DBUS_SESSION_BUS_ADDRESS.  close_session returns PAM_SUCCESS: systemd
-collects the scope when its last process exits.
+marker LOCKDIR/uid.UID.active read under the per-user lock; a refusal message
+(``{"attached": false, "message"}``, a ``deny:`` line) is shown to the user.
+On refusal or failure it moves this process back to the cgroup it came from,
+stops the scope and returns PAM_SESSION_ERR.  On success it sets
+XDG_RUNTIME_DIR and DBUS_SESSION_BUS_ADDRESS.  close_session returns
+PAM_SUCCESS: systemd collects the scope when its last process exits.
 
 Sentinel.  pam_python offers no pam_set_data()/pam_get_data().  It does keep
 one module namespace per PAM handle and module path: it executes the module
@@ -205,6 +204,19 @@ def _check(call: _Call, uid: int) -> object:
         return _bare(exc)
 
 
+def _marker_verdict(call: _Call, uid: int, verdict: object) -> object:
+    """Fallback account: a marker's deny line refuses a job owner."""
+    from flux_pam_service import lockdir
+
+    try:
+        text = lockdir.marker_deny(uid, call.options.lock_dir)
+    except OSError as exc:
+        return _bare(exc)
+    if text is None:
+        return verdict
+    return admission.Verdict(admission.NONE, (), "marker", verdict.notes, message=text)
+
+
 def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
     """Admit root and users with a running job on this node."""
     call = _Call(pamh, argv, "account")
@@ -215,31 +227,17 @@ def acct_mgmt(pamh: object, argv: list, sentinels: dict) -> int:
     decision = admission.decide_account(user, uid, call.service, None, call.options)
     if decision is None:
         outcome = _check(call, uid)
-        if getattr(outcome, "kind", None) == admission.OWNER and (
-            outcome.source == "job-list"
+        if (
+            getattr(outcome, "source", None) == "job-list"
+            and outcome.kind == admission.OWNER
         ):
-            outcome = _marker_denial(call, uid, outcome)
+            outcome = _marker_verdict(call, uid, outcome)
         decision = admission.decide_account(
             user, uid, call.service, outcome, call.options
         )
     if decision.sentinel:
         sentinels[pamh.pamh] = (user, uid, outcome.manage)
     return call.apply(decision)
-
-
-def _marker_denial(call: _Call, uid: int, outcome: object) -> object:
-    """A job-list admission, unless the marker says ``deny: TEXT``."""
-    from flux_pam_service import lockdir
-
-    try:
-        content = lockdir.read_marker(uid, call.options.lock_dir)
-    except OSError as exc:
-        return _bare(exc)
-    text = lockdir.denial(content) if content is not None else None
-    if text is None:
-        return outcome
-    why = f"{lockdir.marker_path(uid, call.options.lock_dir)}: deny: {text}"
-    return admission.refuse(outcome, text, why)
 
 
 def _own_cgroup() -> str:
@@ -268,7 +266,7 @@ def _leave_scope(call: _Call, cgroup: str) -> None:
 
 
 def _confirm(call: _Call, uid: int, scope: str) -> tuple:
-    """Confirm *scope*; return (stage, error or DENIED's message, how)."""
+    """Confirm *scope*; return (stage, error, how)."""
     opts = call.options
     try:
         broker = call.broker()
@@ -279,7 +277,7 @@ def _confirm(call: _Call, uid: int, scope: str) -> tuple:
         finally:
             broker.close()
         if message is not None:
-            return admission.DENIED, message, "pam.attach"
+            return admission.DENIED, OSError(errno.EPERM, message), "pam.attach"
         return admission.ATTACHED, None, "pam.attach"
     except ValueError as exc:
         return admission.CONFIRM, _bare(exc), "pam.attach"
@@ -292,15 +290,13 @@ def _confirm(call: _Call, uid: int, scope: str) -> tuple:
 
     try:
         with lockdir.user_lock(uid, opts.lock_dir, opts.timeout):
-            content = lockdir.read_marker(uid, opts.lock_dir)
+            present = lockdir.has_marker(uid, opts.lock_dir)
+            deny = lockdir.marker_deny(uid, opts.lock_dir) if present else None
     except OSError as exc:
         return admission.CONFIRM, _bare(exc), "marker"
-    if content is None:
-        return admission.REFUSED, None, "marker"
-    text = lockdir.denial(content)
-    if text is not None:
-        return admission.DENIED, text, "marker"
-    return admission.ATTACHED, None, "marker"
+    if deny is not None:
+        return admission.DENIED, OSError(errno.EPERM, deny), "marker"
+    return (admission.ATTACHED if present else admission.REFUSED), None, "marker"
 
 
 def _open_scope(call: _Call, user: str, uid: int) -> object:
@@ -326,16 +322,13 @@ def _open_scope(call: _Call, user: str, uid: int) -> object:
             stage, error, how = _confirm(call, uid, scope)
         except OSError as exc:
             stage, error, how = admission.SCOPE, _bare(exc), ""
-        message = None
-        if stage == admission.DENIED:
-            message, error = error, None
         if stage != admission.ATTACHED and job is not None:
             _leave_scope(call, origin)
             try:
                 bus.wait_job(bus.stop_unit(scope), opts.timeout)
             except OSError as exc:
                 call.log(admission.LOG_ERR, f"cannot stop {scope}: {exc}")
-        return admission.decide_session(user, uid, stage, error, scope, how, message)
+        return admission.decide_session(user, uid, stage, error, scope, how)
     finally:
         bus.close()
 

@@ -248,27 +248,23 @@ def test_set_marker_in_missing_dir_names_path(tmp_path):
         lockdir.set_marker(1000, path)
 
 
-def test_read_marker_gives_content_or_none(tmp_path):
-    d = str(tmp_path)
-    assert lockdir.read_marker(5, d) is None
-    lockdir.set_marker(5, d)
-    assert lockdir.read_marker(5, d) == ""
-    lockdir.set_marker(5, d, "deny: Access denied: closed\n")
-    content = lockdir.read_marker(5, d)
-    assert lockdir.denial(content) == "Access denied: closed"
+def test_a_deny_line_in_the_marker_is_read_back(tmp_path):
+    path = str(tmp_path)
+    assert lockdir.marker_deny(1000, path) is None  # no marker
+    lockdir.set_marker(1000, path)
+    assert lockdir.marker_deny(1000, path) is None  # empty marker: no deny
+    text = "Access denied: CPU confinement is not enforced on this node"
+    lockdir.set_marker(1000, path, lockdir.deny_content(text + "\n  on two lines"))
+    assert open(lockdir.marker_path(1000, path)).read() == (
+        f"deny: {text} on two lines\n"
+    )
+    assert lockdir.marker_deny(1000, path) == f"{text} on two lines"
+    lockdir.set_marker(1000, path, "f1234\ndeny: not on the first line\n")
+    assert lockdir.marker_deny(1000, path) is None
 
 
-def test_denial_only_from_a_first_deny_line():
-    assert lockdir.denial("") is None
-    assert lockdir.denial("x\ndeny: no\n") is None
-    assert lockdir.denial("deny:\n") == "Access denied"
-
-
-def test_read_marker_refuses_a_symlink_or_a_directory(tmp_path):
-    d = str(tmp_path)
-    os.symlink("/etc/passwd", lockdir.marker_path(5, d))
-    with pytest.raises(lockdir.LockDirError):
-        lockdir.read_marker(5, d)
-    os.mkdir(lockdir.marker_path(6, d))
-    with pytest.raises(lockdir.LockDirError):
-        lockdir.read_marker(6, d)
+def test_marker_deny_refuses_symlink(tmp_path):
+    (tmp_path / "elsewhere").write_text("deny: x\n")
+    (tmp_path / "uid.1000.active").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(lockdir.LockDirError, match="uid.1000.active"):
+        lockdir.marker_deny(1000, str(tmp_path))
