@@ -647,6 +647,21 @@ static flux_future_t *send_request (flux_t *h, const char *topic,
     return f;
 }
 
+static void answered (flux_future_t *f, void *arg)
+{
+    (void)arg;
+    flux_reactor_stop (flux_future_get_reactor (f));
+}
+
+static void timed_out (flux_reactor_t *r, flux_watcher_t *w, int revents,
+                       void *arg)
+{
+    (void)w;
+    (void)revents;
+    *(bool *)arg = true;
+    flux_reactor_stop (r);
+}
+
 /* Ask topic with payload; wait at most the timeout for the answer.  On
  * success *fp is the future (the caller destroys it) and *obj its payload.
  */
@@ -654,8 +669,12 @@ static int rpc (const struct call *c, flux_t *h, const char *topic,
                 json_t *payload, flux_future_t **fp, json_t **obj,
                 struct err *e)
 {
+    flux_watcher_t *timer = NULL;
+    flux_reactor_t *r;
     flux_future_t *f;
     const char *text;
+    bool late = false;
+    int rc, errnum;
 
     if (!payload) {
         set_err (e, ENOMEM, "%s: out of memory", topic);
@@ -667,16 +686,35 @@ static int rpc (const struct call *c, flux_t *h, const char *topic,
         set_err (e, errno, "%s: cannot send: %s", topic, strerror (errno));
         return -1;
     }
-    if (flux_future_wait_for (f, c->opt.timeout) < 0) {
-        if (errno == ETIMEDOUT)
+    /* The handle's own reactor, not flux_future_wait_for(): on a timeout,
+     * wait_for's private clone of the handle drops (and leaks) whatever
+     * other message arrived meanwhile (libflux-core 0.88).
+     */
+    r = flux_get_reactor (h);
+    if (!r || !(timer = flux_timer_watcher_create (r, c->opt.timeout, 0.,
+                                                   timed_out, &late))
+        || flux_future_then (f, -1., answered, NULL) < 0) {
+        set_err (e, errno, "%s: %s", topic, strerror (errno));
+        goto error;
+    }
+    flux_watcher_start (timer);
+    rc = flux_reactor_run (r, 0);
+    errnum = errno;
+    flux_watcher_destroy (timer);
+    timer = NULL;
+    if (!flux_future_is_ready (f)) {
+        if (late)
             set_err (e, ETIMEDOUT, "%s: no answer within %gs", topic,
                      c->opt.timeout);
+        else if (rc < 0)
+            set_err (e, errnum, "%s: %s", topic, strerror (errnum));
         else
-            set_err (e, errno, "%s: %s", topic, strerror (errno));
+            set_err (e, EIO, "%s: the connection ended without an answer",
+                     topic);
         goto error;
     }
     if (flux_rpc_get_unpack (f, "o", obj) < 0) {
-        int errnum = errno;
+        errnum = errno;
         text = flux_future_error_string (f);
         if (errnum == EPROTO && !text)
             text = "the answer is not a JSON object";
@@ -686,6 +724,7 @@ static int rpc (const struct call *c, flux_t *h, const char *topic,
     *fp = f;
     return 0;
 error:
+    flux_watcher_destroy (timer);
     flux_future_destroy (f);
     return -1;
 }

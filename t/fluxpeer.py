@@ -119,7 +119,10 @@ def read_request(conn: socket.socket) -> dict:
     payload = None
     if flags & PAYLOAD:
         raw = frames.pop(0)
-        payload = json.loads(raw[:-1]) if raw.endswith(b"\0") else raw
+        if msgtype == REQUEST:
+            payload = json.loads(raw[:-1]) if raw.endswith(b"\0") else raw
+        else:
+            payload = raw
     return {
         "type": msgtype,
         "topic": topic,
@@ -188,6 +191,8 @@ class Peer:
                     req = read_request(conn)
                 except EOFError:
                     return
+                if req["type"] != REQUEST:
+                    continue  # e.g. the client's ENOSYS to a request of ours
                 with self._lock:
                     self.requests.append((req["topic"], req["payload"]))
                 if not self._answer(conn, req):
@@ -254,4 +259,3 @@ class Peer:
         self.thread.join(5)
         if os.path.lexists(self.path):
             os.unlink(self.path)
-

@@ -194,6 +194,14 @@ class Result:
         ]
         self.texts = [text for _, text in self.logs]
 
+    def returned(self, expected):
+        """The code of the operation that was expected to return the code
+        named *expected*: that one, or the one pypamtest says it got."""
+        if self.ok:
+            return PAM[expected]
+        m = re.search(r"returned \[(\d+)\]", self.error or "")
+        return int(m.group(1)) if m else None
+
 
 class PamRig:
     """A PAM service directory, pam_flux options, stand-in brokers and logs."""

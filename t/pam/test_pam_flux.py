@@ -688,8 +688,10 @@ def test_session_refused_when_lock_dir_is_writable_by_others(rig, mode):
         USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")]
     )
     assert res.errors == [SETUP_FAILED]
-    assert any("unsafe lock directory" in t and "group- or other-writable" in t
-               for t in res.texts)
+    assert any(
+        "unsafe lock directory" in t and "group- or other-writable" in t
+        for t in res.texts
+    )
     assert oct(rig.lockdir.stat().st_mode & 0o777) == oct(mode)  # left as found
     assert "pam.attach" not in peer.topics()
 
