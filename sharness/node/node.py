@@ -44,8 +44,8 @@ test bed's hooks; _hooks() adds: pam_systemd disabled (pam-auth-update), a
 munge key, an ssh client key in /root/.ssh authorized for alice, bob and root,
 sshd on 127.0.0.1 only, /usr/bin/flux -> FLUX/bin/flux (the IMP resets PATH),
 and a .pth that puts flux's Python bindings on /usr/bin/python3's path (a
-flux-core installed in /usr has them there; pam_python and the drop-ins run
-that Python with a reset environment).
+flux-core installed in /usr has them there; the drop-ins run that Python with
+a reset environment).
 
 Staging (every ``up``, in RUN_DIR/NAME; nothing in the cache or in the flux
 prefix is ever written):
@@ -64,9 +64,9 @@ prefix is ever written):
         into /etc/systemd/system; flux.service enabled
       - ``make install DESTDIR=ROOT PREFIX=/usr`` with the directory
         variables mk/install.mk documents for a flux-core in FLUX
-        (LIBEXECDIR, FLUXDATADIR, FLUXMODDIR, SYSCONFDIR)
-      - /etc/pam.d/sshd from the installed example (pam.d-sshd), the
-        pam_flux lines given config=FLUX/etc/flux/system/conf.d
+        (LIBEXECDIR, FLUXDATADIR, FLUXMODDIR, SYSCONFDIR); it builds
+        pam_flux.so against FLUX and installs it in the PAM module directory
+      - /etc/pam.d/sshd: the installed example (pam.d-sshd)
     The overlays are mounted on the host, so the whole replica is ready
     before systemd boots: flux.service starts at boot with our module.
 
@@ -113,7 +113,6 @@ NODE_PACKAGES = [
     "openssh-client",
     "munge",
     "sudo",
-    "libpam-python",
     "python3-jeepney",
     "python3-psutil",
     "procps",
@@ -183,88 +182,20 @@ def _flux_python_version() -> Optional[str]:
     return found[-1].split("/lib/python", 1)[1].split("/", 1)[0]
 
 
-def _is_elf(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
 def _elf_files() -> List[str]:
     out = []
     for sub in ("bin", "sbin", "lib", "libexec"):
         for dirpath, _dirs, files in os.walk(os.path.join(FLUX, sub)):
             for name in files:
                 path = os.path.join(dirpath, name)
-                if not os.path.islink(path) and _is_elf(path):
+                if not os.path.islink(path) and testbed.is_elf(path):
                     out.append(path)
     return sorted(out)
 
 
-def _dpkg_owner_paths(path: str) -> List[str]:
-    """Spellings under which dpkg may have recorded *path* (usrmerge)."""
-    real = os.path.realpath(path)
-    cands = [path, real]
-    for p in (path, real):
-        if p.startswith("/usr/"):
-            cands.append(p[4:])
-        else:
-            cands.append("/usr" + p)
-    return list(dict.fromkeys(cands))
-
-
 def runtime_packages(log: Log = testbed._stderr) -> List[str]:
     """Debian packages holding the libraries ldd lists for FLUX's ELF files."""
-    files = _elf_files()
-    key = hashlib.sha256(
-        json.dumps(
-            [(f, os.stat(f).st_size, int(os.stat(f).st_mtime)) for f in files]
-        ).encode()
-    ).hexdigest()[:16]
-    cache = os.path.join(testbed.CACHE_DIR, f".node-ldd-{key}.json")
-    try:
-        with open(cache) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        pass
-    libs = set()
-    missing = set()
-    for path in files:
-        p = subprocess.run(["ldd", path], capture_output=True, text=True)
-        for line in p.stdout.splitlines():
-            if "=>" not in line:
-                continue
-            name, _, rest = line.partition("=>")
-            target = rest.strip().split(" (")[0].strip()
-            if target == "not found":
-                missing.add(name.strip())
-            elif target.startswith("/") and not target.startswith(FLUX + "/"):
-                libs.add(target)
-    if missing:
-        log(f"node: ldd finds no {', '.join(sorted(missing))} (ignored)")
-    spellings = {lib: _dpkg_owner_paths(lib) for lib in libs}
-    p = subprocess.run(
-        ["dpkg", "-S", *sorted({c for cands in spellings.values() for c in cands})],
-        capture_output=True,
-        text=True,
-    )
-    owner = {}
-    for line in p.stdout.splitlines():
-        pkgs_, _, path = line.partition(": ")
-        owner[path.strip()] = [x.split(":")[0].strip() for x in pkgs_.split(",")]
-    pkgs = set()
-    for lib in sorted(libs):
-        found = [owner[c] for c in spellings[lib] if c in owner]
-        if not found:
-            raise OSError(errno.ENOENT, f"node: no Debian package owns {lib}")
-        pkgs.update(found[0])
-    out = sorted(pkgs)
-    os.makedirs(testbed.CACHE_DIR, exist_ok=True)
-    with open(cache + ".tmp", "w") as f:
-        json.dump(out, f)
-    os.rename(cache + ".tmp", cache)
-    return out
+    return testbed.runtime_packages(_elf_files(), FLUX, log)
 
 
 # ---------------------------------------------------------------- tree
@@ -524,18 +455,16 @@ def stage(
         )
     timings["make_install"] = time.monotonic() - t1
 
-    # the site's sshd stack: the installed example
-    # with pam_flux's config= pointing at this flux-core's config directory
-    # (its default, /etc/flux/system/conf.d, is that of a flux-core in /usr)
-    example = f"{root}/usr/share/doc/flux-pam-service/examples/pam.d-sshd"
-    with open(example) as f:
-        lines = f.read().splitlines(keepends=True)
-    conf = f"config={FLUX}/etc/flux/system/conf.d"
-    with open(f"{root}/etc/pam.d/sshd", "w") as f:
-        for line in lines:
-            if not line.lstrip().startswith("#") and "pam_flux.py" in line:
-                line = line.rstrip("\n") + f" {conf}\n"
-            f.write(line)
+    # the site's sshd stack: the installed example, with the module make
+    # install built (a missing pam_flux.so would refuse every login)
+    if "pam_flux.so was NOT built" in p.stdout + p.stderr:
+        raise OSError(
+            errno.ENOENT, f"node: make install did not build pam_flux.so:\n{p.stderr}"
+        )
+    shutil.copyfile(
+        f"{root}/usr/share/doc/flux-pam-service/examples/pam.d-sshd",
+        f"{root}/etc/pam.d/sshd",
+    )
     return timings
 
 
