@@ -1750,9 +1750,10 @@ static void undo_scope (const struct call *c, struct bus *b, const char *scope,
     struct err e;
 
     leave_scope (c, cgroup);
+    /* systemd collects the scope once it is empty: it may be gone already */
     if (bus_stop_unit (c, b, scope, &e) < 0)
-        flog (c, LOG_ERR, "cannot stop %s: %s", scope,
-              err_str (&e, es, sizeof (es)));
+        flog (c, e.errnum == ENOENT ? LOG_DEBUG : LOG_ERR, "cannot stop %s: %s",
+              scope, err_str (&e, es, sizeof (es)));
 }
 
 /* Start the scope, confirm it, and undo it on a refusal. */
