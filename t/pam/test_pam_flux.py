@@ -717,3 +717,21 @@ def test_session_creates_a_missing_lock_dir_0700(rig):
 def test_close_session_succeeds(rig):
     rig.stack()
     rig.expect(USER, [("close_session", "PAM_SUCCESS")])
+
+
+def test_account_step_does_not_load_libsystemd(rig, tmp_path):
+    """sd-bus is loaded by the session step only (a cost of every login)."""
+    probe = tmp_path / "maps.sh"
+    probe.write_text(
+        "#!/bin/sh\n"
+        'if grep -q libsystemd "/proc/$PPID/maps"; then echo loaded;'
+        " else echo not-loaded; fi\n"
+    )
+    probe.chmod(0o755)
+    rig.peer(module_says(True))
+    (rig.svcdir / "sshd").write_text(
+        f"account required {rig.build.path} {' '.join(rig.options())}\n"
+        f"account required pam_exec.so stdout {probe}\n"
+    )
+    res = rig.expect(USER, [("account", "PAM_SUCCESS")])
+    assert res.infos == ["not-loaded"]
