@@ -374,7 +374,7 @@ def make_install_args(destdir: str) -> List[str]:
         "install",
         f"DESTDIR={destdir}",
         "PREFIX=/usr",
-        # the Python pam_python and the drop-ins run; PYTHON from the
+        # the Python the drop-ins run; PYTHON from the
         # environment (t/runtests.py exports the venv's) would change PYTHONDIR
         "PYTHON=/usr/bin/python3",
         f"SYSCONFDIR={FLUX}/etc",
