@@ -34,6 +34,7 @@ service; ``attr.get`` is answered from *attrs* (ENOENT for others).
 
 *handshake* is the byte sent on connect (b"\\0"; bytes((errno,)) refuses;
 b"" sends nothing and closes; None sends nothing and keeps the connection).
+With *hang_up*, the connection is closed right after the greeting.
 """
 
 import json
@@ -136,8 +137,9 @@ def read_request(conn: socket.socket) -> dict:
 class Peer:
     """A broker stand-in listening on the unix socket *path*."""
 
-    def __init__(self, path, answers=None, attrs=None, handshake=b"\0"):
+    def __init__(self, path, answers=None, attrs=None, handshake=b"\0", hang_up=False):
         self.path = path
+        self.hang_up = hang_up
         self.answers = dict(answers or {})
         self.attrs = dict({"rank": "0"} if attrs is None else attrs)
         self.handshake = handshake
@@ -184,7 +186,7 @@ class Peer:
                 return
             if self.handshake:
                 conn.sendall(self.handshake)
-            if self.handshake != b"\0":
+            if self.handshake != b"\0" or self.hang_up:
                 return
             while not self._stop.is_set():
                 try:

@@ -221,9 +221,9 @@ class PamRig:
         self.peers = []
         self.last = None
 
-    def peer(self, answers=None, attrs=None, name="local", handshake=b"\0"):
+    def peer(self, answers=None, attrs=None, name="local", **kw):
         """Start a stand-in broker; the first one is FLUX_URI."""
-        p = Peer(os.path.join(self.sockdir, name), answers, attrs, handshake)
+        p = Peer(os.path.join(self.sockdir, name), answers, attrs, **kw)
         self.peers.append(p)
         self.env.setdefault("FLUX_URI", p.uri)
         return p

@@ -6,6 +6,7 @@ the jobs cannot be checked, within the timeout."""
 import errno
 import json
 import pwd
+import shutil
 import struct
 import time
 
@@ -68,6 +69,19 @@ def test_a_socket_nobody_listens_on(rig, tmp_path):
     s.close()  # the file stays, nobody listens: ECONNREFUSED
     rig.env["FLUX_URI"] = f"local://{path}"
     assert "Connection refused (ECONNREFUSED)" in refused(rig, within=5)
+
+
+def test_a_broker_gone_after_the_greeting_does_not_kill_the_application(rig):
+    """Writing the request to a closed connection raises SIGPIPE, which
+    pam_flux blocks: pamtester (SIGPIPE not ignored) must live to report."""
+    if shutil.which("pamtester") is None:
+        pytest.skip("pamtester not installed")
+    rig.peer(hang_up=True)
+    rig.stack()
+    for _ in range(5):
+        proc = rig.pamtester(USER, "acct_mgmt")
+        assert proc.returncode == 1, (proc.returncode, proc.stderr)
+        assert UNCHECKED in proc.stderr
 
 
 # --- the answer --------------------------------------------------------------
