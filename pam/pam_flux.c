@@ -157,6 +157,14 @@ static double now (void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Seconds as whole units of 1/scale s for a system call, saturated at a
+ * day: timeout= may be any finite duration, the conversion may not overflow.
+ */
+static long long whole (double seconds, double scale)
+{
+    return (long long)((seconds < 86400. ? seconds : 86400.) * scale);
+}
+
 static void pause_for (double seconds)
 {
     struct timespec ts;
@@ -585,7 +593,7 @@ static flux_t *broker_open (const struct call *c, const char *uri,
                      c->opt.timeout);
             goto error;
         }
-        n = poll (&pfd, 1, (int)(left * 1000) + 1);
+        n = poll (&pfd, 1, (int)whole (left, 1e3) + 1);
         if (n > 0)
             break;
         if (n < 0 && errno != EINTR) {
@@ -1519,7 +1527,7 @@ static int bus_open (const struct call *c, struct bus *b, struct err *e)
         if ((r = b->sd.sd_bus_process (b->bus, NULL)) < 0)
             break;
         if (r == 0
-            && (r = b->sd.sd_bus_wait (b->bus, (uint64_t)(left * 1e6))) < 0)
+            && (r = b->sd.sd_bus_wait (b->bus, (uint64_t)whole (left, 1e6))) < 0)
             break;
     }
     if (r < 0) {
@@ -1569,7 +1577,7 @@ static int bus_wait_job (const struct call *c, struct bus *b, const char *job,
                      c->opt.timeout);
             return -1;
         }
-        if ((r = b->sd.sd_bus_wait (b->bus, (uint64_t)(left * 1e6))) < 0) {
+        if ((r = b->sd.sd_bus_wait (b->bus, (uint64_t)whole (left, 1e6))) < 0) {
             set_err (e, -r, "%s job %s: %s", what, job, strerror (-r));
             return -1;
         }
@@ -1588,8 +1596,8 @@ static int bus_job_call (const struct call *c, struct bus *b,
     const char *job;
     int r, rc = -1;
 
-    r = b->sd.sd_bus_call (b->bus, m, (uint64_t)(c->opt.timeout * 1e6), &error,
-                     &reply);
+    r = b->sd.sd_bus_call (b->bus, m, (uint64_t)whole (c->opt.timeout, 1e6),
+                           &error, &reply);
     if (r < 0) {
         set_bus_err (b, e, r, &error, what);
         goto done;

@@ -475,7 +475,8 @@ def test_every_option_at_once_is_accepted(rig):
 
 
 @pytest.mark.parametrize(
-    "value", ["10", "10s", "500ms", "0.5", ".5s", "1.", "2m", "1h", "1d", "1e1s"]
+    "value",
+    ["10", "10s", "500ms", "0.5", ".5s", "1.", "2m", "1h", "1d", "1e1s", "1e300"],
 )
 def test_timeout_accepts_flux_standard_durations(rig, value):
     rig.peer(ADMITTED)
