@@ -83,6 +83,8 @@ PACKAGES = [
     "dbus",
     "polkitd",
     "pamtester",
+    "libasan8",  # the sanitizer build of pam_flux.so (gcc 12's runtimes)
+    "libubsan1",
     "python3",
     "python3-jeepney",
     "python3-psutil",

@@ -1,11 +1,11 @@
 """The pam tier: real PAM stacks running the compiled pam_flux.so.
 
-The module is built from pam/pam_flux.c twice (``make -C pam all asan``): as
-installed, and with AddressSanitizer and UndefinedBehaviorSanitizer.  Every
-test runs with both builds (the ``build`` fixture); after every run of the
-sanitizer build the test fails on any sanitizer error and on any leak that
-has pam_flux.so on its stack (the PAM application, Python, leaks a few
-blocks of its own at exit; those never involve pam_flux.so).
+The module is built from pam/pam_flux.c twice (t/pambuild.py): as installed,
+and with AddressSanitizer and UndefinedBehaviorSanitizer.  Every test runs
+with both builds (the ``build`` fixture); after every run of the sanitizer
+build the test fails on any sanitizer error and on any leak that has
+pam_flux.so on its stack (the PAM application, Python, leaks a few blocks of
+its own at exit; those never involve pam_flux.so).
 
 Each PAM transaction runs in a fresh process (pamrun.py, or pamtester) with
 libpam_wrapper preloaded, so the stack is read from a test directory instead
@@ -45,6 +45,7 @@ REPO = HERE.parents[1]
 PAMRUN = HERE / "pamrun.py"
 sys.path.insert(0, str(HERE.parent))  # t/: fluxpeer
 
+import pambuild  # noqa: E402
 from fluxpeer import Peer  # noqa: E402
 
 # Linux-PAM return codes (security/_pam_types.h)
@@ -68,14 +69,6 @@ TYPES = ("auth", "account", "password", "session")
 SYSLOG = re.compile(r"SYSLOG\((\d+)\): (.*)$")
 
 
-def _make(*args):
-    return subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO / "pam"), *args],
-        capture_output=True,
-        text=True,
-    )
-
-
 def missing_requirements():
     """Return why the pam tier cannot run here, or None."""
     missing = []
@@ -88,70 +81,16 @@ def missing_requirements():
     return ", ".join(missing) or None
 
 
-class Build:
-    """One build of pam_flux.so and what running it needs."""
-
-    def __init__(self, name, path, preload=()):
-        self.name = name
-        self.path = str(path)
-        self.preload = list(preload)
-
-    def env(self):
-        env = {"LD_PRELOAD": " ".join(self.preload + ["libpam_wrapper.so"])}
-        if self.preload:
-            env["ASAN_OPTIONS"] = (
-                "detect_leaks=1:fast_unwind_on_malloc=0:malloc_context_size=40"
-                ":exitcode=0"
-            )
-            env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-        return env
-
-    def problems(self, stderr):
-        """Sanitizer reports in *stderr* that concern pam_flux.so."""
-        if not self.preload:
-            return []
-        found = []
-        for block in re.split(r"\n\s*\n", stderr):
-            if "ERROR: AddressSanitizer" in block or "runtime error:" in block:
-                found.append(block)
-            elif re.match(r"\s*(Direct|Indirect) leak", block) and (
-                "pam_flux" in block
-            ):
-                found.append(block)
-        return found
-
-
-def _needed(path, prefix):
-    out = subprocess.run(["readelf", "-d", path], capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        m = re.search(r"\(NEEDED\)\s+Shared library: \[(.*)\]", line)
-        if m and m.group(1).startswith(prefix):
-            return m.group(1)
-    return None
-
-
 @pytest.fixture(scope="session")
 def builds():
     """{"plain": Build, "asan": Build or the reason it is missing}."""
     reason = missing_requirements()
     if reason:
         pytest.skip(f"pam tier needs {reason}")
-    status = _make("status").stdout.strip()
-    if not status.startswith("buildable"):
-        pytest.skip(f"pam tier: pam_flux.so {status}")
-    proc = _make("all")
-    assert proc.returncode == 0, f"make -C pam:\n{proc.stdout}\n{proc.stderr}"
-    out = {"plain": Build("plain", REPO / "build" / "pam_flux.so")}
-    proc = _make("asan")
-    asan = REPO / "build" / "asan" / "pam_flux.so"
-    if proc.returncode != 0:
-        out["asan"] = f"the sanitizer build failed: {proc.stderr.strip()[-300:]}"
-    else:
-        # pam_flux.so preloaded too: libpam unloads it at pam_end, and a
-        # leak in an unloaded module cannot be told from the application's
-        libasan = _needed(str(asan), "libasan")
-        out["asan"] = Build("asan", asan, [libasan, str(asan)] if libasan else [])
-    return out
+    try:
+        return pambuild.builds(REPO)
+    except pambuild.Unbuildable as exc:
+        pytest.skip(f"pam tier: {exc}")
 
 
 @pytest.fixture(params=["plain", "asan"])
@@ -172,7 +111,7 @@ def wrapper_env(svcdir, build, extra=None):
         PAM_WRAPPER_DEBUGLEVEL="2",
         DBUS_SYSTEM_BUS_ADDRESS=NO_BUS,
     )
-    env.update(build.env())
+    env.update(build.env("libpam_wrapper.so"))
     env.update(extra or {})
     return env
 

@@ -18,7 +18,6 @@ syslog lines are read from the container's journal.
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -26,6 +25,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import pambuild  # noqa: E402
 import testbed as tb  # noqa: E402
 from fluxpeer import Peer  # noqa: E402
 
@@ -71,20 +71,23 @@ def sh(testbed, script):
 
 
 @pytest.fixture(scope="module")
-def module(testbed):
-    """pam_flux.so, built on the host and loadable inside the container."""
-    repo = testbed.repo
-    make = ["make", "--no-print-directory", "-C", os.path.join(repo, "pam")]
-    status = subprocess.run([*make, "status"], capture_output=True, text=True)
-    if not status.stdout.startswith("buildable"):
-        pytest.skip(f"pam_flux.so {status.stdout.strip()}")
-    proc = subprocess.run(make, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    path = os.path.join(repo, "build", "pam_flux.so")
-    ldd = testbed.run(["ldd", path])
+def builds(testbed):
+    try:
+        return pambuild.builds(testbed.repo)
+    except pambuild.Unbuildable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(params=["plain", "asan"])
+def module(request, testbed, builds):
+    """A build of pam_flux.so (built on the host) that loads in the container."""
+    build = builds[request.param]
+    if isinstance(build, str):
+        pytest.skip(build)
+    ldd = testbed.run(["ldd", build.path])
     if ldd.returncode != 0 or "not found" in ldd.stdout:
         pytest.skip(f"pam_flux.so does not load in the test bed:\n{ldd.stdout}")
-    return path
+    return build
 
 
 class Session:
@@ -92,9 +95,10 @@ class Session:
 
     def __init__(self, testbed, module):
         self.testbed = testbed
+        self.build = module
         self.peer = Peer(os.path.join(testbed.share, "flux-local"), FALLBACK)
         self.uri = f"local://{tb.SHARE_DIR}/flux-local"
-        line = f"{module} service={SERVICE} lock-dir={LOCKDIR} timeout=3s"
+        line = f"{module.path} service={SERVICE} lock-dir={LOCKDIR} timeout=3s"
         put(
             testbed,
             f"/etc/pam.d/{SERVICE}",
@@ -138,10 +142,13 @@ class Session:
         assert p.returncode == 0, p.stderr
 
     def pamtester(self):
-        return self.testbed.run(
+        p = self.testbed.run(
             ["pamtester", "-v", SERVICE, "alice", "acct_mgmt", "open_session"],
-            env={"FLUX_URI": self.uri},
+            env={"FLUX_URI": self.uri, **self.build.env()},
         )
+        problems = self.build.problems(p.stderr)
+        assert not problems, "sanitizer:\n" + "\n\n".join(problems)
+        return p
 
     def logged(self, text, timeout=10.0):
         """Whether pam_flux logged a line containing *text* (the journal
@@ -284,10 +291,7 @@ def test_session_refused_with_the_modules_message(session, sd):
 )
 def test_session_fails_closed_when_attach_cannot_confirm(session, sd, answer):
     session.answers({**MODULE, "pam.attach": answer})
-    p = session.testbed.run(
-        ["pamtester", "-v", SERVICE, "alice", "acct_mgmt", "open_session"],
-        env={"FLUX_URI": session.uri},
-    )
+    p = session.pamtester()
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert SETUP_FAILED in p.stderr
     assert wait_gone(sd, session.attach_scope(), timeout=15)
@@ -368,6 +372,8 @@ def test_logins_racing_last_job_teardown_never_survive_it(session, testbed):
     """doc/design.rst with the marker fallback: after the teardown has
     marked the user inactive and killed the slice, no login remains in it and
     none started after it was admitted."""
+    if session.build.preload:
+        pytest.skip("a race of timing: run with the plain build")
     session.record("sleep 300 </dev/null >/dev/null 2>&1 &\n")  # the "shell"
     p = testbed.run(
         [
