@@ -1413,7 +1413,8 @@ static int account (struct call *c)
  */
 #define LIBSYSTEMD "libsystemd.so.0"
 #define SD_FUNCTIONS(X)                                                      \
-    X (sd_bus_open_system) X (sd_bus_is_ready) X (sd_bus_process)            \
+    X (sd_bus_open_system) X (sd_bus_new) X (sd_bus_set_address)             \
+    X (sd_bus_start) X (sd_bus_is_ready) X (sd_bus_process)                  \
     X (sd_bus_wait) X (sd_bus_match_signal_async) X (sd_bus_slot_unref)      \
     X (sd_bus_close) X (sd_bus_unref) X (sd_bus_call)                        \
     X (sd_bus_message_new_method_call) X (sd_bus_message_append)            \
@@ -1450,9 +1451,15 @@ error:
 
 #define JOBS_SEEN 8
 
+/* systemd's own socket, which it serves to root (as systemctl uses it):
+ * no bus daemon in between, no Hello, no AddMatch.
+ */
+#define SYSTEMD_PRIVATE "/run/systemd/private"
+
 /* A connection to systemd and the JobRemoved signals it has delivered. */
 struct bus {
     struct sd sd;
+    bool direct;                 /* to SYSTEMD_PRIVATE, not the system bus */
     sd_bus *bus;
     sd_bus_slot *slot;
     struct {
@@ -1502,8 +1509,30 @@ static void bus_close (struct bus *b)
     b->sd.dso = NULL;
 }
 
-/* Connect to the system bus (DBUS_SYSTEM_BUS_ADDRESS, else the default)
- * and be ready within the timeout; watch JobRemoved.
+/* Connect to systemd's own socket, when root and no system bus address is
+ * set (as systemctl does); -1 to use the system bus instead.
+ */
+static int direct_connect (struct bus *b)
+{
+    struct stat st;
+
+    if (geteuid () != 0 || getenv ("DBUS_SYSTEM_BUS_ADDRESS")
+        || lstat (SYSTEMD_PRIVATE, &st) < 0 || !S_ISSOCK (st.st_mode))
+        return -1;
+    if (b->sd.sd_bus_new (&b->bus) < 0)
+        return -1;
+    if (b->sd.sd_bus_set_address (b->bus, "unix:path=" SYSTEMD_PRIVATE) < 0
+        || b->sd.sd_bus_start (b->bus) < 0) {
+        b->bus = b->sd.sd_bus_unref (b->bus);
+        return -1;
+    }
+    b->direct = true;
+    return 0;
+}
+
+/* Connect to systemd within the timeout, and watch JobRemoved: over its own
+ * socket (direct_connect), else over the system bus (DBUS_SYSTEM_BUS_ADDRESS,
+ * else the default).
  */
 static int bus_open (const struct call *c, struct bus *b, struct err *e)
 {
@@ -1513,7 +1542,8 @@ static int bus_open (const struct call *c, struct bus *b, struct err *e)
     memset (b, 0, sizeof (*b));
     if (sd_load (&b->sd, e) < 0)
         return -1;
-    if ((r = b->sd.sd_bus_open_system (&b->bus)) < 0) {
+    if (direct_connect (b) < 0
+        && (r = b->sd.sd_bus_open_system (&b->bus)) < 0) {
         set_err (e, -r, "cannot connect to the system bus: %s", strerror (-r));
         goto error;
     }
@@ -1534,13 +1564,17 @@ static int bus_open (const struct call *c, struct bus *b, struct err *e)
         set_err (e, -r, "cannot connect to the system bus: %s", strerror (-r));
         goto error;
     }
-    r = b->sd.sd_bus_match_signal_async (b->bus, &b->slot, SYSTEMD_DEST,
+    /* messages on the direct connection carry no sender */
+    r = b->sd.sd_bus_match_signal_async (b->bus, &b->slot,
+                                         b->direct ? NULL : SYSTEMD_DEST,
                                          SYSTEMD_PATH, SYSTEMD_MANAGER,
                                          "JobRemoved", job_removed, NULL, b);
     if (r < 0) {
         set_err (e, -r, "cannot watch systemd jobs: %s", strerror (-r));
         goto error;
     }
+    flog (c, LOG_DEBUG, "connected to systemd over %s",
+          b->direct ? SYSTEMD_PRIVATE : "the system bus");
     return 0;
 error:
     bus_close (b);

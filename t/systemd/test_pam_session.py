@@ -141,10 +141,10 @@ class Session:
         )
         assert p.returncode == 0, p.stderr
 
-    def pamtester(self):
+    def pamtester(self, **env):
         p = self.testbed.run(
             ["pamtester", "-v", SERVICE, "alice", "acct_mgmt", "open_session"],
-            env={"FLUX_URI": self.uri, **self.build.env()},
+            env={"FLUX_URI": self.uri, **self.build.env(), **env},
         )
         problems = self.build.problems(p.stderr)
         assert not problems, "sanitizer:\n" + "\n\n".join(problems)
@@ -223,6 +223,17 @@ def test_session_puts_login_in_scope_under_user_slice(session):
         "config.get",
         "pam.attach",
     ]
+
+
+def test_session_over_the_system_bus(session):
+    """With DBUS_SYSTEM_BUS_ADDRESS set, pam_flux goes through the bus daemon
+    (otherwise, as root, it talks to systemd's own socket)."""
+    session.marker(True)
+    p = session.pamtester(
+        DBUS_SYSTEM_BUS_ADDRESS="unix:path=/run/dbus/system_bus_socket"
+    )
+    assert p.returncode == 0, p.stderr
+    expect_in_scope(session)
 
 
 def test_session_sets_runtime_dir_and_session_bus(session, testbed):
