@@ -305,8 +305,8 @@ static int parse_fsd (const char *text, double *seconds, char *why, size_t size)
     double value;
 
     if (!strcasecmp (text, "inf") || !strcasecmp (text, "infinity")) {
-        (void)snprintf (why, size, "\"%s\" is infinite, which is not allowed here",
-                        text);
+        (void)snprintf (why, size,
+                        "\"%s\" is infinite, which is not allowed here", text);
         return -1;
     }
     if (text[0] == '-') {
@@ -322,7 +322,8 @@ static int parse_fsd (const char *text, double *seconds, char *why, size_t size)
         }
     }
     if (n >= sizeof (num) || !is_number (text, n)) {
-        (void)snprintf (why, size, "\"%s\" is not a Flux Standard Duration", text);
+        (void)snprintf (why, size, "\"%s\" is not a Flux Standard Duration",
+                        text);
         return -1;
     }
     memcpy (num, text, n);
@@ -894,7 +895,8 @@ static bool guest_allowed (const struct call *c, const struct job *job)
     bool allowed;
 
     if (!job->uri || uri_to_local (job->uri, local, sizeof (local)) < 0) {
-        flog (c, LOG_ERR, "job %" JSON_INTEGER_FORMAT ": cannot use instance URI %s",
+        flog (c, LOG_ERR,
+              "job %" JSON_INTEGER_FORMAT ": cannot use instance URI %s",
               job->id, job->uri ? job->uri : "(none)");
         return false;
     }
@@ -1046,7 +1048,8 @@ static int read_marker (const struct call *c, uid_t uid, char *deny,
     if (lstat (path, &st) < 0) {
         if (errno == ENOENT)
             return 0;
-        set_err (e, errno, "cannot check marker %s: %s", path, strerror (errno));
+        set_err (e, errno, "cannot check marker %s: %s", path,
+                 strerror (errno));
         return -1;
     }
     if (!S_ISREG (st.st_mode)) {
@@ -1142,8 +1145,8 @@ bad_jobs:
 }
 
 /* The job-list.list request for RUN jobs of uids on rank. */
-static json_t *joblist_request (const uid_t *uids, int nuids, unsigned long rank,
-                                int max_entries)
+static json_t *joblist_request (const uid_t *uids, int nuids,
+                                unsigned long rank, int max_entries)
 {
     char rankstr[32];
     json_t *userids = json_array ();
@@ -1212,7 +1215,8 @@ static int check_joblist (const struct call *c, flux_t *h, uid_t uid,
         int r = parse_job (o, rank, &job, e);
         if (r < 0)
             goto done;
-        if (r == 0 || !fallback || job.userid != (json_int_t)uid || !job.on_rank)
+        if (r == 0 || !fallback || job.userid != (json_int_t)uid
+            || !job.on_rank)
             continue;
         v->kind = VERDICT_OWNER;
         v->source = "job-list";
@@ -1276,7 +1280,8 @@ static int check_account (const struct call *c, uid_t uid, struct verdict *v,
         rc = check_joblist (c, h, uid, true, v, e);
     }
     flux_close (h);
-    if (rc == 0 && v->kind == VERDICT_OWNER && !strcmp (v->source, "job-list")) {
+    if (rc == 0 && v->kind == VERDICT_OWNER
+        && !strcmp (v->source, "job-list")) {
         /* fallback: the prolog may have left "deny: TEXT" in the marker */
         char deny[MAX_MESSAGE + 1];
         struct err le;
@@ -1360,8 +1365,8 @@ static int account (struct call *c)
               err_str (&e, es, sizeof (es)));
         switch (c->opt.generic_failure) {
             case ACTION_ALLOW:
-                flog (c, LOG_WARNING, "access granted for %s without a job check",
-                      who);
+                flog (c, LOG_WARNING,
+                      "access granted for %s without a job check", who);
                 return PAM_SUCCESS;
             case ACTION_IGNORE:
                 return PAM_IGNORE;
@@ -1397,7 +1402,8 @@ static int account (struct call *c)
         flog (c, LOG_INFO, "%s has no active jobs on this node", who);
         return PAM_IGNORE;
     }
-    flog (c, LOG_INFO, "access denied for %s: no active jobs on this node", who);
+    flog (c, LOG_INFO, "access denied for %s: no active jobs on this node",
+          who);
     (void)snprintf (msg, sizeof (msg),
                     "Access denied: user %s has no active jobs on this node",
                     user);
@@ -1491,7 +1497,8 @@ static int job_removed (sd_bus_message *m, void *arg, sd_bus_error *error)
         return 0;
     i = b->nseen++ % JOBS_SEEN;
     (void)snprintf (b->seen[i].path, sizeof (b->seen[i].path), "%s", path);
-    (void)snprintf (b->seen[i].result, sizeof (b->seen[i].result), "%s", result);
+    (void)snprintf (b->seen[i].result, sizeof (b->seen[i].result), "%s",
+                    result);
     return 0;
 }
 
@@ -1556,8 +1563,8 @@ static int bus_open (const struct call *c, struct bus *b, struct err *e)
         }
         if ((r = b->sd.sd_bus_process (b->bus, NULL)) < 0)
             break;
-        if (r == 0
-            && (r = b->sd.sd_bus_wait (b->bus, (uint64_t)whole (left, 1e6))) < 0)
+        if (r == 0 && (r = b->sd.sd_bus_wait (b->bus,
+                                              (uint64_t)whole (left, 1e6))) < 0)
             break;
     }
     if (r < 0) {
@@ -1657,8 +1664,9 @@ static int bus_start_scope (const struct call *c, struct bus *b,
     sd_bus_message *m = NULL;
     int r, rc = -1;
 
-    r = b->sd.sd_bus_message_new_method_call (b->bus, &m, SYSTEMD_DEST, SYSTEMD_PATH,
-                                        SYSTEMD_MANAGER, "StartTransientUnit");
+    r = b->sd.sd_bus_message_new_method_call (b->bus, &m, SYSTEMD_DEST,
+                                              SYSTEMD_PATH, SYSTEMD_MANAGER,
+                                              "StartTransientUnit");
     if (r >= 0)
         r = b->sd.sd_bus_message_append (m, "ss", scope, "fail");
     if (r >= 0)
@@ -1683,8 +1691,9 @@ static int bus_stop_unit (const struct call *c, struct bus *b,
     bool queued = false;
     int r, rc = -1;
 
-    r = b->sd.sd_bus_message_new_method_call (b->bus, &m, SYSTEMD_DEST, SYSTEMD_PATH,
-                                        SYSTEMD_MANAGER, "StopUnit");
+    r = b->sd.sd_bus_message_new_method_call (b->bus, &m, SYSTEMD_DEST,
+                                              SYSTEMD_PATH, SYSTEMD_MANAGER,
+                                              "StopUnit");
     if (r >= 0)
         r = b->sd.sd_bus_message_append (m, "ss", unit, "replace");
     if (r < 0)
@@ -1771,7 +1780,8 @@ static enum confirm confirm_scope (const struct call *c, uid_t uid,
             result = REFUSED_MESSAGE;
         }
         else
-            set_err (e, EPROTO, "pam.attach response is not {\"attached\": true}"
+            set_err (e, EPROTO,
+                     "pam.attach response is not {\"attached\": true}"
                      " or {\"attached\": false, \"message\": TEXT}");
         flux_future_destroy (f);
         return result;
@@ -1814,7 +1824,8 @@ static int get_manage (const struct call *c, int *manage, struct err *e)
     if (pam && !json_is_object (pam))
         set_err (e, EPROTO, "config.get: pam is not a table");
     else if (value && !json_is_boolean (value))
-        set_err (e, EPROTO, "config.get: pam.manage-user-slice is not a boolean");
+        set_err (e, EPROTO,
+                 "config.get: pam.manage-user-slice is not a boolean");
     else {
         *manage = json_is_true (value);
         rc = 0;
@@ -1882,16 +1893,17 @@ static int open_scope (const struct call *c, const char *user, uid_t uid,
         case CONFIRMED:
             break;
         case REFUSED:
-            flog (c, LOG_INFO, "session refused for %s: no longer active (%s: %s)",
-                  who, how, e.errnum ? err_str (&e, es, sizeof (es))
-                                     : "no marker");
+            flog (c, LOG_INFO,
+                  "session refused for %s: no longer active (%s: %s)", who,
+                  how, e.errnum ? err_str (&e, es, sizeof (es)) : "no marker");
             (void)snprintf (text, sizeof (text),
                             "Access denied: user %s has no active jobs on this"
                             " node", user);
             tell (c, text);
             return PAM_SESSION_ERR;
         case REFUSED_MESSAGE:
-            flog (c, LOG_INFO, "session refused for %s: %s (%s)", who, text, how);
+            flog (c, LOG_INFO, "session refused for %s: %s (%s)", who, text,
+                  how);
             tell (c, text);
             return PAM_SESSION_ERR;
         case CONFIRM_FAILED:
