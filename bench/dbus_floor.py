@@ -22,6 +22,14 @@ Calls (all from the host over the container's system bus socket):
     UserSlice.apply     alice's union (cores, memory node, 2 devices)
     UserSlice.prepare   apply + start user@1000.service, waiting for the job
     UserSlice.teardown  kill (nothing left) + stop user@1000 (job) + reset + revert
+    slice update, with user@1000 running (the slice's cgroup exists), round
+    robin so that the three see the same load:
+        without read-back   UserSlice.apply
+        with read-back      UserSlice.apply, then what the module does after
+                            it: UserSlice.read_back (cgroup files below the
+                            container's cgroup root, FLUX_PAM_CGROUP_ROOT, and
+                            two pipelined Gets) and enforcement.compare
+        read-back alone     read_back + compare
 """
 
 import argparse
@@ -39,7 +47,7 @@ sys.path.insert(0, os.path.join(TOP, "t"))
 
 import testbed as tb  # noqa: E402
 
-from flux_pam_service import properties  # noqa: E402
+from flux_pam_service import enforcement, properties  # noqa: E402
 from flux_pam_service.slice import UserSlice  # noqa: E402
 from flux_pam_service.systemd import (  # noqa: E402
     MANAGER,
@@ -82,6 +90,23 @@ def timeit(fn, n: int, warmup: int = 5) -> dict:
         fn()
         samples.append(time.perf_counter() - t0)
     return stats(samples, (time.process_time() - c0) / n)
+
+
+def timeit_round_robin(fns: dict, n: int, warmup: int = 5) -> dict:
+    """Time each of *fns* (name -> callable) n times, taking turns."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict = {name: [] for name in fns}
+    cpu: dict = {name: 0.0 for name in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+            cpu[name] += time.process_time() - c0
+    return {name: stats(samples[name], cpu[name] / n) for name in fns}
 
 
 def table(rows: dict, title: str) -> str:
@@ -155,6 +180,30 @@ def bench_floor(bed: tb.Testbed, n: int, slice_n: int) -> dict:
     us = UserSlice(sd, 1000, "alice", linger_dir=bed.root + "/var/lib/systemd/linger")
     us.teardown(kill=True, grace=5)
     rows["UserSlice.apply"] = timeit(lambda: us.apply(UNION), n)
+
+    root = bed.env()["FLUX_PAM_CGROUP_ROOT"]
+
+    def read_back() -> None:
+        enforcement.compare(UNION, us.read_back(root, UNION))
+
+    def apply_read_back() -> None:
+        us.apply(UNION)
+        read_back()
+
+    us.prepare(UNION)  # user@1000 runs: the slice's cgroup exists
+    verdict = enforcement.compare(UNION, us.read_back(root, UNION))
+    rows.update(
+        timeit_round_robin(
+            {
+                "slice update without read-back": lambda: us.apply(UNION),
+                "slice update with read-back": apply_read_back,
+                "read-back alone": read_back,
+            },
+            n,
+        )
+    )
+    rows["read-back alone"]["verdict"] = verdict.to_dict()
+    us.teardown(kill=True, grace=5)
     prep, tear = [], []
     c0 = time.process_time()
     for _ in range(slice_n):

@@ -5,8 +5,10 @@
 
 Part 1 is bench/dbus_floor.py's measurement (imported, not repeated here):
 raw GetUnit, GetUnitProcesses, SetUnitProperties and StartTransientUnit round
-trips to systemd 252 in the test bed, and UserSlice.apply / prepare /
-teardown, all from the host.
+trips to systemd 252 in the test bed, UserSlice.apply / prepare / teardown,
+and a slice update with and without the read-back of what the kernel
+enforces (cgroup files and two pipelined Gets, as the module does after every
+update), all from the host.
 
 Part 2 drives the pam module (service mode: manage-user-slice and
 sdexec-constrain-resources on, single-broker test instance) with its own
@@ -18,8 +20,9 @@ rank-local RPCs, no real jobs, and times each operation from the client:
     module prepare   the user's first job: user@1000 started, slice applied
     module teardown  the user's last job ends: user@ stopped, slice reverted
 The module's own time per operation (pam.stats-get op-time-total, worker
-side) is reported next to it.  The module reads the slice back after every
-operation (UserSlice.state(), for pam.status); that read is part of its cost.
+side) is reported next to it.  Each module operation includes the
+enforcement read-back (on its worker thread, before the prolog is
+answered); the read for pam.status (UserSlice.state()) follows the answer.
 
 Output: a table, bench/results/floor-TIME.json and .png.
 """
@@ -111,13 +114,16 @@ def to_ms(row: dict) -> dict:
     """dbus_floor's rows (median_ms, p95_ms) in benchlib.summary's keys."""
     if "skipped" in row:
         return row
-    return {
+    out = {
         "n": row["n"],
         "median": row["median_ms"],
         "p95": row["p95_ms"],
         "min": row["min_ms"],
         "client_cpu_us": row.get("client_cpu_us"),
     }
+    if "verdict" in row:  # what the read-back found in the test bed
+        out["verdict"] = row["verdict"]
+    return out
 
 
 def measure(bed, n: int, slice_n: int, module_n: int, cycles: int) -> dict:
@@ -172,10 +178,14 @@ def ratios(data: dict) -> dict:
     sup = rows.get("SetUnitProperties", {}).get("median")
     apply = rows.get("UserSlice.apply", {}).get("median")
     mod = rows.get("module apply", {}).get("median")
+    without = rows.get("slice update without read-back", {}).get("median")
+    with_ = rows.get("slice update with read-back", {}).get("median")
     return {
         "module_apply_over_SetUnitProperties": bl.ratio(mod, sup),
         "module_apply_over_UserSlice_apply": bl.ratio(mod, apply),
         "UserSlice_apply_over_SetUnitProperties": bl.ratio(apply, sup),
+        "update_with_over_without_read_back": bl.ratio(with_, without),
+        "read_back_ms": (with_ - without) if with_ and without else None,
     }
 
 
@@ -200,6 +210,11 @@ def report(data: dict) -> str:
             "module apply / UserSlice.apply (medians):   "
             + bl.fmt(rat["module_apply_over_UserSlice_apply"]),
             "module worker time per apply op (mean, ms):  " + bl.fmt(w.get("apply")),
+            "slice update with / without read-back:       "
+            + bl.fmt(rat["update_with_over_without_read_back"])
+            + " (+"
+            + bl.fmt(rat["read_back_ms"])
+            + " ms, medians)",
         ]
     )
     return out

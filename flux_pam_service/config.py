@@ -9,6 +9,10 @@ Keys (flux-config-pam(5)):
     ``kill-slice-grace-time`` (FSD, "30s")  wait after SIGTERM and after
                                          SIGKILL; infinity is refused
     ``debug`` (bool, false)              action trace in the logs
+    ``allow-unconfined-logins`` (bool, false)  admit job users' logins
+                                         where the kernel does not enforce
+                                         the union (flux_pam_service.
+                                         enforcement); refused otherwise
 ``[exec]``
     ``sdexec-constrain-resources`` (bool, false)  constrain the user slice to
                                          the union of the user's jobs
@@ -67,6 +71,7 @@ class PamConfig:
     kill_slice_grace_time: float = 30.0
     debug: bool = False
     constrain_resources: bool = False
+    allow_unconfined_logins: bool = False
 
     def to_dict(self) -> dict:
         """Return the settings as the TOML tables they come from."""
@@ -76,6 +81,7 @@ class PamConfig:
                 "kill-user-slice": self.kill_user_slice,
                 "kill-slice-grace-time": fsd.encode(self.kill_slice_grace_time),
                 "debug": self.debug,
+                "allow-unconfined-logins": self.allow_unconfined_logins,
             },
             "exec": {"sdexec-constrain-resources": self.constrain_resources},
         }
@@ -85,6 +91,7 @@ _BOOL_KEYS = {
     ("pam", "manage-user-slice"): "manage_user_slice",
     ("pam", "kill-user-slice"): "kill_user_slice",
     ("pam", "debug"): "debug",
+    ("pam", "allow-unconfined-logins"): "allow_unconfined_logins",
     ("exec", "sdexec-constrain-resources"): "constrain_resources",
 }
 _PAM_KEYS = {key for table, key in _BOOL_KEYS if table == "pam"} | {

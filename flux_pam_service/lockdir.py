@@ -7,7 +7,10 @@ live in one directory that only root may write (DESIGN.md section 3):
 
     PATH/                   root, mode 0700, never group- or other-writable
     PATH/uid.UID.lock       mode 0600, opened O_NOFOLLOW, never deleted
-    PATH/uid.UID.active     the marker; written atomically (temp file+rename)
+    PATH/uid.UID.active     the marker; written atomically (temp file+rename);
+                            empty, or a first line ``deny: TEXT`` when the
+                            node cannot take the user's logins (pam_flux
+                            refuses them with TEXT; doc/design.rst)
 
 Interface:
     DEFAULT                             "/run/flux-pam"
@@ -25,6 +28,8 @@ Interface:
     set_marker(uid, path, content)      the caller holds user_lock(uid)
     clear_marker(uid, path)
     has_marker(uid, path) -> bool
+    deny_content(text) -> str           a marker that denies with *text*
+    marker_deny(uid, path) -> str | None  the deny TEXT of *uid*'s marker
 
 *owner* is the uid the directory and lock files must belong to: root (0) in
 production; tests running unprivileged pass os.getuid().  A refusal changes
@@ -230,3 +235,37 @@ def has_marker(uid: int, path: str = DEFAULT) -> bool:
     if not stat.S_ISREG(st.st_mode):
         raise LockDirError(errno.EPERM, f"marker {target} is not a regular file")
     return True
+
+
+DENY = "deny: "
+
+
+def deny_content(text: str) -> str:
+    """The content of a marker that refuses the user's logins with *text*."""
+    return DENY + " ".join(text.split()) + "\n"
+
+
+def marker_deny(uid: int, path: str = DEFAULT) -> "str | None":
+    """Return the deny TEXT of *uid*'s marker, or None (absent, or no deny).
+
+    Anything other than a regular file at the marker path raises
+    LockDirError, like has_marker().
+    """
+    target = marker_path(uid, path)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LockDirError(
+            exc.errno, f"cannot read marker {target}: {exc.strerror}"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LockDirError(errno.EPERM, f"marker {target} is not a regular file")
+        first = os.read(fd, 4096).decode(errors="replace").split("\n", 1)[0]
+    finally:
+        os.close(fd)
+    if first.startswith(DENY):
+        return first[len(DENY) :].strip() or "Access denied"
+    return None

@@ -42,11 +42,17 @@ Working alone, prolog:
     ``exec.sdexec-constrain-resources``: the union of their R on this rank
     plus this job's, mapped by ``sdexec-mapper.lookup`` on this rank and set
     on ``user-UID.slice`` (a failure here fails the prolog and writes no
-    marker: no login may be admitted unconstrained); write the marker
-    ``uid.UID.active``; start ``user@UID.service``, best effort.
+    marker: no login may be admitted unconstrained); start
+    ``user@UID.service``, best effort; with the constraints, read back what
+    the kernel enforces (flux_pam_service.enforcement); write the marker
+    ``uid.UID.active``: empty, or ``deny: MESSAGE`` when the kernel does not
+    enforce the union and ``pam.allow-unconfined-logins`` is off (pam_flux
+    then refuses the user's logins with MESSAGE; the job runs, the reason is
+    logged).
 Working alone, housekeeping:
     count the user's remaining jobs on this rank (this job excluded); some
-    remain: re-apply their union; none: remove the marker, stop
+    remain: re-apply their union, read it back and rewrite the marker as the
+    prolog does; none: remove the marker, stop
     ``user@UID.service``, with ``pam.kill-user-slice`` run the kill sequence
     (SIGTERM, grace, SIGKILL, grace), and revert the slice.  Survivors of the
     kill sequence: drain this rank with a reason that names them, and fail.
@@ -63,7 +69,8 @@ Which outcome wins when both the module and a script act:
     state (which it rebuilds from the journal) is the one that persists.
     The marker is the executables' in both cases (the module, running as the
     instance owner, cannot write /run/flux-pam): after the module's
-    "applied" the prolog writes it; after its "torn-down" housekeeping
+    "applied" the prolog writes it (with the module's refusal ``message``,
+    if any, as its deny line); after its "torn-down" housekeeping
     removes it unless ``pam.check`` shows a new running job of the user.
 
 Messages go to stderr as ``flux-pam-prolog[<F58 jobid>]: text`` (or
@@ -461,16 +468,54 @@ class Perilog:
             ) from None
         self.log.debug(f"uid {self.uid}: linger is off")
 
-    def apply_union(self, us: Any, others: List[Job], include_self: bool) -> None:
-        """Constrain the slice to the union of *others* (and this job)."""
+    def apply_union(self, us: Any, others: List[Job], include_self: bool) -> dict:
+        """Constrain the slice to the union of *others* (and this job).
+
+        Returns the properties applied."""
         res = self.union(others, include_self=include_self)
+        props = self.properties(res)
         try:
-            us.apply(self.properties(res))
+            us.apply(props)
         except (OSError, ValueError) as exc:
             raise PerilogError(
                 f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
             ) from None
         self.log.debug(f"user-{self.uid}.slice: applied {res.to_dict()}")
+        return props
+
+    def marker_content(self, us: Any, props: Optional[dict]) -> str:
+        """Read back what the kernel enforces of *props*; the marker's text.
+
+        Not enforced: the reason is logged and, unless
+        pam.allow-unconfined-logins, the marker denies the user's logins.
+        The job itself is not failed for it.
+        """
+        if props is None:
+            return ""
+        from . import enforcement, lockdir
+
+        root = enforcement.find_root(os.environ, self.test_instance)
+        try:
+            verdict = enforcement.compare(props, us.read_back(root, props))
+        except OSError as exc:
+            raise PerilogError(
+                f"cannot read back user-{self.uid}.slice: {_errtext(exc)}"
+            ) from None
+        if verdict.enforced:
+            self.log.debug(f"user-{self.uid}.slice: enforced {verdict.effective}")
+            return ""
+        why = f"user-{self.uid}.slice: {'; '.join(verdict.reasons)}"
+        if self.cfg.allow_unconfined_logins:
+            self.log.error(
+                f"{enforcement.describe(verdict.missing)} ({why}): logins are"
+                " admitted unconfined (pam.allow-unconfined-logins)"
+            )
+            return ""
+        self.log.error(
+            f"{enforcement.describe(verdict.missing)} ({why}): the user's"
+            " logins are refused"
+        )
+        return lockdir.deny_content(verdict.message())
 
     def prolog_alone(self, us: Any) -> None:
         from . import lockdir
@@ -481,14 +526,15 @@ class Perilog:
             f"uid {self.uid}: {len(others)} other active job(s) on rank"
             f" {self.broker.rank}: {', '.join(jobid_mod.f58(j.id) for j in others)}"
         )
+        props = None
         if self.cfg.constrain_resources:
-            self.apply_union(us, others, include_self=True)
-        lockdir.set_marker(self.uid, self.lockdir_path)
-        self.log.debug(f"uid {self.uid}: marker set")
+            props = self.apply_union(us, others, include_self=True)
         # Start user@UID.service: best effort (prepare() logs a failure to
         # start).  It checks linger again, which holds: we hold the lock.
         us.prepare(None)
         self.log.debug(f"user@{self.uid}.service: started")
+        lockdir.set_marker(self.uid, self.lockdir_path, self.marker_content(us, props))
+        self.log.debug(f"uid {self.uid}: marker set")
 
     def housekeeping_alone(self, us: Any) -> None:
         from . import lockdir
@@ -499,7 +545,10 @@ class Perilog:
         )
         if others:
             if self.cfg.constrain_resources:
-                self.apply_union(us, others, include_self=False)
+                props = self.apply_union(us, others, include_self=False)
+                content = self.marker_content(us, props)
+                if lockdir.has_marker(self.uid, self.lockdir_path):
+                    lockdir.set_marker(self.uid, self.lockdir_path, content)
             return
         lockdir.clear_marker(self.uid, self.lockdir_path)
         self.log.debug(f"uid {self.uid}: marker removed")
@@ -546,11 +595,14 @@ class Perilog:
         answer = self.broker.ask_module(self.prog, self.env.jobid)
         if answer is not None:
             self.log.debug(f"pam module: {json.dumps(answer)}")
-            self.sync_marker(answer.get("result"))
+            message = answer.get("message")
+            if isinstance(message, str) and message:
+                self.log.error(f"pam module: the user's logins are refused: {message}")
+            self.sync_marker(answer.get("result"), message)
             return
         self.work_alone()
 
-    def sync_marker(self, result: Optional[str]) -> None:
+    def sync_marker(self, result: Optional[str], message: Any = None) -> None:
         """Keep the marker in step with what the module did.
 
         The module runs as the instance owner and cannot write the root-only
@@ -564,7 +616,10 @@ class Perilog:
         try:
             with lockdir.user_lock(self.uid, self.lockdir_path, LOCK_TIMEOUT):
                 if self.prog == PROLOG and result == "applied":
-                    lockdir.set_marker(self.uid, self.lockdir_path)
+                    content = ""
+                    if isinstance(message, str) and message:
+                        content = lockdir.deny_content(message)
+                    lockdir.set_marker(self.uid, self.lockdir_path, content)
                     self.log.debug(f"uid {self.uid}: marker set")
                 elif self.prog == HOUSEKEEPING and result == "torn-down":
                     if self.broker.module_jobs(self.uid):

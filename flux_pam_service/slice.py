@@ -20,7 +20,9 @@ Interface:
                      of the user's runs unconfined in between.
     apply(props)     SetUnitProperties (runtime) on user-UID.slice with
                      properties.to_dbus(props), plus DevicePolicy=closed when
-                     *props* constrain anything and name no DevicePolicy.
+                     *props* constrain anything and name no DevicePolicy, and
+                     an empty DeviceAllow when they name no device (the union
+                     lost its last GPU: systemd would keep the old entries).
                      Raises ValueError for bad props (nothing is changed).
     teardown(kill=False, grace=30.0)
                      1. if kill and processes run in the slice outside
@@ -40,6 +42,11 @@ Interface:
     orphans() -> the same, outside user@UID.service
     state() -> dict for `flux pam status`: slice and user@ states, scopes in
                the slice, process counts, current constraints.
+    read_back(cgroup_root, props) -> enforcement.Reading
+                     what the kernel enforces for the slice: its cgroup files
+                     below *cgroup_root* (the cgroup2 mount) and the device
+                     policy systemd reports (DevicePolicy and DeviceAllow, two
+                     Gets sent together: one wait)
 Every operation is idempotent.
 
 PIDs: systemd reports PIDs of its own PID namespace; if this code does not
@@ -55,7 +62,7 @@ import syslog
 import time
 from typing import Callable, Optional
 
-from flux_pam_service import idset, properties
+from flux_pam_service import enforcement, idset, properties
 from flux_pam_service.systemd import NO_SUCH_UNIT, DBusError, Systemd
 
 SLICE = "org.freedesktop.systemd1.Slice"
@@ -183,8 +190,11 @@ class UserSlice:
     def apply(self, props: dict) -> None:
         """Set *props* (sdexec-mapper form) on the slice, at runtime."""
         dbus_props = properties.to_dbus(props)
-        if properties.has_constraints(props) and "DevicePolicy" not in props:
-            dbus_props.append(("DevicePolicy", ("s", "closed")))
+        if properties.has_constraints(props):
+            if "DevicePolicy" not in props:
+                dbus_props.append(("DevicePolicy", ("s", "closed")))
+            if "DeviceAllow" not in props:
+                dbus_props.append(("DeviceAllow", ("a(ss)", [])))
         self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
 
     # ------------------------------------------------------------ teardown
@@ -266,6 +276,23 @@ class UserSlice:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    # ------------------------------------------------------------ read-back
+
+    def read_back(
+        self, cgroup_root: str, props: Optional[dict]
+    ) -> "enforcement.Reading":
+        """Read what the kernel enforces for the slice (see enforcement)."""
+        path = enforcement.slice_cgroup(cgroup_root, self.uid)
+        files = enforcement.read_cgroup(path, enforcement.wants_memory(props))
+        reported = self.systemd.unit_property_values(
+            self.slice, ("DevicePolicy", "DeviceAllow"), SLICE
+        )
+        return enforcement.Reading(
+            device_policy=reported.get("DevicePolicy"),
+            device_allow=tuple(tuple(e) for e in reported.get("DeviceAllow", ())),
+            **files,
+        )
 
     # ------------------------------------------------------------ state
 

@@ -7,7 +7,7 @@ collected in the Outcome (or in the ``logs`` attribute of a raised OSError)
 and written by the module on its reactor thread.
 
 Operations:
-    activate(state, uid, props, first, verify, desc)
+    activate(state, uid, props, first, verify, desc, cgroup_root=None)
         The user has jobs here.  *props*: the sdexec-mapper properties of the
         union, or None when constraints are off.  First activation (or
         *verify*, after a restart): check linger (LingerError is fatal),
@@ -15,7 +15,10 @@ Operations:
         with *verify* the slice is read first and every difference is
         reported as a repair.  Otherwise only apply *props*.
         The slice's Description is set to *desc* (it marks the slice as
-        managed, so that a restarted module recognises it).
+        managed, so that a restarted module recognises it).  With *props*
+        and *cgroup_root*, the slice is then read back (UserSlice.read_back:
+        cgroup files, two pipelined Gets) and Outcome.verdict is what the kernel
+        enforces (flux_pam_service.enforcement.Verdict).
     deactivate(state, uid, kill, grace)
         The user's last job here ended: UserSlice.teardown(kill, grace)
         (SurvivorsError, errno EBUSY, names the survivors), then the
@@ -29,7 +32,7 @@ Operations:
     probe(state) -> Outcome with .value the manager's SystemState.
 
 Interface:
-    Outcome(value=None, logs=[], repairs=[])
+    Outcome(value=None, logs=[], repairs=[], verdict=None)
     connection(state, timeout) -> flux_pam_service.systemd.Systemd
     DESCRIPTION_PREFIX = "flux-pam:"
     description(uid, rank) -> str
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from syslog import LOG_DEBUG
 from typing import Any, Callable, List, Optional, Tuple
 
-from . import idset, properties
+from . import enforcement, idset, properties
 from .slice import SLICE, UserSlice
 from .systemd import DBusError, Systemd
 
@@ -61,6 +64,7 @@ class Outcome:
     value: Any = None
     logs: List[LogLine] = field(default_factory=list)
     repairs: List[str] = field(default_factory=list)
+    verdict: Optional[enforcement.Verdict] = None
 
 
 def description(uid: int, rank: int) -> str:
@@ -163,6 +167,7 @@ def activate(
     first: bool,
     verify: bool,
     desc: str,
+    cgroup_root: Optional[str] = None,
 ) -> Outcome:
     """Bring the user's slice to *props* (see module docstring)."""
     out = Outcome()
@@ -180,6 +185,8 @@ def activate(
             if props is not None:
                 us.apply(props)
             out.value = "apply"
+        if props is not None and cgroup_root is not None:
+            out.verdict = enforcement.compare(props, us.read_back(cgroup_root, props))
 
     _run(state, uid, out, body)
     return out

@@ -19,6 +19,8 @@ Interface:
         Reads through the unit's object path, which makes systemd load the
         unit if needed, so it works for units that are not loaded too.
     unit_properties(name, interface=...) -> dict of every property (GetAll)
+    unit_property_values(name, props, interface=...) -> {prop: value}
+        a few properties, their Get calls pipelined (one wait)
     unit_processes(name) -> [(cgroup, pid, cmdline), ...]; [] if not loaded.
         PIDs are in systemd's PID namespace.
     wait_job(job_path, timeout) -> "done" | "canceled" | "timeout" | "failed" |
@@ -32,6 +34,9 @@ Interface:
     manager_property(prop) -> value of an org.freedesktop.systemd1.Manager property
     call(destination, path, interface, method, signature="", args=()) -> tuple
         any method call, with the same timeout and error handling.
+    call_many([(destination, path, interface, method, signature, args), ...])
+        -> [reply body, ...]: every call sent before the first reply is
+        awaited (the bus keeps their order); the first error is raised.
     name_has_owner(name) -> bool
 
 Errors: every failure is a DBusError (an OSError).  .name is the D-Bus error
@@ -271,27 +276,39 @@ class Systemd:
         timeout: Optional[float] = None,
     ) -> tuple:
         """Call a method; return the reply body or raise DBusError."""
+        call = (destination, path, interface, method, signature, args)
+        return self.call_many([call], timeout)[0]
+
+    def call_many(self, calls: list, timeout: Optional[float] = None) -> list:
+        """Send every call, then collect their replies (see module doc)."""
         timeout = self.timeout if timeout is None else timeout
         conn = self._connection()
-        msg = new_method_call(
-            DBusAddress(path, bus_name=destination, interface=interface),
-            method,
-            signature or None,
-            tuple(args),
-        )
-        what = f"{interface}.{method}"
-        serial = next(conn.outgoing_serial)
-        try:
-            conn.send(msg, serial=serial)
-        except OSError as exc:
-            # a partly sent message leaves the stream unusable: drop it
-            self.close()
-            err = errno.ETIMEDOUT if isinstance(exc, TimeoutError) else exc.errno
-            raise DBusError(
-                err or errno.ECONNRESET, None, f"{what}: cannot send: {exc}"
-            ) from None
+        pending: dict = {}  # serial -> (index, method)
+        what = ""
+        for i, (destination, path, interface, method, signature, args) in enumerate(
+            calls
+        ):
+            msg = new_method_call(
+                DBusAddress(path, bus_name=destination, interface=interface),
+                method,
+                signature or None,
+                tuple(args),
+            )
+            what = what or f"{interface}.{method}"
+            serial = next(conn.outgoing_serial)
+            try:
+                conn.send(msg, serial=serial)
+            except OSError as exc:
+                # a partly sent message leaves the stream unusable: drop it
+                self.close()
+                err = errno.ETIMEDOUT if isinstance(exc, TimeoutError) else exc.errno
+                raise DBusError(
+                    err or errno.ECONNRESET, None, f"{what}: cannot send: {exc}"
+                ) from None
+            pending[serial] = (i, method)
+        replies: list = [None] * len(calls)
         deadline = time.monotonic() + timeout
-        while True:
+        while pending:
             try:
                 reply = conn.receive(timeout=max(deadline - time.monotonic(), 0))
             except TimeoutError:
@@ -306,16 +323,22 @@ class Systemd:
                     None,
                     f"{what}: D-Bus connection lost: {exc}",
                 ) from None
-            if reply.header.fields.get(HeaderFields.reply_serial) == serial:
-                break
-            # not our reply: a signal for a filter (JobRemoved), or a late one
+            serial = reply.header.fields.get(HeaderFields.reply_serial)
+            if serial in pending:
+                i, method = pending.pop(serial)
+                replies[i] = (reply, method)
+                continue
+            # not ours: a signal for a filter (JobRemoved), or a late reply
             for f in conn._filters.matches(reply):
                 f.queue.append(reply)
-        if reply.header.message_type == MessageType.error:
-            name = reply.header.fields.get(HeaderFields.error_name, "unknown")
-            text = reply.body[0] if reply.body else ""
-            raise DBusError.from_name(name, f"{method}: {text}")
-        return reply.body
+        bodies = []
+        for reply, method in replies:
+            if reply.header.message_type == MessageType.error:
+                name = reply.header.fields.get(HeaderFields.error_name, "unknown")
+                text = reply.body[0] if reply.body else ""
+                raise DBusError.from_name(name, f"{method}: {text}")
+            bodies.append(reply.body)
+        return bodies
 
     def _manager(self, method: str, signature: str = "", *args: Any) -> tuple:
         return self.call(SYSTEMD, MANAGER_PATH, MANAGER, method, signature, args)
@@ -367,6 +390,16 @@ class Systemd:
             SYSTEMD, unit_path(name), PROPERTIES, "Get", "ss", (interface, prop)
         )
         return body[0][1]
+
+    def unit_property_values(
+        self, name: str, props: Iterable[str], interface: str = UNIT
+    ) -> dict:
+        path = unit_path(name)
+        names = list(props)
+        bodies = self.call_many(
+            [(SYSTEMD, path, PROPERTIES, "Get", "ss", (interface, p)) for p in names]
+        )
+        return {p: body[0][1] for p, body in zip(names, bodies)}
 
     def unit_properties(self, name: str, interface: str = UNIT) -> dict:
         body = self.call(

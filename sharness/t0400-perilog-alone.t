@@ -77,6 +77,28 @@ test_expect_success 'prolog starts user@, constrains the slice and writes the ma
 	test "$(stat -c %a "$FLUX_PAM_LOCK_DIR")" = 700 &&
 	test "$(stat -c %a "$FLUX_PAM_LOCK_DIR/uid.$U.lock")" = 600
 '
+test_expect_success CPUSET 'cpuset: the kernel enforces the union, the marker admits' '
+	test "$(slice_prop AllowedCPUs)" = "$(cat $FLUX_PAM_CGROUP_ROOT/user.slice/user-$U.slice/cpuset.cpus.effective)" &&
+	test ! -s "$FLUX_PAM_LOCK_DIR/uid.$U.active"
+'
+test_expect_success !CPUSET 'no cpuset: the marker denies her logins, the job runs, the prolog says why' '
+	head -1 "$FLUX_PAM_LOCK_DIR/uid.$U.active" >marker.1 &&
+	test "$(cat marker.1)" = "deny: Access denied: CPU and memory node confinement is not enforced on this node; ask your administrator" &&
+	test "$(flux jobs -no {state} $job1)" = RUN &&
+	perilog_log prolog $job1 >job1.log &&
+	grep "cpuset controller is not enabled for the slice" job1.log &&
+	grep "the user.s logins are refused" job1.log
+'
+test_expect_success !CPUSET 'no cpuset: allow-unconfined-logins writes a marker that admits' '
+	pam_on "allow-unconfined-logins = true" &&
+	jobu=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
+	flux job wait-event -t 30 $jobu start &&
+	test ! -s "$FLUX_PAM_LOCK_DIR/uid.$U.active" &&
+	perilog_log prolog $jobu | grep "admitted unconfined" &&
+	pam_on &&
+	end_job $jobu &&
+	head -1 "$FLUX_PAM_LOCK_DIR/uid.$U.active" | grep "^deny: "
+'
 test_expect_success 'a second job of the user on the rank widens the slice to the union' '
 	job2=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job2 start &&

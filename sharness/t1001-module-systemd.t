@@ -63,12 +63,56 @@ test_expect_success 'first job of 1000 on rank 0: slice constrained, user@ start
 	test "$(prop user@1000.service ActiveState)" = active &&
 	prop user-1000.slice Description | grep "^flux-pam: .* rank 0"
 '
-test_expect_success 'pam.attach confirms a login once the slice is ready' '
-	pam_rpc --rank 0 pam.attach "{\"uid\": 1000, \"scope\": \"flux-pam-7.scope\"}" |
-		jq -e ".attached == true" &&
+test_expect_success 'pam.attach refuses a user without a job' '
 	test_must_fail pam_rpc --rank 0 pam.attach \
 		"{\"uid\": 1001, \"scope\": \"flux-pam-8.scope\"}" 2>att.err &&
 	grep "EPERM: user 1001 has no active job on rank 0" att.err
+'
+test_expect_success CPUSET 'cpuset: the kernel enforces the union, pam.attach confirms' '
+	pam_rpc --rank 0 pam.attach "{\"uid\": 1000, \"scope\": \"flux-pam-7.scope\"}" |
+		jq -e ".attached == true" &&
+	pam_status 0 >enf &&
+	jq -e ".users[0].enforcement.state == \"enforced\"" enf &&
+	jq -e ".enforcement.state == \"enforced\" and .enforcement.uid == 1000" enf &&
+	cpus=$(prop user-1000.slice AllowedCPUs) &&
+	cg=$FLUX_PAM_CGROUP_ROOT/user.slice/user-1000.slice &&
+	test "$(cat $cg/cpuset.cpus.effective)" = "$cpus" &&
+	test "$(jq -r .users[0].enforcement.effective.cpus enf)" = "$cpus"
+'
+UNENFORCED="Access denied: CPU and memory node confinement is not enforced on this node; ask your administrator"
+test_expect_success !CPUSET 'no cpuset: pam.attach, pam.check and pam.prolog refuse with the message' '
+	pam_rpc --rank 0 pam.attach "{\"uid\": 1000, \"scope\": \"flux-pam-7.scope\"}" >att &&
+	jq -e --arg m "$UNENFORCED" ".attached == false and .message == \$m" att &&
+	pam_rpc --rank 0 pam.check "{\"uid\": 1000}" >chk &&
+	jq -e --arg m "$UNENFORCED" \
+		".admitted == false and .jobs == [] and .njobs == 0 and .message == \$m" chk &&
+	jq -r .reason chk | grep "cpuset controller is not enabled" &&
+	pam_rpc --rank 0 pam.prolog "{\"id\": $idA}" >prologA2 &&
+	jq -e --arg m "$UNENFORCED" ".result == \"applied\" and .message == \$m" prologA2
+'
+test_expect_success !CPUSET 'no cpuset: status says what is not enforced and why' '
+	pam_status 0 >enf &&
+	jq -e ".users[0].enforcement.state == \"not-enforced\"" enf &&
+	jq -e ".users[0].enforcement.missing == [\"CPU\", \"memory node\"]" enf &&
+	jq -e ".users[0].admitted == false" enf &&
+	jq -e ".enforcement.state == \"not-enforced\" and .enforcement.uid == 1000" enf &&
+	jq -r ".users[0].enforcement.reasons[0]" enf |
+		grep "CPU: the cpuset controller is not enabled for the slice"
+'
+test_expect_success !CPUSET 'allow-unconfined-logins admits her unconfined; status marks her' '
+	sed -i "/^\[pam\]/a allow-unconfined-logins = true" $FLUX_PAM_CONFDIR/pam.toml &&
+	flux config reload &&
+	pam_wait_idle 0 &&
+	pam_rpc --rank 0 pam.attach "{\"uid\": 1000, \"scope\": \"flux-pam-7.scope\"}" |
+		jq -e ".attached == true" &&
+	pam_rpc --rank 0 pam.check "{\"uid\": 1000}" >chk &&
+	jq -e ".admitted == true and .message == null" chk &&
+	jq -r .reason chk | grep "unconfined: pam.allow-unconfined-logins" &&
+	pam_status 0 | jq -e ".users[0].enforcement.state == \"unconfined\"" &&
+	sed -i "/^allow-unconfined-logins/d" $FLUX_PAM_CONFDIR/pam.toml &&
+	flux config reload &&
+	pam_wait_idle 0 &&
+	pam_rpc --rank 0 pam.check "{\"uid\": 1000}" | jq -e ".admitted == false"
 '
 test_expect_success 'status shows the slice, the last action and no error' '
 	pam_status 0 >st &&
@@ -83,11 +127,16 @@ test_expect_success 'a second job of 1000 grows the union' '
 	pam_rpc --rank 0 pam.prolog "{\"id\": $idB}" | jq -e ".result == \"applied\"" &&
 	test "$(prop user-1000.slice AllowedCPUs)" = "0-1"
 '
+test_expect_success !CPUSET 'no cpuset: the refusal was logged once, not per login or operation' '
+	flux dmesg | grep "confinement is not enforced on rank 0" >refusals &&
+	cat refusals &&
+	test $(grep -c "logins of job users are refused" refusals) -eq 1
+'
 test_expect_success 'module reload mid-jobs: same state, no teardown, no repair' '
 	inv=$(prop user@1000.service InvocationID) &&
 	flux exec -r all flux dmesg -C &&
 	flux exec -r all flux module reload pam &&
-	pam_wait_users 0 "1000:$(echo $idA $idB | tr " " "\n" | sort | paste -sd,)" &&
+	pam_wait_users 0 "1000:$(echo $idA $idB | tr " " "\n" | sort -n | paste -sd,)" &&
 	pam_wait_idle "0 1 2 3" &&
 	test "$(prop user@1000.service InvocationID)" = "$inv" &&
 	test "$(prop user-1000.slice AllowedCPUs)" = "0-1" &&

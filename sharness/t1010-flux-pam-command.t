@@ -51,7 +51,7 @@ test_expect_success 'flux pam status --all gathers every rank' '
 '
 test_expect_success 'the table shows the user row with rank, jobs and cores' '
 	flux pam status --all >table &&
-	head -1 table | grep "^RANK  *USER  *JOBS  *CORES  *GPUS  *SLICE  *USER@  *SCOPES  *LAST" &&
+	head -1 table | grep "^RANK  *USER  *JOBS  *CORES  *GPUS  *ENFORCED  *SLICE  *USER@  *SCOPES  *LAST" &&
 	user=$(getent passwd 1000 | cut -d: -f1) &&
 	cores=$(jq -r ".[] | select(.rank == 1) | .users[0].union.core" all) &&
 	test -n "$cores" &&

@@ -4,7 +4,8 @@ test_description='node replica: the drop-ins alone (scenario 6)
 
 The pam module is removed; the prolog and housekeeping drop-ins do the work
 under the per-user lock and pam_flux confirms logins with the marker file.
-Scenarios 1-4 must pass the same way.'
+Scenarios 1-4 must pass the same way, the kernel checks included (with the
+cpuset controller), and the GPU device filter of two fake GPUs.'
 
 . "$(dirname "$0")"/lib/init.sh
 . "$SHARNESS_TEST_SRCDIR"/lib/node.sh
@@ -13,7 +14,7 @@ Scenarios 1-4 must pass the same way.'
 node_require
 
 test_expect_success 'the replica boots; the pam module is removed' '
-	node_up &&
+	node_up --fake-gpus 2 &&
 	node_flux module remove pam &&
 	node_flux module list >modules &&
 	! grep "^pam " modules &&
@@ -24,6 +25,7 @@ scenario_admission
 scenario_confinement
 scenario_union
 scenario_teardown
+scenario_gpus
 test_expect_success 'the module stayed unloaded throughout' '
 	node_flux module list >modules &&
 	! grep "^pam " modules

@@ -21,14 +21,6 @@ node_require
 ROUNDS=${FLUX_PAM_RACE_ROUNDS:-10}
 RACE="$FLUX_PAM_SRCDIR/sharness/node/race.sh"
 
-KILL_CONF='[pam]
-manage-user-slice = true
-kill-user-slice = true
-kill-slice-grace-time = "1s"
-
-[exec]
-sdexec-constrain-resources = true'
-
 race() {
 	node_run "$RACE" "$@" </dev/null >race.$1.$2.log 2>&1
 	rc=$?
@@ -47,7 +39,7 @@ test_expect_success "module, kill-user-slice=false: $ROUNDS rounds, no escape" '
 	race keep $ROUNDS
 '
 test_expect_success 'the checks see a stand-in escape (kill-user-slice=true)' '
-	node_pam_config "$KILL_CONF" &&
+	node_pam_kill 1s &&
 	node_run "$RACE" selftest-kill </dev/null
 '
 test_expect_success "module, kill-user-slice=true: $ROUNDS rounds, no escape" '
@@ -61,7 +53,7 @@ test_expect_success "drop-ins, kill-user-slice=false: $ROUNDS rounds, no escape"
 	race keep $ROUNDS
 '
 test_expect_success "drop-ins, kill-user-slice=true: $ROUNDS rounds, no escape" '
-	node_pam_config "$KILL_CONF" &&
+	node_pam_kill 1s &&
 	race kill $ROUNDS
 '
 test_expect_success 'no alice process is left in user-1000.slice; node not drained' '

@@ -17,10 +17,13 @@ CLI (run as root):
 Module interface (other tiers import it):
     can_run() -> (bool, reason)
     build(log=print) -> str                          path of the cached tree
-    up(name=DEFAULT_NAME, repo=REPO) -> Testbed      boot, or reuse a running one
+    up(name=DEFAULT_NAME, repo=REPO, cpuset=None) -> Testbed
+                                                     boot, or reuse a running one;
+                                                     cpuset None: as the switch says
     attach(name=DEFAULT_NAME) -> Testbed | None      a running test bed, or None
     down(name=DEFAULT_NAME) -> None
     Testbed: .name .address .root .leader .pid .tree .repo .rundir .share
+             .cpuset ("on", or "off: " and why)
              .env() -> dict of the variables `up` prints
              .run(argv, uid=None, env=None, cwd=None, input=None, timeout=120)
                  -> subprocess.CompletedProcess (stdout/stderr as text)
@@ -55,11 +58,39 @@ packages fetched from the host's mirror); `up` from the cached tree boots to
 SystemState=running in 0.65-0.8 s; `up` of a test bed already up takes 0.1 s;
 `run` costs about 0.15 s per command; `down` 0.4 s.
 
+cpuset (the switch FLUX_PAM_TESTBED_CPUSET=1, which .ci/run sets).  On
+machines of this kind the kernel's cpuset controller is bound to a cgroup v1
+hierarchy (/sys/fs/cgroup/cpuset) that holds only its root cgroup, so the
+cgroup2 hierarchy, and with it systemd in the container, has no cpuset and
+AllowedCPUs is stored but not enforced.  With the switch, `up` hands cpuset
+to cgroup2 before the container boots: it unmounts the v1 hierarchy (which
+frees the controller), then writes +cpuset to cgroup.subtree_control of the
+cgroup2 root, of CGROUP_ROOT and of CGROUP_ROOT/NAME, so that NAME/payload,
+where systemd-nspawn runs the container, has cpuset from its first process
+on.  It does so only when the v1 hierarchy is mounted once, at
+/sys/fs/cgroup/cpuset, has no cgroup of its own, and nothing else uses it:
+an unmount that fails (a process holds a file there) leaves it alone, and a
+hierarchy that outlives its unmounting (held through another mount or a
+file of a detached one) is mounted back at once.  Otherwise the test bed
+boots without cpuset and Testbed.cpuset says why.  Test beds share the
+hand-over: RUN_DIR/cpuset.json, under the flock RUN_DIR/cpuset.lock, lists
+the beds holding it (name and the PID that keeps it, pruned when that PID is
+gone) and what was changed; the
+`down` of the last holder removes +cpuset from the subtree_control files the
+hand-over changed and mounts the v1 hierarchy again.  Without the switch
+nothing on the host changes (a bed booted then has no cpuset, even while
+another bed holds the hand-over).
+
 Environment: FLUX_PAM_TESTBED_CACHE overrides CACHE_DIR; FLUX_PAM_TESTBED is the
-default --name (else DEFAULT_NAME); FLUX_PAM_TESTBED_REPO the default --repo.
+default --name (else DEFAULT_NAME); FLUX_PAM_TESTBED_REPO the default --repo;
+FLUX_PAM_TESTBED_CPUSET=1 the cpuset switch (above).  `up` also exports
+FLUX_PAM_CGROUP_ROOT, the container's cgroup2 root seen from the host (a test
+instance of Flux on the host reads user slices there; honoured only by test
+instances).
 """
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -118,6 +149,10 @@ SHARE_DIR = "/run/flux-pam-share"
 MACHINES_DIR = "/run/systemd/machines"
 CGROUP_ROOT = "/sys/fs/cgroup/unified/flux-pam-test"
 CGROUP2_CANDIDATES = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+CPUSET_SWITCH = "FLUX_PAM_TESTBED_CPUSET"
+V1_CPUSET = "/sys/fs/cgroup/cpuset"
+CPUSET_STATE = os.path.join(RUN_DIR, "cpuset.json")
+CPUSET_LOCK = os.path.join(RUN_DIR, "cpuset.lock")
 BOOT_TIMEOUT = 60.0
 MANAGER_ARGS = [
     "org.freedesktop.systemd1",
@@ -395,6 +430,7 @@ class Testbed:
     repo: str
     rundir: str
     boot_seconds: float = 0.0
+    cpuset: str = "off: FLUX_PAM_TESTBED_CPUSET is not set"  # "on", or why not
 
     @property
     def address(self) -> str:
@@ -416,6 +452,9 @@ class Testbed:
             "FLUX_PAM_TESTBED": self.name,
             "FLUX_PAM_TESTBED_ROOT": self.root,
             "FLUX_PAM_TESTBED_REPO": self.repo,
+            "FLUX_PAM_CGROUP_ROOT": os.path.join(
+                _cgroup_dir(self.name) or "", "payload"
+            ),
         }
 
     def run(
@@ -539,6 +578,190 @@ def _cgroup_dir(name: str) -> Optional[str]:
     return os.path.join(mnt, "flux-pam-test", name)
 
 
+# ---------------------------------------------------------------- cpuset
+
+
+def cpuset_wanted(environ: Optional[dict] = None) -> bool:
+    """Is the cpuset switch on (FLUX_PAM_TESTBED_CPUSET not empty, not 0)?"""
+    value = (os.environ if environ is None else environ).get(CPUSET_SWITCH, "")
+    return value.strip() not in ("", "0")
+
+
+def _controllers(cgdir: str, name: str = "cgroup.controllers") -> list:
+    try:
+        with open(os.path.join(cgdir, name)) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def _v1_cpuset_mounts() -> list:
+    """Mount points of cgroup v1 hierarchies that hold cpuset (this namespace)."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fields = post.split()
+            if len(fields) >= 3 and fields[0] == "cgroup":
+                if "cpuset" in fields[2].split(","):
+                    out.append(pre.split()[4])
+    return out
+
+
+def _v1_cpuset_busy() -> str:
+    """Why the v1 cpuset hierarchy must not be unmounted, or ""."""
+    mounts = _v1_cpuset_mounts()
+    if not mounts:
+        return "no cgroup v1 cpuset hierarchy to hand over, and cgroup2 has no cpuset"
+    if mounts != [V1_CPUSET]:
+        return f"the v1 cpuset hierarchy is mounted at {', '.join(mounts)}"
+    own = sorted(
+        e.name for e in os.scandir(V1_CPUSET) if e.is_dir(follow_symlinks=False)
+    )
+    if own:
+        return f"the v1 cpuset hierarchy has cgroups of its own: {', '.join(own)}"
+    return ""
+
+
+def _mount_v1_cpuset() -> str:
+    """Mount the v1 cpuset hierarchy back; "" or the error."""
+    p = subprocess.run(
+        ["mount", "-t", "cgroup", "-o", "cpuset", "cgroup", V1_CPUSET],
+        capture_output=True,
+        text=True,
+    )
+    return "" if p.returncode == 0 else (p.stderr or p.stdout).strip()
+
+
+@contextlib.contextmanager
+def _cpuset_state():
+    """The hand-over state, read and written under RUN_DIR/cpuset.lock."""
+    os.makedirs(RUN_DIR, exist_ok=True)
+    with open(CPUSET_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(CPUSET_STATE) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = {}
+        state.setdefault("holders", {})
+        state.setdefault("unmounted", False)
+        state.setdefault("enabled", [])
+        # a holder whose process is gone (a crashed run) holds nothing
+        state["holders"] = {
+            n: h
+            for n, h in state["holders"].items()
+            if isinstance(h, list)
+            and len(h) == 2
+            and h[1] is not None
+            and _proc_start(h[0]) == h[1]
+        }
+        try:
+            yield state
+        finally:
+            with open(CPUSET_STATE + ".tmp", "w") as f:
+                json.dump(state, f)
+            os.rename(CPUSET_STATE + ".tmp", CPUSET_STATE)
+
+
+def _proc_start(pid: int) -> Optional[int]:
+    """Start time of a live process (a PID reused later has another one)."""
+    if not _alive(pid):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _wait_cpuset(mnt: str, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while "cpuset" not in _controllers(mnt):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _subtree(path: str, change: str) -> None:
+    """Write *change* ("+cpuset", "-cpuset") to *path*'s subtree_control."""
+    with open(os.path.join(path, "cgroup.subtree_control"), "w") as f:
+        f.write(change)
+
+
+def cpuset_acquire(name: str, pid: int, log: Log = _stderr) -> str:
+    """Give test bed *name* (kept by *pid*) the cpuset controller.
+
+    Returns "on", or "off: " and why it cannot be.  See the module docstring.
+    """
+    mnt = _cgroup2_mount()
+    cgdir = _cgroup_dir(name)
+    if mnt is None or cgdir is None:
+        return "off: no cgroup2 hierarchy on the host"
+    with _cpuset_state() as state:
+        if "cpuset" not in _controllers(mnt):
+            why = _v1_cpuset_busy()
+            if why:
+                return f"off: {why}"
+            p = subprocess.run(["umount", V1_CPUSET], capture_output=True, text=True)
+            if p.returncode != 0:
+                err = (p.stderr or p.stdout).strip().rsplit(": ", 1)[-1]
+                return f"off: the v1 cpuset hierarchy is in use (umount: {err})"
+            state["unmounted"] = True
+            log(f"testbed: unmounted {V1_CPUSET}: cpuset goes to cgroup2")
+            if not _wait_cpuset(mnt):
+                err = _mount_v1_cpuset()
+                state["unmounted"] = bool(err)
+                return (
+                    "off: cpuset stayed bound to cgroup v1 after unmounting"
+                    f" {V1_CPUSET} (something else still holds that hierarchy)"
+                    + (f"; mounting it back failed: {err}" if err else "")
+                )
+        try:
+            for path in (mnt, os.path.dirname(cgdir), cgdir):
+                if "cpuset" not in _controllers(path, "cgroup.subtree_control"):
+                    _subtree(path, "+cpuset")
+                    if path != cgdir and path not in state["enabled"]:
+                        state["enabled"].append(path)
+        except OSError as exc:
+            return f"off: cannot enable cpuset in {path}: {exc.strerror}"
+        state["holders"][name] = [pid, _proc_start(pid)]
+    return "on"
+
+
+def cpuset_hold(name: str, pid: int) -> None:
+    """The process that keeps *name*'s hold is now *pid* (systemd-nspawn)."""
+    with _cpuset_state() as state:
+        if name in state["holders"]:
+            state["holders"][name] = [pid, _proc_start(pid)]
+
+
+def cpuset_release(name: str, log: Log = _stderr) -> None:
+    """Drop *name*'s hold; the last holder puts the host back."""
+    with _cpuset_state() as state:
+        state["holders"].pop(name, None)
+        if state["holders"]:
+            return
+        left = []
+        for path in reversed(state["enabled"]):
+            try:
+                _subtree(path, "-cpuset")
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log(f"testbed: cannot disable cpuset in {path}: {exc.strerror}")
+                left.insert(0, path)
+        state["enabled"] = left
+        if state["unmounted"]:
+            err = _mount_v1_cpuset() if not left else "cpuset still enabled"
+            if err:
+                log(f"testbed: cannot mount {V1_CPUSET} back: {err}")
+            else:
+                state["unmounted"] = False
+                log(f"testbed: mounted {V1_CPUSET} back")
+
+
 def up(
     name: str = DEFAULT_NAME,
     repo: str = REPO,
@@ -546,12 +769,15 @@ def up(
     tree: Optional[str] = None,
     volatile: bool = True,
     extra_args: Sequence[str] = (),
+    cpuset: Optional[bool] = None,
 ) -> Testbed:
     """Boot test bed *name* (or return it if it is already up).
 
     Other flavours (sharness/node/node.py) pass their own *tree* (not built
     here), volatile=False when the tree is already a throw-away overlay, and
-    *extra_args* for systemd-nspawn.
+    *extra_args* for systemd-nspawn.  *cpuset*: hand the cpuset controller
+    to the container (module docstring); None follows FLUX_PAM_TESTBED_CPUSET,
+    False boots without it whatever the switch says.
     """
     tb = attach(name)
     if tb is not None:
@@ -566,6 +792,15 @@ def up(
     cgdir = _cgroup_dir(name)
     if cgdir is not None:
         os.makedirs(cgdir, exist_ok=True)
+    if cpuset is None:
+        cpuset = cpuset_wanted()
+    held = "off: FLUX_PAM_TESTBED_CPUSET is not set"
+    if not cpuset and cpuset_wanted():
+        held = "off: booted without cpuset on purpose"
+    elif cpuset:
+        held = cpuset_acquire(name, os.getpid(), log)
+        if held != "on":
+            log(f"testbed: {name} boots without cpuset: {held[5:]}")
     cmd = [
         "systemd-nspawn",
         "-D",
@@ -605,7 +840,9 @@ def up(
         preexec_fn=enter_cgroup,
     )
     logf.close()
-    tb = Testbed(name, proc.pid, 0, tree, repo, rundir)
+    tb = Testbed(name, proc.pid, 0, tree, repo, rundir, cpuset=held)
+    if held == "on":
+        cpuset_hold(name, proc.pid)
     _write_state(tb)
     deadline = t0 + BOOT_TIMEOUT
     state = None
@@ -637,7 +874,10 @@ def up(
     if state == "degraded":
         failed = _bus_call(tb.address, "call", *MANAGER_ARGS, "ListUnitsFiltered")
         log(f"testbed: {name} is degraded (failed units: {failed})")
-    log(f"testbed: {name} up in {tb.boot_seconds:.2f}s (leader {tb.leader})")
+    log(
+        f"testbed: {name} up in {tb.boot_seconds:.2f}s (leader {tb.leader},"
+        f" cpuset {tb.cpuset})"
+    )
     return tb
 
 
@@ -702,6 +942,8 @@ def down(name: str = DEFAULT_NAME, log: Log = _stderr) -> None:
     cgdir = _cgroup_dir(name)
     if cgdir and os.path.isdir(cgdir):
         _kill_cgroup(cgdir)
+    if os.path.exists(CPUSET_STATE):
+        cpuset_release(name, log)
     try:
         os.unlink(os.path.join(MACHINES_DIR, name))
     except FileNotFoundError:

@@ -25,12 +25,28 @@ so nothing is lost while systemd is unreachable; pam.status keeps answering
 from memory.
 
 Admission.  A user is admitted while a job of theirs is RUNNING here (from
-job-start to job-cleanup).  The state changes on the reactor thread the
+job-start to job-cleanup) and the kernel enforces their union, as far as it
+has been read back (below).  The state changes on the reactor thread the
 moment job-cleanup/job-end arrives, before any teardown is queued, so
 pam.check and pam.attach refuse at once.  While slices are managed, pam.attach
 confirms a login only once the user's slice is in place: while an operation
 on it is queued or running the answer waits for it (after a teardown it is a
 refusal); a slice whose preparation failed refuses with EAGAIN.
+
+Enforcement.  While slices are managed and constrained, every operation that
+sets constraints reads the slice back on its worker thread (cgroup files and
+two pipelined Gets: flux_pam_service.enforcement) and keeps the verdict with the
+user.  A user whose union the kernel does not enforce is refused:
+pam.check answers admitted false with a message naming what is not enforced,
+pam.attach {attached: false, message}, and pam.prolog adds the message (the
+prolog writes it into the marker for fallback mode); unless
+``pam.allow-unconfined-logins``, which admits them and marks them
+"unconfined" in pam.status.  A user not read back yet (operation pending or
+failed) is not refused by pam.check; pam.attach waits for the operation.
+The node's state is that of the latest read-back; a change of what it lacks
+is logged once (error when logins are refused, warning otherwise), never per
+login.  FLUX_PAM_CGROUP_ROOT names the cgroup2 mount in a test instance
+only (a test bed's container seen from the host).
 
 Restart.  A module (re)loaded on rank N asks rank 0 (``pam.sync-request``)
 for the jobs that hold rank N; rank 0 answers once it has read the journal
@@ -52,12 +68,20 @@ Configuration (flux_pam_service.config), read at load and on config-reload:
     [pam] kill-user-slice, kill-slice-grace-time   teardown kill sequence
     [pam] debug              log one line per action (LOG_DEBUG); otherwise
                              only warnings (repairs) and errors are logged
+    [pam] allow-unconfined-logins   admit job users whose union the kernel
+                             does not enforce (see Enforcement)
     [exec] sdexec-constrain-resources   constrain slices with the properties
                              sdexec-mapper.lookup gives for the union (the
                              sdexec-mapper module must be loaded on every
                              rank: rc1.d/pam.py loads it when this is on)
 An invalid config is refused at load, and vetoed on config-reload with an
-error naming the key.
+error naming the key.  A valid one is in force at once; the slice
+operations it calls for start when flux-core's config module says the update
+has reached every module (a streaming config.get): started from the
+config-reload handler, their sdexec-mapper.lookup could reach sdexec-mapper
+after its own reload reset it, and its lazy re-initialisation asks the
+config module for config.get, which answers nobody until every module has
+answered its config-reload: `flux config reload` then hung.
 
 Module arguments: ``nthreads=N`` (worker threads, default 4).
 
@@ -68,18 +92,21 @@ field):
     pam.sync {jobs: [{id, userid, R, running}]}   from rank 0 (owner only)
     pam.sync-request {rank} -> {jobs: [...]}      rank 0 only (owner only)
     pam.check {uid, max_jobs?} -> {uid, admitted, jobs, njobs,
-                                   manage_user_slice, reason}
+                                   manage_user_slice, reason, message?}
                                    root/owner; jobs lists the running job IDs
                                    in start order, the first max_jobs only if
                                    given; njobs counts them all.  pam_flux
                                    asks for a few: the answer costs the same
                                    at any number of jobs
-    pam.attach {uid, scope} -> {attached: true} | EPERM    root/owner
-    pam.prolog {id} -> {id, uid, result: applied|skipped}  root/owner
+    pam.attach {uid, scope} -> {attached: true} | {attached: false, message}
+                                   | EPERM    root/owner
+    pam.prolog {id} -> {id, uid, result: applied|skipped, message?}
+                                   root/owner
     pam.housekeeping {id} -> {id, uid, result: applied|torn-down|skipped}
     pam.status {uid?} -> {rank, owner, config, users: [{uid, active, admitted,
-                          jobs, union, slice, last_action, errors, ...}],
-                          pending, systemd}; guests see only their own uid
+                          jobs, union, slice, enforcement, last_action,
+                          errors, ...}], pending, systemd, enforcement};
+                          guests see only their own uid
     pam.stats-get -> counters and timings
     pam.config-reload (the whole config) -> {} or EINVAL naming the key
 """
@@ -96,6 +123,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from flux.brokermod import BrokerModule, request_handler
 from flux.constants import (
+    FLUX_NODEID_ANY,
     FLUX_POLLIN,
     FLUX_ROLE_OWNER,
     FLUX_RPC_NORESPONSE,
@@ -105,6 +133,7 @@ from flux.constants import (
 from flux_pam_service import (
     config,
     dispatch,
+    enforcement,
     lockdir,
     perilog,
     rv1,
@@ -165,6 +194,8 @@ class User:
     slice_state: Optional[dict] = None
     slice_epoch: int = 0  # bumped by every operation; stale read-backs are dropped
     scopes: List[str] = field(default_factory=list)
+    # what the kernel enforces for the applied union (None: not read back)
+    verdict: Optional[enforcement.Verdict] = None
 
 
 def _now() -> float:
@@ -200,7 +231,13 @@ class PamModule(BrokerModule):
         except config.ConfigError as exc:
             raise ValueError("pam: " + "; ".join(exc.problems)) from None
         self._set_log_level()
+        # the config the slices were last brought to (see _config_watch)
+        self.applied_cfg = self.cfg
+        self.config_watch: Any = None
         self.lockdir = perilog.lock_dir(os.environ, self.test_instance)
+        self.cgroup_root = enforcement.find_root(os.environ, self.test_instance)
+        # the latest read-back of any user: (uid, time, Verdict)
+        self.node_verdict: Optional[tuple] = None
         self.table = statemod.UserTable(self.owner)
         self.users: Dict[int, User] = {}
         self.ended: OrderedDict[int, tuple] = OrderedDict()  # jobid -> (uid, seq)
@@ -235,6 +272,7 @@ class PamModule(BrokerModule):
         self.journal: Any = None
         self.journal_ready = False
         self.sync_requests: List[Any] = []
+        self._config_watch()
         if self.rank == 0:
             self._journal_start()
         else:
@@ -630,7 +668,9 @@ class PamModule(BrokerModule):
             user,
             snap,
             "prepare" if first or verify else "apply",
-            lambda s: sliceops.activate(s, uid, props, first, verify, desc),
+            lambda s: sliceops.activate(
+                s, uid, props, first, verify, desc, self.cgroup_root
+            ),
             props,
         )
 
@@ -704,12 +744,15 @@ class PamModule(BrokerModule):
                 user.applied = None
                 user.slice_state = None
                 user.scopes = []
+                user.verdict = None
                 self._clear_marker(uid)
             elif action == "unconstrain":
                 user.applied = None
+                user.verdict = None
             else:
                 user.prepared = True
                 user.applied = props
+                self._record_verdict(user, out.verdict)
             self.systemd_status = "ok"
             user.errors = []
             user.retry_delay = 0.0
@@ -820,7 +863,12 @@ class PamModule(BrokerModule):
             return
         if w.kind == "prolog" and result == "torn-down":
             result = "skipped"
-        self._respond(w.msg, {"id": w.jobid, "uid": w.uid, "result": result})
+        answer = {"id": w.jobid, "uid": w.uid, "result": result}
+        if w.kind == "prolog" and result == "applied":
+            message = self._refusal(self.users.get(w.uid))
+            if message is not None:
+                answer["message"] = message
+        self._respond(w.msg, answer)
 
     def _maybe_forget(self, user: User) -> None:
         if (
@@ -1028,38 +1076,110 @@ class PamModule(BrokerModule):
 
     # ------------------------------------------------------------ admission
 
-    def _admitted(self, uid: int) -> bool:
+    def _enforcement(self, verdict: Optional[enforcement.Verdict]) -> dict:
+        """What the kernel enforces, as pam.status shows it (per user, node).
+
+        state: ``off`` (slices not managed or not constrained), ``unknown``
+        (not read back yet), ``enforced``, ``not-enforced`` (logins refused)
+        or ``unconfined`` (not enforced, admitted by
+        pam.allow-unconfined-logins); with the verdict's fields.
+        """
+        if not (self._managing() and self.cfg.constrain_resources):
+            return {"state": "off"}
+        if verdict is None:
+            return {"state": "unknown"}
+        if verdict.enforced:
+            state = "enforced"
+        elif self.cfg.allow_unconfined_logins:
+            state = "unconfined"
+        else:
+            state = "not-enforced"
+        return {"state": state, **verdict.to_dict()}
+
+    def _refusal(self, user: Optional[User]) -> Optional[str]:
+        """The message refusing *user*'s logins for want of enforcement."""
+        verdict = user.verdict if user is not None else None
+        if self._enforcement(verdict)["state"] != "not-enforced":
+            return None
+        assert verdict is not None
+        return verdict.message()
+
+    def _admission(self, uid: int) -> tuple:
+        """(admitted, reason, message): may *uid* log in on this rank?
+
+        The one place the module decides; message is set only when a user
+        with running jobs is refused because the node cannot confine them.
+        """
         user = self.users.get(uid)
-        tearing = user is not None and user.busy == "teardown"
-        return self.table.admitted(uid) and not tearing
+        if uid == self.owner:
+            return False, f"uid {uid} is the instance owner (not managed)", None
+        if not self.table.admitted(uid):
+            return False, f"user {uid} has no running job on rank {self.rank}", None
+        if user is not None and user.busy == "teardown":
+            return False, f"user {uid}: teardown in progress on rank {self.rank}", None
+        message = self._refusal(user)
+        if message is not None:
+            assert user is not None and user.verdict is not None
+            why = "; ".join(user.verdict.reasons)
+            return False, f"user {uid} on rank {self.rank}: {why}", message
+        reason = f"{self.table.nrunning(uid)} running job(s) on rank {self.rank}"
+        if (
+            user is not None
+            and self._enforcement(user.verdict)["state"] == "unconfined"
+        ):
+            reason += " (unconfined: pam.allow-unconfined-logins)"
+        return True, reason, None
+
+    def _record_verdict(
+        self, user: User, verdict: Optional[enforcement.Verdict]
+    ) -> None:
+        """Keep *user*'s read-back; log a change of what the node lacks, once."""
+        user.verdict = verdict
+        if verdict is None:
+            return
+        old = self.node_verdict[2].missing if self.node_verdict else ()
+        self.node_verdict = (user.uid, _now(), verdict)
+        if verdict.missing == old:
+            return
+        if verdict.enforced:
+            self.log.warning(f"confinement is enforced on rank {self.rank} again")
+            return
+        if self.cfg.allow_unconfined_logins:
+            level = syslog.LOG_WARNING
+            then = "logins of job users are admitted unconfined"
+            then += " (pam.allow-unconfined-logins)"
+        else:
+            level, then = syslog.LOG_ERR, "logins of job users are refused"
+        self.log(
+            level,
+            f"{enforcement.describe(verdict.missing)} on rank {self.rank}"
+            f" (user-{user.uid}.slice: {'; '.join(verdict.reasons)}): {then}",
+        )
+
+    def _node_enforcement(self) -> dict:
+        """The node's enforcement for pam.status: the latest read-back."""
+        if self.node_verdict is None:
+            return self._enforcement(None)
+        uid, when, verdict = self.node_verdict
+        return {**self._enforcement(verdict), "uid": uid, "time": when}
 
     @request_handler("check", allow_guest=True)
     def check(self, msg: Any) -> None:
         def fn(msg: Any, p: dict) -> None:
             uid = self._int(p, "uid")
             limit = self._int(p, "max_jobs") if "max_jobs" in p else None
-            njobs = self.table.nrunning(uid)
-            jobs = self.table.running(uid, limit)
-            admitted = self._admitted(uid)
-            if uid == self.owner:
-                reason = f"uid {uid} is the instance owner (not managed)"
-            elif admitted:
-                reason = f"{njobs} running job(s) on rank {self.rank}"
-            elif jobs:
-                reason = f"user {uid}: teardown in progress on rank {self.rank}"
-            else:
-                reason = f"user {uid} has no running job on rank {self.rank}"
-            self._respond(
-                msg,
-                {
-                    "uid": uid,
-                    "admitted": admitted,
-                    "jobs": jobs if admitted else [],
-                    "njobs": njobs if admitted else 0,
-                    "manage_user_slice": self._managing(),
-                    "reason": reason,
-                },
-            )
+            admitted, reason, message = self._admission(uid)
+            answer = {
+                "uid": uid,
+                "admitted": admitted,
+                "jobs": self.table.running(uid, limit) if admitted else [],
+                "njobs": self.table.nrunning(uid) if admitted else 0,
+                "manage_user_slice": self._managing(),
+                "reason": reason,
+            }
+            if message is not None:
+                answer["message"] = message
+            self._respond(msg, answer)
 
         self._handle(msg, fn, admin=True)
 
@@ -1101,6 +1221,11 @@ class PamModule(BrokerModule):
             err = user.errors[-1] if user.errors else "not prepared"
             self._error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
             return
+        message = self._refusal(user)
+        if message is not None:
+            self.log.debug(f"uid {uid}: {scope} refused: {message}")
+            self._respond(msg, {"attached": False, "message": message})
+            return
         if scope not in user.scopes:
             user.scopes = (user.scopes + [scope])[-32:]
         self.log.debug(f"uid {uid}: attached {scope}")
@@ -1129,13 +1254,14 @@ class PamModule(BrokerModule):
         return {
             "uid": uid,
             "active": bool(jobs) and user.busy != "teardown",
-            "admitted": self._admitted(uid),
+            "admitted": self._admission(uid)[0],
             "jobs": [
                 {"id": j, "running": job.running, **job.resources.to_dict()}
                 for j, job in sorted(jobs.items())
             ],
             "union": self.table.union(uid).to_dict(),
             "slice": user.slice_state,
+            "enforcement": self._enforcement(user.verdict),
             "last_action": user.last_action,
             "errors": list(user.errors),
             "pending": bool(user.busy or user.seq > user.done_seq),
@@ -1164,6 +1290,7 @@ class PamModule(BrokerModule):
                         1 for u in self.users.values() if u.busy or u.seq > u.done_seq
                     ),
                     "systemd": self.systemd_status,
+                    "enforcement": self._node_enforcement(),
                     "synced": self.synced,
                     "test_instance": self.test_instance,
                 },
@@ -1200,22 +1327,52 @@ class PamModule(BrokerModule):
                 cfg = config.from_dict(p, origin="config")
             except config.ConfigError as exc:
                 raise OSError(errno.EINVAL, "; ".join(exc.problems)) from None
-            old, self.cfg = self.cfg, cfg
+            self.cfg = cfg
             self._set_log_level()
-            if cfg != old:
-                self.props_cache.clear()
-                self.log.debug(f"config: {json.dumps(cfg.to_dict())}")
-                for user in list(self.users.values()):
-                    user.seq += 1
-                    self._kick(user)
-                if cfg.manage_user_slice and not old.manage_user_slice:
-                    for uid in self.table.users():
-                        user = self._user(uid)
-                        user.seq += 1
-                        self._kick(user)
+            if self.config_watch is None:
+                self._apply_config()
             self._respond(msg)
 
         self._handle(msg, fn, admin=False)
+
+    def _config_watch(self) -> None:
+        """Follow config updates (see the module docstring, Configuration)."""
+
+        def cb(f: Any) -> None:
+            try:
+                f.get()
+            except OSError as exc:
+                self.config_watch = None
+                self.log.error(
+                    f"config.get (streaming): {exc.strerror or exc}:"
+                    " config changes apply at once"
+                )
+                self._guard("config", self._apply_config)
+                return
+            f.reset()
+            self._guard("config", self._apply_config)
+
+        self.config_watch = self.handle.rpc(
+            "config.get", None, FLUX_NODEID_ANY, FLUX_RPC_STREAMING
+        )
+        self.config_watch.then(cb)
+
+    def _apply_config(self) -> None:
+        """Bring the slices to the config in force, if it changed."""
+        old, cfg = self.applied_cfg, self.cfg
+        self.applied_cfg = cfg
+        if cfg == old:
+            return
+        self.props_cache.clear()
+        self.log.debug(f"config: {json.dumps(cfg.to_dict())}")
+        for user in list(self.users.values()):
+            user.seq += 1
+            self._kick(user)
+        if cfg.manage_user_slice and not old.manage_user_slice:
+            for uid in self.table.users():
+                user = self._user(uid)
+                user.seq += 1
+                self._kick(user)
 
     # ------------------------------------------------------------ run
 

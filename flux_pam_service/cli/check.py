@@ -446,6 +446,84 @@ def check_cgroup2(ctx: Context) -> Result:
     return Result(FAIL, "/sys/fs/cgroup is not cgroup2", fix)
 
 
+# Memory limits of exec.sdexec-properties that the mapper carries to slices.
+MEMORY_LIMITS = ("MemoryMax", "MemoryHigh", "MemorySwapMax")
+
+
+def _needed_controllers(obj: dict) -> List[str]:
+    """cgroup2 controllers the configured constraints need."""
+    ex = obj.get("exec", {})
+    ex = ex if isinstance(ex, dict) else {}
+    if ex.get("sdexec-constrain-resources") is not True:
+        return []
+    needed = ["cpuset"]
+    props = ex.get("sdexec-properties", {})
+    props = props if isinstance(props, dict) else {}
+    limits = [
+        k
+        for k in MEMORY_LIMITS
+        if isinstance(props.get(k), str) and props[k].strip().lower() != "infinity"
+    ]
+    if limits:
+        needed.append("memory")
+    return needed
+
+
+def check_cgroup_controllers(ctx: Context) -> Result:
+    """cgroup2 offers user.slice the controllers the constraints need.
+
+    cpuset with exec.sdexec-constrain-resources (AllowedCPUs,
+    AllowedMemoryNodes), memory too when exec.sdexec-properties sets a
+    memory limit.  systemd enables a controller for user.slice on demand,
+    so what counts is the cgroup2 root's cgroup.controllers as the node
+    sees it; where one is missing the module finds the union not enforced
+    and refuses job users' logins.
+    """
+    obj, problems = ctx.instance_config()
+    if obj is None:
+        return Result(FAIL, "; ".join(problems), f"fix the TOML in {ctx.config_path}")
+    needed = _needed_controllers(obj)
+    if not needed:
+        return Result(
+            PASS, "exec.sdexec-constrain-resources is off: no controller needed"
+        )
+    path = ctx.path("/sys/fs/cgroup/cgroup.controllers")
+    try:
+        with open(path, encoding="utf-8") as f:
+            have = f.read().split()
+    except OSError:
+        have = []
+    missing = [c for c in needed if c not in have]
+    if not missing:
+        return Result(PASS, f"cgroup2 offers {', '.join(needed)} to user.slice")
+    pam = obj.get("pam", {})
+    opted = isinstance(pam, dict) and pam.get("allow-unconfined-logins") is True
+    what = {"cpuset": "CPUs and memory nodes", "memory": "memory limits"}
+    detail = (
+        f"the cgroup2 hierarchy does not offer {' and '.join(missing)} to"
+        " user.slice (/sys/fs/cgroup/cgroup.controllers:"
+        f" {' '.join(have) or 'none'}): "
+        + " and ".join(what[c] for c in missing)
+        + " of user slices are not enforced, so logins of job users are "
+        + ("admitted unconfined (pam.allow-unconfined-logins)" if opted else "refused")
+    )
+    fixes = []
+    if "cpuset" in missing:
+        fixes.append(
+            "give cpuset to cgroup v2: boot with"
+            " systemd.unified_cgroup_hierarchy=1 and mount no cgroup v1 cpuset"
+            " hierarchy (one that exists keeps the controller from cgroup2);"
+            " in a container, enable +cpuset in cgroup.subtree_control of every"
+            " cgroup above it"
+        )
+    if "memory" in missing:
+        fixes.append(
+            "give memory to cgroup v2 the same way, or remove the memory"
+            " limits from [exec] sdexec-properties"
+        )
+    return Result(FAIL, detail, "; ".join(fixes))
+
+
 # --- PAM ------------------------------------------------------------------
 
 
@@ -718,6 +796,7 @@ CHECKS: List[Tuple[str, Callable[[Context], Result]]] = [
     ("lock-dir", check_lock_dir),
     ("systemd", check_systemd),
     ("cgroup2", check_cgroup2),
+    ("cgroup-controllers", check_cgroup_controllers),
     ("pam-systemd", check_pam_systemd),
     ("pam-flux", check_pam_flux),
     ("linger", check_linger),

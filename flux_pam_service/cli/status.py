@@ -7,18 +7,25 @@ RANK (default: the local one, ``FLUX_NODEID_ANY``), or with ``--all`` to
 every rank of the instance (its ``size`` attribute) at once, and prints one
 row per user:
 
-    RANK USER JOBS CORES GPUS SLICE USER@ SCOPES LAST
+    RANK USER JOBS CORES GPUS ENFORCED SLICE USER@ SCOPES LAST
 
 JOBS is running/total on the rank, CORES and GPUS the union the slice is
-constrained to, SLICE and USER@ the ActiveState of ``user-UID.slice`` and
+constrained to, ENFORCED whether the kernel enforces it as read back after
+the last slice operation (``yes``; ``no``: the user's logins are refused;
+``unconfined``: not enforced, logins admitted by
+``pam.allow-unconfined-logins``; ``?`` not read back yet; ``-`` slices not
+constrained), SLICE and USER@ the ActiveState of ``user-UID.slice`` and
 ``user@UID.service``, SCOPES the number of login scopes (``flux-pam-*.scope``),
-LAST the last action, its result and its age.  A user's errors follow its row.
-``--json`` prints the responses as a JSON array instead.
+LAST the last action, its result and its age.  What is not enforced, and why,
+and a user's errors follow its row; a rank whose latest read-back was not
+enforced says so after its users.  ``--json`` prints the responses as a JSON
+array instead (``enforcement`` per user and per rank).
 
 When the module is not loaded (ENOSYS) or the broker cannot be reached, it
 says so on stderr and shows what this node has without the module: the
 marker files ``uid.UID.active`` in the lock directory (``--lock-dir``,
-default /run/flux-pam, readable by root only) and the systemd units
+default /run/flux-pam, readable by root only), with the deny line of those
+that refuse their user's logins, and the systemd units
 ``user-*.slice``, ``user@*.service`` and ``flux-pam-*.scope``.
 The exit code is 0 when every rank answered, else 1.
 
@@ -83,10 +90,40 @@ def _scopes(slice_state: Optional[dict]) -> str:
     return "-"
 
 
+ENFORCED = {
+    "enforced": "yes",
+    "not-enforced": "no",
+    "unconfined": "unconfined",
+    "unknown": "?",
+    "off": "-",
+}
+
+
+def _enforcement(obj: dict) -> dict:
+    value = obj.get("enforcement")
+    return value if isinstance(value, dict) else {}
+
+
+def enforcement_line(enf: dict) -> Optional[str]:
+    """What is not enforced and why, and what happens to logins; or None."""
+    state = enf.get("state")
+    if state not in ("not-enforced", "unconfined"):
+        return None
+    missing = ", ".join(enf.get("missing", [])) or "?"
+    reasons = "; ".join(enf.get("reasons", []))
+    then = (
+        "logins refused"
+        if state == "not-enforced"
+        else "logins admitted unconfined (pam.allow-unconfined-logins)"
+    )
+    return f"not enforced: {missing} ({reasons}): {then}"
+
+
 def rows(response: dict, now: Optional[float] = None) -> List[List[str]]:
     """Table rows (and error lines) for one pam.status response."""
     out: List[List[str]] = []
     rank = str(response.get("rank", "?"))
+    shown = False
     for user in response.get("users", []):
         jobs = user.get("jobs", [])
         running = sum(1 for j in jobs if j.get("running"))
@@ -108,18 +145,38 @@ def rows(response: dict, now: Optional[float] = None) -> List[List[str]]:
                 f"{running}/{len(jobs)}",
                 union.get("core") or "-",
                 union.get("gpu") or "-",
+                ENFORCED.get(_enforcement(user).get("state", ""), "-"),
                 _unit_state(sl, "slice_state"),
                 _unit_state(sl, "service_state"),
                 _scopes(sl),
                 last_text,
             ]
         )
+        line = enforcement_line(_enforcement(user))
+        if line is not None:
+            out.append([f"  {line}"])
+            shown = True
         for err in user.get("errors", []):
             out.append([f"  error: {err}"])
+    # the rank's latest read-back, unless a user's line already says it
+    line = enforcement_line(_enforcement(response))
+    if line is not None and not shown:
+        out.append([f"rank {rank}: {line}"])
     return out
 
 
-HEADER = ["RANK", "USER", "JOBS", "CORES", "GPUS", "SLICE", "USER@", "SCOPES", "LAST"]
+HEADER = [
+    "RANK",
+    "USER",
+    "JOBS",
+    "CORES",
+    "GPUS",
+    "ENFORCED",
+    "SLICE",
+    "USER@",
+    "SCOPES",
+    "LAST",
+]
 
 
 def format_table(table: List[List[str]]) -> str:
@@ -166,7 +223,8 @@ def query(h: Any, ranks: Optional[List[int]], uid: Optional[int]) -> List[dict]:
 
 
 def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
-    """uids with a marker in the lock directory, or the error reading it."""
+    """uids with a marker in the lock directory, or the error reading it;
+    "denied" maps those whose marker refuses their logins to its text."""
     try:
         names = os.listdir(path)
     except OSError as exc:
@@ -176,7 +234,15 @@ def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
         for n in names
         if n.startswith("uid.") and n.endswith(".active") and n[4:-7].isdigit()
     )
-    return {"path": path, "uids": uids}
+    denied = {}
+    for uid in uids:
+        try:
+            text = lockdir.marker_deny(uid, path)
+        except OSError as exc:
+            text = str(exc)
+        if text is not None:
+            denied[str(uid)] = text
+    return {"path": path, "uids": uids, "denied": denied}
 
 
 def units() -> Dict[str, Any]:
@@ -216,6 +282,8 @@ def print_local_view(view: Dict[str, Any]) -> None:
     else:
         users = ", ".join(user_name(u) for u in m["uids"]) or "none"
         print(f"markers in {m['path']} (users with an active job): {users}")
+        for uid, text in sorted(m.get("denied", {}).items()):
+            print(f"  {user_name(int(uid))}: logins refused: {text}")
     sd = view["systemd"]
     if "error" in sd:
         print(sd["error"])

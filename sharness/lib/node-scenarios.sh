@@ -1,21 +1,13 @@
 # Scenarios 1-4 of the node tier, as functions that add tests.  They run
 # with the pam module loaded (t2000-t2003) and with it removed, the
 # prolog/housekeeping drop-ins alone (t2005).  Each leaves alice without jobs
-# or logins, and the [pam] config as node_pam_default sets it.
+# or logins, and the [pam] config as node_pam_default sets it.  The kernel's
+# view (a login's own /proc/self/status, cpuset.cpus.effective) is asserted
+# where the replica has the cpuset controller (prereq CPUSET, lib/node.sh);
+# scenario_gpus needs a replica booted with --fake-gpus 2; scenario_unenforced
+# one without cpuset.
 #
 # Source after lib/node.sh.
-
-NODE_PAM_DEFAULT='[pam]
-manage-user-slice = true
-kill-user-slice = false
-kill-slice-grace-time = "30s"
-
-[exec]
-sdexec-constrain-resources = true'
-
-node_pam_default() {
-	node_pam_config "$NODE_PAM_DEFAULT"
-}
 
 # The cgroup of a login's shell, e.g. /user.slice/user-1000.slice/flux-pam-12.scope
 node_login_cgroup() {
@@ -31,6 +23,30 @@ node_session_start() {
 	node_ssh_bg "ssh-$tag" alice \
 		"$trap echo \$\$ >/tmp/$tag.pid; cat /proc/self/cgroup >/tmp/$tag.cg; exec sleep 3600" &&
 		node_wait 30 "node_sh 'test -s /tmp/$tag.cg'"
+}
+
+# "CPUS MEMS": Cpus_allowed_list and Mems_allowed_list of a fresh login of
+# USER (node_login_allowed USER), or of alice's session TAG that stays
+# (node_session_allowed TAG; node_session_cpus TAG: the first only)
+NODE_ALLOWED_SED="sed -n 's/^Cpus_allowed_list:[[:space:]]*//p; s/^Mems_allowed_list:[[:space:]]*//p'"
+node_login_allowed() {
+	node_ssh "$1" "$NODE_ALLOWED_SED /proc/self/status" | paste -sd" "
+}
+node_session_allowed() {
+	node_sh "$NODE_ALLOWED_SED /proc/\$(cat /tmp/$1.pid)/status" | paste -sd" "
+}
+node_session_cpus() {
+	node_session_allowed "$1" | cut -d" " -f1
+}
+
+# "CPUS MEMS" that user-UID.slice asks for (systemd's properties)
+node_slice_allowed() {
+	echo "$(node_prop user-$1.slice AllowedCPUs) $(node_prop user-$1.slice AllowedMemoryNodes)"
+}
+
+# cpuset.cpus.effective of user-UID.slice, as the kernel has it
+node_slice_effective() {
+	node_sh "cat /sys/fs/cgroup/user.slice/user-$1.slice/cpuset.cpus.effective"
 }
 
 # Is alice's session TAG still running (its shell, now sleep)?
@@ -102,6 +118,14 @@ scenario_confinement() {
 	test_expect_success 'user-1000.slice has DevicePolicy=closed' '
 		test "$(node_prop user-1000.slice DevicePolicy)" = closed
 	'
+	test_expect_success CPUSET 'the kernel holds her login to the job'\''s cores and memory nodes' '
+		node_login_allowed alice >conf.allowed-list &&
+		node_slice_allowed 1000 >conf.slice-list &&
+		echo "login: $(cat conf.allowed-list), slice: $(cat conf.slice-list)" &&
+		test "$(cat conf.allowed-list)" = "$(cat conf.slice-list)" &&
+		test "$(cut -d" " -f1 conf.allowed-list)" = "$(cat conf.cores)" &&
+		test "$(node_slice_effective 1000)" = "$(cat conf.cores)"
+	'
 	# the probe has /dev/net/tun's numbers (10:200): the container allows it,
 	# DevicePolicy=closed does not
 	test_expect_success 'a device alice may open outside the slice fails inside it' '
@@ -139,6 +163,10 @@ scenario_union() {
 		node_session_start un &&
 		test "$(node_prop user-1000.slice AllowedCPUs)" = "$(cat un.cores1)"
 	'
+	test_expect_success CPUSET 'the kernel holds the login to the first job'\''s cores' '
+		test "$(node_session_allowed un)" = "$(node_slice_allowed 1000)" &&
+		test "$(node_session_cpus un)" = "$(cat un.cores1)"
+	'
 	test_expect_success 'a second job widens the slice to the union' '
 		id=$(node_submit alice -n1 sleep inf) &&
 		echo $id >un.job2 &&
@@ -147,10 +175,18 @@ scenario_union() {
 		test "$(cat un.cores1)" != "$(cat un.cores2)" &&
 		node_wait 10 "test \"\$(node_prop user-1000.slice AllowedCPUs)\" = 0-1"
 	'
+	test_expect_success CPUSET 'the login that stayed grows with the union, in the kernel' '
+		node_wait 10 "test \"\$(node_session_cpus un)\" = 0-1" &&
+		test "$(node_slice_effective 1000)" = 0-1
+	'
 	test_expect_success 'ending the first job narrows it to the second job'\''s cores' '
 		node_flux cancel $(cat un.job1) &&
 		node_job_gone $(cat un.job1) &&
 		node_wait 10 "test \"\$(node_prop user-1000.slice AllowedCPUs)\" = $(cat un.cores2)"
+	'
+	test_expect_success CPUSET 'the login that stayed shrinks with the union, in the kernel' '
+		node_wait 10 "test \"\$(node_session_cpus un)\" = $(cat un.cores2)" &&
+		test "$(node_slice_effective 1000)" = "$(cat un.cores2)"
 	'
 	test_expect_success 'the login survived, and user@1000 still runs' '
 		node_session_alive un &&
@@ -188,13 +224,7 @@ scenario_teardown() {
 		node_wait 10 "node_session_gone td1"
 	'
 	test_expect_success 'kill-user-slice=true (grace 2s): alice has a job and a login ignoring SIGTERM' '
-		node_pam_config "[pam]
-manage-user-slice = true
-kill-user-slice = true
-kill-slice-grace-time = \"2s\"
-
-[exec]
-sdexec-constrain-resources = true" &&
+		node_pam_kill 2s &&
 		id=$(node_submit alice -n1 sleep inf) &&
 		echo $id >td.job2 &&
 		node_job_started $id &&
@@ -221,6 +251,147 @@ sdexec-constrain-resources = true" &&
 		test -z "$(node_drained)"
 	'
 	test_expect_success 'cleanup: default config' '
+		node_pam_default
+	'
+}
+
+# What opening GPU N's device node (sharness/lib/gpu_mapper.py) gives in a
+# fresh login of USER: "opened", or the shell's error (its last line).
+node_gpu_open() {
+	node_ssh "$1" "exec 3</dev/flux-pam-gpu$2 && echo opened" 2>&1 | tail -1
+}
+
+# node_job_gpus JOBID: the job's GPUs on rank 0, as an idset
+node_job_gpus() {
+	node_flux job info "$1" R | jq -r '.execution.R_lite[0].children.gpu'
+}
+
+# The device filter of the slice, with GPUs that do not exist: a replica
+# booted with --fake-gpus 2.  No driver owns the device nodes, so an open the
+# filter lets through answers ENXIO ("No such device or address") and one it
+# stops EPERM ("Operation not permitted").
+scenario_gpus() {
+	test_expect_success 'the replica has 2 GPUs; their device nodes have no driver' '
+		test "$(node_flux resource list -no {ngpus})" = 2 &&
+		for i in 0 1; do
+			node_sh "test -c /dev/flux-pam-gpu$i ||
+				mknod -m 0666 /dev/flux-pam-gpu$i c 240 $i" || return 1
+		done &&
+		test_must_fail node_run -u alice sh -c "exec 3</dev/flux-pam-gpu1" \
+			</dev/null 2>gpu.free &&
+		grep "No such device or address" gpu.free
+	'
+	test_expect_success 'alice holds GPU 0: her login opens it, GPU 1 gets EPERM' '
+		id=$(node_submit alice -n1 -g1 sleep inf) &&
+		echo $id >gpu.job1 &&
+		node_job_started $id &&
+		test "$(node_job_gpus $id)" = 0 &&
+		node_gpu_open alice 0 >gpu.0 &&
+		node_gpu_open alice 1 >gpu.1 &&
+		cat gpu.0 gpu.1 &&
+		grep "No such device or address" gpu.0 &&
+		grep "Operation not permitted" gpu.1
+	'
+	test_expect_success 'a second job with GPU 1: her logins open both' '
+		id=$(node_submit alice -n1 -g1 sleep inf) &&
+		echo $id >gpu.job2 &&
+		node_job_started $id &&
+		test "$(node_job_gpus $id)" = 1 &&
+		node_gpu_open alice 1 | grep "No such device or address" &&
+		node_gpu_open alice 0 | grep "No such device or address"
+	'
+	test_expect_success 'the first job ends: GPU 0 gets EPERM again, GPU 1 opens' '
+		node_flux cancel $(cat gpu.job1) &&
+		node_job_gone $(cat gpu.job1) &&
+		node_gpu_open alice 0 | grep "Operation not permitted" &&
+		node_gpu_open alice 1 | grep "No such device or address"
+	'
+	test_expect_success 'cleanup: the second job ends' '
+		node_flux cancel $(cat gpu.job2) &&
+		node_job_gone $(cat gpu.job2)
+	'
+}
+
+UNENFORCED="Access denied: CPU and memory node confinement is not enforced on this node; ask your administrator"
+
+# node_ssh_told USER CMD: a login whose client shows the server's banners
+# (pam_flux's account message reaches the client as one), stderr included
+node_ssh_told() {
+	local user=$1
+	shift
+	node_run ssh -o LogLevel=INFO "$user@127.0.0.1" -- "$@" </dev/null 2>&1
+}
+
+# On a replica without cpuset (t2000), with the module or the drop-ins
+# alone (MODE: module | drop-ins): job users are refused with the message,
+# root gets in, pam.allow-unconfined-logins admits them unconfined.
+scenario_unenforced() {
+	test_expect_success "$1: the config does not allow unconfined logins" '
+		node_pam_config "$(echo "$NODE_PAM_DEFAULT" |
+			sed "/^\[pam\]/a allow-unconfined-logins = false")"
+	'
+	test_expect_success "$1: alice with a job is refused; her ssh client says why" '
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >ue.job1 &&
+		node_job_started $id &&
+		test_must_fail node_ssh_told alice true >ue.alice &&
+		cat ue.alice &&
+		grep -F "$UNENFORCED" ue.alice
+	'
+	test_expect_success "$1: the auth log has the reason" '
+		node_wait 10 "node_auth_log | grep -F \"access denied for user alice (uid=1000): $UNENFORCED\""
+	'
+	test_expect_success "$1: root is admitted" '
+		node_ssh root id -u >ue.root &&
+		test "$(cat ue.root)" = 0
+	'
+	test_expect_success "$1: bob, without a job, gets the usual refusal" '
+		test_must_fail node_ssh_told bob true >ue.bob &&
+		grep "Access denied: user bob has no active jobs on this node" ue.bob
+	'
+	test "$1" = drop-ins &&
+		test_expect_success "$1: flux pam status shows the marker that refuses her" '
+			test_must_fail node_flux pam status >ue.local 2>&1 &&
+			cat ue.local &&
+			grep -F "alice: logins refused: $UNENFORCED" ue.local
+		'
+	test "$1" = module &&
+		test_expect_success "$1: flux pam status says what is not enforced and why" '
+			node_flux pam status >ue.status &&
+			cat ue.status &&
+			grep -E "^0 +alice +1/1 +[0-9-]+ +- +no " ue.status &&
+			grep -F "  not enforced: CPU, memory node (CPU: the cpuset controller is not enabled for the slice" ue.status &&
+			grep "logins refused$" ue.status &&
+			node_flux pam status --json >ue.json &&
+			jq -e ".[0].users[0].enforcement.state == \"not-enforced\"" ue.json &&
+			jq -e ".[0].enforcement.state == \"not-enforced\"" ue.json
+		'
+	test_expect_success "$1: allow-unconfined-logins admits her, unconfined" '
+		node_flux cancel $(cat ue.job1) &&
+		node_job_gone $(cat ue.job1) &&
+		node_pam_config "$(echo "$NODE_PAM_DEFAULT" |
+			sed "/^\[pam\]/a allow-unconfined-logins = true")" &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >ue.job2 &&
+		node_job_started $id &&
+		node_login_cgroup alice >ue.cg &&
+		grep -E "^/user.slice/user-1000.slice/flux-pam-[0-9]+.scope$" ue.cg &&
+		node_login_allowed alice >ue.allowed &&
+		echo "unconfined login: $(cat ue.allowed), slice asks $(node_slice_allowed 1000)" &&
+		test "$(cut -d" " -f1 ue.allowed)" != "$(node_prop user-1000.slice AllowedCPUs)"
+	'
+	test "$1" = module &&
+		test_expect_success "$1: flux pam status marks her unconfined" '
+			node_flux pam status >ue.status2 &&
+			cat ue.status2 &&
+			grep -E "^0 +alice +1/1 +[0-9-]+ +- +unconfined " ue.status2 &&
+			grep "logins admitted unconfined (pam.allow-unconfined-logins)$" ue.status2 &&
+			node_flux pam status --json |
+				jq -e ".[0].users[0].enforcement.state == \"unconfined\""
+		'
+	test_expect_success "$1: cleanup: her job ends" '
+		node_flux cancel $(cat ue.job2) &&
+		node_job_gone $(cat ue.job2) &&
 		node_pam_default
 	'
 }

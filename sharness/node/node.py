@@ -11,10 +11,13 @@ install``; nothing of it is copied by hand.
 CLI (run as root):
     node.py can-run              exit 0 if a replica can run here, else print why
     node.py build                build (or reuse) the cached tree
-    node.py up [--name N] [--restartable]
+    node.py up [--name N] [--restartable] [--fake-gpus N] [--no-cpuset]
                                  stage and boot a fresh replica, wait for the
                                  broker; prints ``export FLUX_PAM_NODE=N``;
-                                 --restartable: see RESTART_CONF
+                                 --restartable: see RESTART_CONF;
+                                 --fake-gpus: see GPU_CONF; --no-cpuset:
+                                 without the cpuset controller even when
+                                 FLUX_PAM_TESTBED_CPUSET asks for it
     node.py down [--name N]      stop it and remove everything up made
     node.py run [--name N] [--uid U] [--setenv K=V]... -- CMD...
                                  run CMD inside (a transient service), exit code
@@ -27,10 +30,11 @@ CLI (run as root):
 Module interface:
     can_run() -> (bool, reason)
     build(log) -> str                    the cached tree
-    up(name, log, restartable=False) -> Node
+    up(name, log, restartable=False, fake_gpus=0, cpuset=None) -> Node
                                          stage, boot, wait for the broker
     down(name, log)
-    Node: .name .testbed (t/testbed.py Testbed) .root (staged root on the host)
+    Node: .name .testbed (t/testbed.py Testbed: .cpuset says whether the
+          replica has the cpuset controller, or why not) .root (staged root)
           .run(argv, uid=None, env=None, timeout=120) -> CompletedProcess
           .timings (dict of seconds)
 
@@ -71,7 +75,9 @@ prefix is ever written):
     before systemd boots: flux.service starts at boot with our module.
 
 Boot: t/testbed.py's up() with tree=ROOT, volatile=False (the root is
-already a throw-away overlay).  Then wait until the broker reports its run
+already a throw-away overlay); with FLUX_PAM_TESTBED_CPUSET=1 (and not
+--no-cpuset) the replica gets the cpuset controller where the host allows it
+(t/testbed.py).  Then wait until the broker reports its run
 state (``flux uptime`` as root on the local connector): flux.service is
 "active" before rc1 has finished.
 
@@ -403,8 +409,28 @@ Environment=FLUX_DISABLE_JOB_CLEANUP=1
 """
 
 
+# `up --fake-gpus N`: a node with N GPUs that do not exist.  R comes from the
+# config (noverify: hwloc finds no GPU) and sharness/lib/gpu_mapper.py maps
+# GPU i to /dev/flux-pam-gpu<i>, a device node the tests create.
+GPU_CONF = """\
+# node replica: {gpus} fake GPUs (sharness/lib/gpu_mapper.py)
+[resource]
+noverify = true
+
+[[resource.config]]
+hosts = "{host}"
+cores = "0-{lastcore}"
+gpus = "0-{lastgpu}"
+
+[sdexec]
+mapper = "gpu_mapper.FakeGpuMapper"
+mapper-searchpath = "{libdir}"
+"""
+GPU_MAPPER_DIR = "/usr/local/lib/flux-pam-test"
+
+
 def stage(
-    name: str, tree: str, log: Log, restartable: bool = False
+    name: str, tree: str, log: Log, restartable: bool = False, fake_gpus: int = 0
 ) -> Dict[str, float]:
     """Mount the overlays and configure the replica like a site would."""
     timings: Dict[str, float] = {}
@@ -427,6 +453,20 @@ def stage(
     if restartable:
         _write(f"{root}{FLUX}/etc/flux/system/conf.d/restart.toml", RESTART_CONF)
         _write(f"{root}/etc/systemd/system/flux.service.d/node.conf", RESTART_DROPIN)
+    if fake_gpus:
+        conf = GPU_CONF.format(
+            gpus=fake_gpus,
+            host=name,  # systemd-nspawn -M NAME sets the hostname
+            lastcore=(os.cpu_count() or 1) - 1,
+            lastgpu=fake_gpus - 1,
+            libdir=GPU_MAPPER_DIR,
+        )
+        _write(f"{root}{FLUX}/etc/flux/system/conf.d/gpus.toml", conf)
+        os.makedirs(root + GPU_MAPPER_DIR, exist_ok=True)
+        shutil.copy(
+            os.path.join(REPO, "sharness", "lib", "gpu_mapper.py"),
+            root + GPU_MAPPER_DIR,
+        )
 
     # flux-core's own units
     unitdir = f"{root}/etc/systemd/system"
@@ -511,18 +551,26 @@ def _wait_flux(tb: "testbed.Testbed", log: Log) -> None:
 
 
 def up(
-    name: str = DEFAULT_NAME, log: Log = testbed._stderr, restartable: bool = False
+    name: str = DEFAULT_NAME,
+    log: Log = testbed._stderr,
+    restartable: bool = False,
+    fake_gpus: int = 0,
+    cpuset: Optional[bool] = None,
 ) -> Node:
-    """Stage and boot a fresh replica; wait for the system instance."""
+    """Stage and boot a fresh replica; wait for the system instance.
+
+    *cpuset* None follows FLUX_PAM_TESTBED_CPUSET, False boots without."""
     down(name, log=lambda _m: None)
     timings: Dict[str, float] = {}
     t0 = time.monotonic()
     tree = build(log=log)
     timings["tree"] = time.monotonic() - t0
     try:
-        timings.update(stage(name, tree, log, restartable=restartable))
+        timings.update(stage(name, tree, log, restartable, fake_gpus))
         t1 = time.monotonic()
-        tb = testbed.up(name, repo=REPO, log=log, tree=_root(name), volatile=False)
+        tb = testbed.up(
+            name, repo=REPO, log=log, tree=_root(name), volatile=False, cpuset=cpuset
+        )
         timings["boot"] = time.monotonic() - t1
         t2 = time.monotonic()
         _wait_flux(tb, log)
@@ -592,6 +640,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         action="store_true",
         help="test-execution jobs of guests survive a restart of flux.service",
     )
+    p_up.add_argument(
+        "--fake-gpus", type=int, default=0, metavar="N", help="N GPUs in R"
+    )
+    p_up.add_argument(
+        "--no-cpuset",
+        action="store_true",
+        help="no cpuset controller, whatever FLUX_PAM_TESTBED_CPUSET says",
+    )
     for cmd in ("down", "status"):
         sub.add_parser(cmd).add_argument("--name", default=default)
     p_run = sub.add_parser("run")
@@ -616,7 +672,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{path} ({time.monotonic() - t0:.1f}s)")
         return 0
     if args.cmd == "up":
-        node = up(args.name, restartable=args.restartable)
+        node = up(
+            args.name,
+            restartable=args.restartable,
+            fake_gpus=args.fake_gpus,
+            cpuset=False if args.no_cpuset else None,
+        )
         print(f"export FLUX_PAM_NODE={node.name}")
         return 0
     if args.cmd == "down":
@@ -628,7 +689,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{args.name}: not running")
             return 1
         print(
-            json.dumps({"name": node.name, "root": node.root, "timings": node.timings})
+            json.dumps(
+                {
+                    "name": node.name,
+                    "root": node.root,
+                    "timings": node.timings,
+                    "cpuset": node.testbed.cpuset,
+                }
+            )
         )
         return 0
 

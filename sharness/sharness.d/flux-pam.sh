@@ -68,6 +68,7 @@ sys.exit(0 if tuple(int(x) for x in v[:2]) >= (0, 88) else 1)' "${v:-0.0}" \
 
 # Skip the whole script unless the systemd test bed is reachable.
 flux_pam_require_testbed() {
+	testbed_cpuset_prereq
 	test -n "$FLUX_PAM_UNDER_FLUX" && return 0
 	if test -z "$DBUS_SYSTEM_BUS_ADDRESS" || test -z "$FLUX_PAM_TESTBED"; then
 		skip_all="no systemd test bed: DBUS_SYSTEM_BUS_ADDRESS and"
@@ -126,6 +127,21 @@ test_under_flux_pam() {
 	test "$debug" = "t" || test $rc -ne 0 || rm -f "$FLUX_PAM_BROKER_LOG"
 	trap - EXIT # the inner script ran test_done; do not let sharness die()
 	exit $rc
+}
+
+# The CPUSET prereq: the test bed's container has the cpuset controller
+# (t/testbed.py up with FLUX_PAM_TESTBED_CPUSET=1, where the host allows it);
+# FLUX_PAM_CGROUP_ROOT is its cgroup2 root seen from the host.  Without it,
+# say why once (the tests that need it are then skipped).
+testbed_cpuset_prereq() {
+	if grep -qw cpuset "$FLUX_PAM_CGROUP_ROOT/cgroup.controllers" 2>/dev/null; then
+		test_set_prereq CPUSET
+	elif test -z "$FLUX_PAM_UNDER_FLUX"; then
+		local why
+		why=$("${PYTHON:-python3}" "$FLUX_PAM_SRCDIR/t/testbed.py" status \
+			--name "$FLUX_PAM_TESTBED" 2>/dev/null | jq -r .cpuset 2>/dev/null)
+		echo "# test bed $FLUX_PAM_TESTBED has no cpuset controller: ${why:-unknown}"
+	fi
 }
 
 # RPC helper: pam_rpc [--rank N] TOPIC [PAYLOAD_JSON]; prints the response.

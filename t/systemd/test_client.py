@@ -70,6 +70,44 @@ def test_unit_property_loads_unit_that_is_not_loaded(sd):
     assert sd.unit_property("flux-pam-no-such.service", "LoadState") == "not-found"
 
 
+def test_pipelined_calls_answer_in_order_and_errors_after_every_reply(sd):
+    got = sd.unit_property_values("init.scope", ("Id", "ActiveState", "Description"))
+    assert got["Id"] == "init.scope" and got["ActiveState"] == "active"
+    assert list(got) == ["Id", "ActiveState", "Description"]
+    get = "org.freedesktop.DBus.Properties"
+    calls = [
+        (
+            "org.freedesktop.systemd1",
+            unit_path("init.scope"),
+            get,
+            "Get",
+            "ss",
+            ("org.freedesktop.systemd1.Unit", "Id"),
+        ),
+        (
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "KillUnit",
+            "ssi",
+            ("flux-pam-no-such.service", "all", 15),
+        ),
+        (
+            "org.freedesktop.systemd1",
+            unit_path("init.scope"),
+            get,
+            "Get",
+            "ss",
+            ("org.freedesktop.systemd1.Unit", "ActiveState"),
+        ),
+    ]
+    with pytest.raises(DBusError) as exc:
+        sd.call_many(calls)
+    assert exc.value.name == "org.freedesktop.systemd1.NoSuchUnit"
+    # every reply was read: the connection answers the next call in step
+    assert sd.unit_property("init.scope", "Id") == "init.scope"
+
+
 def test_unit_processes_is_empty_for_unit_not_loaded(sd):
     assert sd.unit_processes("flux-pam-no-such.service") == []
 

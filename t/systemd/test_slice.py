@@ -102,6 +102,16 @@ def test_apply_twice_is_idempotent_and_replaces_devices(us, sd):
     assert got["AllowedCPUs"] == {1}
 
 
+def test_apply_of_a_union_without_devices_drops_the_old_ones(us, sd):
+    # the mapper names no DeviceAllow once the union has no GPU left
+    us.apply(PROPS)
+    no_gpu = {k: v for k, v in PROPS.items() if k != "DeviceAllow"}
+    us.apply(no_gpu)
+    got = slice_props(sd)
+    assert got["DeviceAllow"] == set()
+    assert got["DevicePolicy"] == "closed"
+
+
 def test_apply_keeps_mapper_device_policy(us, sd):
     us.apply(dict(PROPS, DevicePolicy="strict"))
     assert slice_props(sd)["DevicePolicy"] == "strict"

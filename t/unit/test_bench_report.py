@@ -252,6 +252,8 @@ def floor_data():
             "UserSlice.apply": summ(2.0, 4.0),
             "StartTransientUnit": {"skipped": "no"},
             "module apply": summ(3.0, 6.0),
+            "slice update without read-back": summ(2.0, 4.0),
+            "slice update with read-back": summ(2.5, 5.0),
         },
         "worker_ms_per_op": {"apply": 2.5},
     }
@@ -261,8 +263,11 @@ def test_floor_ratios_of_medians():
     rat = floor.ratios(floor_data())
     assert rat["module_apply_over_SetUnitProperties"] == pytest.approx(2.0)
     assert rat["module_apply_over_UserSlice_apply"] == pytest.approx(1.5)
+    assert rat["update_with_over_without_read_back"] == pytest.approx(1.25)
+    assert rat["read_back_ms"] == pytest.approx(0.5)
     text = floor.report(floor_data())
     assert "skipped" in text and "2.00" in text
+    assert "with / without read-back" in text and "1.25" in text
 
 
 def test_floor_reads_dbus_floor_rows_in_ms():

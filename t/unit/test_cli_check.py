@@ -36,6 +36,10 @@ def edit(root, rel, old, new):
         f.write(text.replace(old, new))
 
 
+def edit_pam_toml(root, old, new):
+    edit(root, "etc/flux/system/conf.d/pam.toml", old, new)
+
+
 def append(root, rel, text):
     with open(os.path.join(root, rel), "a") as f:
         f.write(text)
@@ -328,6 +332,59 @@ def test_cgroup_check_fails_on_v1(root):
     os.makedirs(os.path.join(root, "sys/fs/cgroup/cpuset"))
     res = run("cgroup2", root)
     assert res.status == check.FAIL and "not cgroup2" in res.detail
+
+
+def controllers_check(root, controllers, *edits):
+    """The cgroup-controllers check with this cgroup.controllers text and
+    pam.toml edited by each (old, new) of *edits*."""
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", controllers)
+    for old, new in edits:
+        edit_pam_toml(root, old, new)
+    return run("cgroup-controllers", root)
+
+
+def test_controllers_check_passes_when_cgroup2_offers_cpuset(root):
+    res = run("cgroup-controllers", root)
+    assert res.status == check.PASS and "offers cpuset" in res.detail
+
+
+def test_controllers_check_fails_without_cpuset_naming_it_and_the_fix(root):
+    res = controllers_check(root, "cpu io memory pids\n")
+    assert res.status == check.FAIL
+    assert "does not offer cpuset to user.slice" in res.detail
+    assert "cgroup.controllers: cpu io memory pids" in res.detail
+    assert res.detail.endswith("logins of job users are refused")
+    assert "mount no cgroup v1 cpuset hierarchy" in res.fix
+    assert "+cpuset in cgroup.subtree_control" in res.fix
+
+
+def test_controllers_check_names_an_empty_hierarchy(root):
+    res = controllers_check(root, "")
+    assert res.status == check.FAIL and "cgroup.controllers: none" in res.detail
+
+
+def test_controllers_check_wants_memory_only_with_a_memory_limit(root):
+    assert controllers_check(root, "cpuset pids\n").status == check.PASS
+    limit = '\n[exec.sdexec-properties]\nMemoryMax = "90%"\n'
+    append(root, "etc/flux/system/conf.d/pam.toml", limit)
+    res = run("cgroup-controllers", root)
+    assert res.status == check.FAIL
+    assert "does not offer memory to user.slice" in res.detail
+    assert "memory limits of user slices are not enforced" in res.detail
+    assert "remove the memory limits" in res.fix
+
+
+def test_controllers_check_says_when_logins_are_admitted_unconfined(root):
+    opt_in = ("allow-unconfined-logins = false", "allow-unconfined-logins = true")
+    res = controllers_check(root, "pids\n", opt_in)
+    assert res.status == check.FAIL
+    assert "admitted unconfined (pam.allow-unconfined-logins)" in res.detail
+
+
+def test_controllers_check_needs_nothing_without_constraints(root):
+    off = ("sdexec-constrain-resources = true", "sdexec-constrain-resources = false")
+    res = controllers_check(root, "", off)
+    assert res.status == check.PASS and "no controller needed" in res.detail
 
 
 # --- pam_systemd ----------------------------------------------------------

@@ -22,6 +22,7 @@ DEFAULTS = {
         "kill-user-slice": False,
         "kill-slice-grace-time": "30s",
         "debug": False,
+        "allow-unconfined-logins": False,
     },
     "exec": {"sdexec-constrain-resources": False},
 }
@@ -59,6 +60,7 @@ def test_accepts_the_example_config_and_prints_it_as_json():
             "kill-user-slice": False,
             "kill-slice-grace-time": "30s",
             "debug": False,
+            "allow-unconfined-logins": False,
         },
         "exec": {"sdexec-constrain-resources": True},
     }

@@ -44,6 +44,13 @@ RESPONSE = {
                 "MemoryHigh": 2**64 - 1,
                 "MemoryMax": 2**64 - 1,
             },
+            "enforcement": {
+                "state": "enforced",
+                "enforced": True,
+                "missing": [],
+                "reasons": [],
+                "effective": {"cpus": "0-2", "mems": "0", "device_policy": "closed"},
+            },
             "last_action": {"action": "apply", "time": NOW - 125, "result": "ok"},
             "errors": [],
         },
@@ -75,6 +82,7 @@ def test_rows_show_jobs_union_units_scopes_and_last_action_age():
         "1/2",
         "0-2",
         "0",
+        "yes",
         "active",
         "inactive",
         "2",
@@ -89,9 +97,58 @@ def test_rows_show_jobs_union_units_scopes_and_last_action_age():
         "-",
         "-",
         "-",
+        "-",
         "teardown (EBUSY) 3s ago",
     ]
     assert r[2] == ["  error: pids 12 (sleep) survive SIGKILL"]
+
+
+NOT_ENFORCED = {
+    "state": "not-enforced",
+    "enforced": False,
+    "missing": ["CPU", "memory node"],
+    "reasons": [
+        "CPU: the cpuset controller is not enabled for the slice"
+        " (cgroup.controllers: pids)",
+        "memory node: the cpuset controller is not enabled for the slice"
+        " (cgroup.controllers: pids)",
+    ],
+    "effective": {"device_policy": "closed"},
+}
+
+
+def one_user(enforcement, node=None):
+    user = dict(RESPONSE["users"][0], enforcement=enforcement)
+    return dict(RESPONSE, users=[user], enforcement=node or enforcement)
+
+
+def test_a_user_whose_union_is_not_enforced_is_marked_and_explained():
+    r = status.rows(one_user(NOT_ENFORCED), now=NOW)
+    assert r[0][status.HEADER.index("ENFORCED")] == "no"
+    assert r[1] == [
+        "  not enforced: CPU, memory node (CPU: the cpuset controller is not"
+        " enabled for the slice (cgroup.controllers: pids); memory node: the"
+        " cpuset controller is not enabled for the slice (cgroup.controllers:"
+        " pids)): logins refused"
+    ]
+    assert len(r) == 2  # the rank's line would say the same again
+
+
+def test_an_unconfined_user_is_marked_as_such():
+    unconfined = dict(NOT_ENFORCED, state="unconfined")
+    r = status.rows(one_user(unconfined), now=NOW)
+    assert r[0][status.HEADER.index("ENFORCED")] == "unconfined"
+    assert r[1][0].endswith("logins admitted unconfined (pam.allow-unconfined-logins)")
+
+
+def test_the_ranks_latest_read_back_is_shown_when_no_user_says_it():
+    response = dict(RESPONSE, users=[], enforcement=dict(NOT_ENFORCED, uid=1000))
+    r = status.rows(response, now=NOW)
+    assert len(r) == 1 and r[0][0].startswith("rank 3: not enforced: CPU, memory")
+    unknown = {"state": "unknown"}
+    assert status.rows(dict(RESPONSE, users=[], enforcement=unknown)) == []
+    r = status.rows(one_user({"state": "unknown"}), now=NOW)
+    assert r[0][status.HEADER.index("ENFORCED")] == "?"
 
 
 def test_table_aligns_columns_under_header():
@@ -120,7 +177,21 @@ def test_resolve_user_accepts_name_and_number():
 def test_markers_lists_uids_with_active_marker(tmp_path):
     for name in ("uid.1000.active", "uid.1000.lock", "uid.1001.lock", "uid.7.active"):
         (tmp_path / name).write_text("")
-    assert status.markers(str(tmp_path)) == {"path": str(tmp_path), "uids": [7, 1000]}
+    assert status.markers(str(tmp_path)) == {
+        "path": str(tmp_path),
+        "uids": [7, 1000],
+        "denied": {},
+    }
+
+
+def test_markers_show_the_deny_line(tmp_path, capsys):
+    (tmp_path / "uid.0.active").write_text("deny: Access denied: CPU confinement\n")
+    m = status.markers(str(tmp_path))
+    assert m["denied"] == {"0": "Access denied: CPU confinement"}
+    status.print_local_view({"markers": m, "systemd": {"units": []}})
+    assert "  root: logins refused: Access denied: CPU confinement" in (
+        capsys.readouterr().out
+    )
 
 
 def test_markers_reports_unreadable_dir(tmp_path):

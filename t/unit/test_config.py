@@ -19,6 +19,7 @@ DEFAULTS = {
         "kill-user-slice": False,
         "kill-slice-grace-time": "30s",
         "debug": False,
+        "allow-unconfined-logins": False,
     },
     "exec": {"sdexec-constrain-resources": False},
 }

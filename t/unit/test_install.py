@@ -221,7 +221,7 @@ def test_installed_tree_with_shipped_examples_passes_check(dest, tmp_path):
     for c in ("flux-run-prolog", "flux-run-housekeeping"):
         checktree.write(root, f"usr/libexec/flux/cmd/{c}", "#!/bin/sh\n", 0o755)
     checktree.write(root, "etc/passwd", checktree.PASSWD)
-    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "cpu memory\n")
+    checktree.write(root, "sys/fs/cgroup/cgroup.controllers", "cpuset cpu memory\n")
     for d in ("etc/flux/imp/conf.d", "etc/flux/imp", "etc/flux", "etc"):
         os.chmod(os.path.join(root, d), 0o755)
     os.chmod(root, 0o755)

@@ -246,3 +246,25 @@ def test_set_marker_in_missing_dir_names_path(tmp_path):
     path = str(tmp_path / "missing")
     with pytest.raises(lockdir.LockDirError, match="missing"):
         lockdir.set_marker(1000, path)
+
+
+def test_a_deny_line_in_the_marker_is_read_back(tmp_path):
+    path = str(tmp_path)
+    assert lockdir.marker_deny(1000, path) is None  # no marker
+    lockdir.set_marker(1000, path)
+    assert lockdir.marker_deny(1000, path) is None  # empty marker: no deny
+    text = "Access denied: CPU confinement is not enforced on this node"
+    lockdir.set_marker(1000, path, lockdir.deny_content(text + "\n  on two lines"))
+    assert open(lockdir.marker_path(1000, path)).read() == (
+        f"deny: {text} on two lines\n"
+    )
+    assert lockdir.marker_deny(1000, path) == f"{text} on two lines"
+    lockdir.set_marker(1000, path, "f1234\ndeny: not on the first line\n")
+    assert lockdir.marker_deny(1000, path) is None
+
+
+def test_marker_deny_refuses_symlink(tmp_path):
+    (tmp_path / "elsewhere").write_text("deny: x\n")
+    (tmp_path / "uid.1000.active").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(lockdir.LockDirError, match="uid.1000.active"):
+        lockdir.marker_deny(1000, str(tmp_path))
