@@ -117,7 +117,6 @@ struct verdict {
     char jobs[128];              /* OWNER: job IDs; GUEST: the job */
     int manage;
     char message[MAX_MESSAGE + 1];  /* REFUSED: the text shown */
-    char reason[MAX_MESSAGE + 16];  /* REFUSED: for the log */
 };
 
 /* ------------------------------------------------------------------ util */
@@ -1133,8 +1132,6 @@ static int parse_check (const struct call *c, json_t *obj, struct verdict *v,
         v->kind = VERDICT_REFUSED;
         copy_message (v->message, sizeof (v->message),
                       json_string_value (message));
-        copy_message (v->reason, sizeof (v->reason),
-                      reason ? reason : v->message);
     }
     else
         v->kind = VERDICT_NONE;
@@ -1296,7 +1293,6 @@ static int check_account (const struct call *c, uid_t uid, struct verdict *v,
         else if (deny[0]) {
             v->kind = VERDICT_REFUSED;
             copy_message (v->message, sizeof (v->message), deny);
-            (void)snprintf (v->reason, sizeof (v->reason), "marker: %s", deny);
         }
     }
     return rc;
@@ -1392,7 +1388,7 @@ static int account (struct call *c)
                   v.jobs);
             return PAM_SUCCESS;
         case VERDICT_REFUSED:
-            flog (c, LOG_INFO, "access denied for %s: %s", who, v.reason);
+            flog (c, LOG_INFO, "access denied for %s: %s", who, v.message);
             tell (c, v.message);
             return PAM_PERM_DENIED;
         case VERDICT_NONE:
@@ -1902,8 +1898,8 @@ static int open_scope (const struct call *c, const char *user, uid_t uid,
             tell (c, text);
             return PAM_SESSION_ERR;
         case REFUSED_MESSAGE:
-            flog (c, LOG_INFO, "session refused for %s: %s (%s)", who, text,
-                  how);
+            flog (c, LOG_INFO, "session refused for %s (%s): %s", who, how,
+                  text);
             tell (c, text);
             return PAM_SESSION_ERR;
         case CONFIRM_FAILED:

@@ -101,10 +101,7 @@ def test_account_refusal_message_from_the_module_denies_whatever_no_jobs_says(ri
     rig.stack(["action_no_jobs=ignore", "allow-guest-user"])
     res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
     assert res.errors == [NOT_ENFORCED]
-    assert (
-        LOG_INFO,
-        f"access denied for {WHO}: user 65534: cpuset not enforced on rank 0",
-    ) in res.logs
+    assert (LOG_INFO, f"access denied for {WHO}: {NOT_ENFORCED}") in res.logs
 
 
 def test_account_refusal_message_has_its_control_characters_replaced(rig):
@@ -164,7 +161,7 @@ def test_account_fallback_refuses_with_the_markers_deny_line(rig):
     rig.stack()
     res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
     assert res.errors == [NOT_ENFORCED]
-    assert (LOG_INFO, f"access denied for {WHO}: marker: {NOT_ENFORCED}") in res.logs
+    assert (LOG_INFO, f"access denied for {WHO}: {NOT_ENFORCED}") in res.logs
 
 
 @pytest.mark.parametrize("content", ["", "\n", "denial: x\n", " deny: x\n"])
