@@ -31,32 +31,26 @@ test_expect_success 'the replica boots without cpuset, the pam module loaded by 
 '
 scenario_admission
 test_expect_success 'the ssh client shows pam_flux'\''s message to alice' '
-	test_must_fail node_ssh_told alice true >msg.nojob &&
-	cat msg.nojob &&
-	grep -F "Access denied: user alice has no active jobs on this node" msg.nojob
+	node_refused_says alice "Access denied: user alice has no active jobs on this node" msg.nojob
 '
 test_expect_success 'the broker is stopped (systemctl stop flux)' '
 	node_sh "systemctl stop flux" &&
 	test "$(node_unit_state flux.service)" = inactive
 '
 test_expect_success 'alice is told her jobs cannot be checked right now' '
-	test_must_fail node_ssh_told alice true >msg.nobroker &&
-	cat msg.nobroker &&
-	grep -F "Access denied: the jobs of user alice on this node cannot be checked right now; try again later" msg.nobroker &&
+	node_refused_says alice "Access denied: the jobs of user alice on this node cannot be checked right now; try again later" msg.nobroker &&
 	! grep -F "has no active jobs" msg.nobroker
 '
 test_expect_success 'the auth log keeps the cause' '
 	node_wait 10 "node_auth_log | grep -F \"pam_flux(sshd:account): cannot check jobs of user alice (uid=1000): cannot connect to local:///run/flux/local\""
 '
 test_expect_success 'root still gets in while the broker is down' '
-	node_ssh root id -u >root.nobroker &&
-	test "$(cat root.nobroker)" = 0
+	node_root_gets_in root.nobroker
 '
 test_expect_success 'the broker is started again; alice is refused as before' '
 	node_sh "systemctl start flux" &&
 	node_wait 60 "node_flux uptime 2>/dev/null | grep -q \" run \"" &&
-	test_must_fail node_ssh_told alice true >msg.again &&
-	grep -F "has no active jobs on this node" msg.again
+	node_refused_says alice "has no active jobs on this node" msg.again
 '
 scenario_unenforced module
 test_expect_success 'flux pam check FAILs, naming the missing cpuset and the fix' '
