@@ -18,9 +18,9 @@ close_session``.  pam_flux's session share is (sshd: session run minus
 account run) minus (no-session: the same difference): the other session
 modules (pam_limits, pam_env, pam_motd, ...) cancel out.  What the session
 step does: the module's pam.check answer says manage-user-slice is on, so
-it imports flux_pam_service.systemd (jeepney) and lockdir, checks the lock
-directory, starts flux-pam-PID.scope in user-1000.slice over D-Bus, waits
-for the job, and confirms with pam.attach.
+it checks the lock directory, loads sd-bus (libsystemd.so.0), starts
+flux-pam-PID.scope in user-1000.slice, waits for the job, and confirms with
+pam.attach.
 
 Output: a table, bench/results/session-TIME.json and .png.
 """
@@ -38,7 +38,7 @@ import benchlib as bl  # noqa: E402
 sys.path.insert(0, os.path.join(bl.TOP, "sharness", "node"))
 
 KIND = "session"
-NAME = "flux-pam-bench-session"
+NAME = f"flux-pam-bench-session-{os.getpid()}"  # per run
 STACKS = ("sshd", "flux-pam-bench-nosession")
 RUNS = {"account": "acct_mgmt", "session": "acct_mgmt,open_session,close_session"}
 
@@ -48,9 +48,10 @@ def no_session_stack(text: str) -> str:
     out = []
     for line in text.splitlines():
         words = line.split()
-        if words[:1] == ["session"] and any(w.endswith("pam_flux.py") for w in words):
+        flux = any(w.endswith("pam_flux.so") for w in words)
+        if words[:1] == ["session"] and flux:
             continue
-        if words[:1] == ["account"] and any(w.endswith("pam_flux.py") for w in words):
+        if words[:1] == ["account"] and flux:
             line += " service=*"
         out.append(line)
     return "\n".join(out) + "\n"

@@ -41,7 +41,7 @@ Interface:
 A key set by two files of a conf.d directory is an error when *strict* (what
 ``flux-pam config`` and ``flux pam check`` report).  The broker itself merges
 such files with the later file winning, so code that must agree with the
-running instance (pam_flux) reads with ``strict=False``, which does the same.
+running instance reads with ``strict=False``, which does the same.
 
 Every problem is one line of ConfigError.problems, naming the file and the
 dotted key: ``pam.toml: pam.debug: "yes" is not a boolean``.

@@ -8,7 +8,7 @@ Interface:
     encode(ids) -> canonical string: sorted, ranges merged, no brackets
 """
 
-# decode() is on pam_flux's login path (job-list answers): no typing import.
+# No typing import at run time: the drop-ins decode idsets at every job.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterable

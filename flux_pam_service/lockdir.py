@@ -43,7 +43,7 @@ import os
 import stat
 import time
 
-# On pam_flux's session path: no typing import.
+# No typing import at run time: the drop-ins take the lock at every job.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterator

@@ -55,8 +55,8 @@ Threads: a Systemd object holds one connection and is NOT thread-safe.  Use
 one Systemd per thread (the broker module runs these blocking calls from
 worker threads, each with its own connection).
 
-Why jeepney.  pam_flux runs under Debian's /usr/bin/python3 without a venv
-and the broker module under flux's Python, so the library must come as a
+Why jeepney.  The drop-ins run under Debian's /usr/bin/python3 without a
+venv and the broker module under flux's Python, so the library must come as a
 Debian bookworm package; the broker needs a blocking call with a per-call
 timeout that can run in a worker thread, and JobRemoved signals without a
 main loop.  Measured with `bench/dbus_floor.py --libs -n 500` from the host

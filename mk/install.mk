@@ -23,10 +23,10 @@
 #   LIBEXECDIR      $(PREFIX)/libexec     flux's libexecdir is $(LIBEXECDIR)/flux
 #   DATADIR         $(PREFIX)/share
 #   MANDIR          $(DATADIR)/man
-#   PYTHON          /usr/bin/python3      the Python flux, pam_python and the
-#                                         drop-ins run (Debian's); set on the
-#                                         command line only: a PYTHON in the
-#                                         environment (a virtualenv's) is not used
+#   PYTHON          /usr/bin/python3      the Python flux and the drop-ins run
+#                                         (Debian's); set on the command line
+#                                         only: a PYTHON in the environment (a
+#                                         virtualenv's) is not used
 #   PYTHONDIR       where PYTHON finds packages for PREFIX (mk/pythondir.py)
 #   FLUXLIBEXECDIR  flux-core's fluxlibexecdir, else $(LIBEXECDIR)/flux
 #                                         cmd/, prolog.d/, housekeeping.d/,
@@ -43,7 +43,8 @@
 #                   $(FLUXCONFDIR)/imp/conf.d     (install-config)
 #   PKG_CONFIG      pkg-config
 #   FLUX            flux                  the installed flux command
-#   PAMMODDIR       $(PREFIX)/lib/flux-pam
+#   PAMDIR          the system's PAM module directory, found by pam/Makefile
+#                   (pam_flux.so; see there, and for flux-core's discovery)
 #   TMPFILESDIR     $(PREFIX)/lib/tmpfiles.d
 #   POLKITRULESDIR  $(DATADIR)/polkit-1/rules.d  (polkitd reads only
 #                   /usr/share/polkit-1/rules.d and /etc/polkit-1/rules.d)
@@ -83,7 +84,6 @@ FLUXDATADIR ?= $(DATADIR)/flux
 FLUXMODDIR ?= $(PREFIX)/lib/flux/modules
 FLUXCONFDIR ?= $(SYSCONFDIR)/flux
 IMPCONFDIR ?= $(FLUXCONFDIR)/imp/conf.d
-PAMMODDIR ?= $(PREFIX)/lib/flux-pam
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 POLKITRULESDIR ?= $(DATADIR)/polkit-1/rules.d
 DOCDIR ?= $(DATADIR)/doc/flux-pam-service
@@ -112,8 +112,7 @@ CONFIG_TABLE = \
 # paths of this one.
 EXAMPLE_SED = -e 's|/usr/libexec/flux/|$(FLUXLIBEXECDIR)/|g' \
               -e 's|/etc/flux/imp/conf.d|$(IMPCONFDIR)|g' \
-              -e 's|/etc/flux/system/conf.d|$(FLUXCONFDIR)/system/conf.d|g' \
-              -e 's|/usr/lib/flux-pam/|$(PAMMODDIR)/|g'
+              -e 's|/etc/flux/system/conf.d|$(FLUXCONFDIR)/system/conf.d|g'
 
 # source,destination,mode: every file install copies (except CONF_DEST).
 INSTALL_TABLE = \
@@ -125,7 +124,6 @@ INSTALL_TABLE = \
   $(foreach f,$(MODPROBE_TOML),$(f),$(FLUXDATADIR)/modprobe/modprobe.d/$(notdir $(f)),0644) \
   $(foreach f,$(MODPROBE_RC1),$(f),$(FLUXLIBEXECDIR)/modprobe/rc1.d/$(notdir $(f)),0644) \
   $(foreach f,$(MODPROBE_RC3),$(f),$(FLUXLIBEXECDIR)/modprobe/rc3.d/$(notdir $(f)),0644) \
-  pam/pam_flux.py,$(PAMMODDIR)/pam_flux.py,0644 \
   etc/tmpfiles.d/flux-pam.conf,$(TMPFILESDIR)/flux-pam.conf,0644 \
   etc/polkit-1/rules.d/60-flux-pam.rules,$(POLKITRULESDIR)/60-flux-pam.rules,0644 \
   $(CONF_EXAMPLE),$(EXAMPLESDIR)/pam.toml,0644 \
@@ -139,7 +137,7 @@ INSTALL_TABLE = \
   $(BUILDDIR)/man/pam_flux.8,$(MANDIR)/man8/pam_flux.8,0644
 
 # Directories that are ours alone: uninstall removes them once empty.
-OWN_DIRS = $(EXAMPLESDIR) $(DOCDIR) $(PAMMODDIR)
+OWN_DIRS = $(EXAMPLESDIR) $(DOCDIR)
 
 .PHONY: install uninstall man install-check-sources install-config uninstall-config
 
@@ -186,9 +184,8 @@ install: install-check-sources $(BUILDDIR)/flux-pam.py $(MAN_PAGES)
 	  *) install -m $$mode "$$src" "$(DESTDIR)$$dst";; \
 	  esac; \
 	done
-	@# pam_python never writes bytecode: without this, every login compiles
-	@# the package from source (measured: pam_flux's account call 83-92 ms
-	@# instead of 38-44 ms, p50).  checked-hash survives mtime changes.
+	@# bytecode for the drop-ins, which the IMP runs for every job, also on a
+	@# read-only /usr; checked-hash survives mtime changes
 	@echo "  PYC     $(PYTHONDIR)/flux_pam_service"
 	@$(PYTHON) -m compileall -q --invalidation-mode checked-hash \
 	  -d "$(PYTHONDIR)/flux_pam_service" "$(DESTDIR)$(PYTHONDIR)/flux_pam_service"
@@ -199,8 +196,10 @@ install: install-check-sources $(BUILDDIR)/flux-pam.py $(MAN_PAGES)
 	  echo "  INSTALL $(CONF_DEST)"; \
 	  install -m 0644 $(CONF_EXAMPLE) "$(DESTDIR)$(CONF_DEST)"; \
 	fi
+	@$(MAKE) --no-print-directory -C pam install DESTDIR="$(DESTDIR)"
 
 uninstall:
+	@$(MAKE) --no-print-directory -C pam uninstall DESTDIR="$(DESTDIR)"
 	@for t in $(INSTALL_TABLE); do \
 	  rest=$${t#*,}; dst=$${rest%,*}; \
 	  if test -e "$(DESTDIR)$$dst" || test -L "$(DESTDIR)$$dst"; then \

@@ -2,10 +2,10 @@
 
 Usage: python3 mk/pythondir.py PREFIX
 
-The package must be importable by the Python that runs pam_flux (pam_python:
-Debian's /usr/bin/python3, environment ignored) and the prolog/housekeeping
-drop-ins (run by the IMP with a reset environment), so it goes where that
-Python looks without PYTHONPATH:
+The package must be importable by the Python that runs the prolog and
+housekeeping drop-ins (Debian's /usr/bin/python3, run by the IMP with a reset
+environment) and `flux pam`, so it goes where that Python looks without
+PYTHONPATH:
 
     PREFIX=/usr        Debian's deb_system scheme:
                        /usr/lib/python3/dist-packages

@@ -3,7 +3,7 @@
 test_description='pam_flux account decisions against a real Flux instance
 
 The behaviour of Flux'"'"'s peer suite (flux-pam t/t0001-pam_flux.t), for
-pam/pam_flux.py run by pam_python.so inside pamtester as root, against
+pam_flux.so (built from pam/pam_flux.c) inside pamtester as root, against
 `flux start --test-size=2` owned by an unprivileged uid (see lib/pamflux.sh).
 Every case runs twice: with the pam broker module loaded, when pam_flux asks
 pam.check, and without it, when pam_flux falls back to job-list.
@@ -73,6 +73,13 @@ denied() {
 	grep "Access denied: user $1 has no active jobs on this node" "$2"
 }
 
+# unchecked USER FILE: pamtester refuses USER: the broker cannot be asked
+unchecked() {
+	test_must_fail pamtest "$1" >"$2" 2>&1 &&
+	test_debug "cat $2" &&
+	grep "Access denied: the jobs of user $1 on this node cannot be checked right now; try again later" "$2"
+}
+
 # admitted USER FILE: pamtester admits USER
 admitted() {
 	pamtest "$1" >"$2" 2>&1 &&
@@ -109,7 +116,7 @@ run_cases() {
 	'
 	test_expect_success "$m: create the pam_flux account stack" '
 		pamflux_stack &&
-		grep "pam_flux.py pythonpath=" pam.d/sshd
+		grep "^account required .*/pam_flux.so" pam.d/sshd
 	'
 	test_expect_success "$m: $JOBUSER without a job is denied" '
 		denied $JOBUSER nojob.$MODE.err
@@ -119,6 +126,16 @@ run_cases() {
 		id=$(flux job id $jobid) &&
 		module_sync 0 $id running &&
 		admitted $JOBUSER allow.$MODE.out
+	'
+	test "$MODE" = module || test_expect_success "$m: the marker's deny line refuses $JOBUSER with its text" '
+		locks=$(mktemp -d /tmp/t0500-locks.XXXXXX) &&
+		test_when_finished "rm -rf $locks; pamflux_stack" &&
+		echo "deny: Access denied: t0500 says no" >$locks/uid.$JOBUID.active &&
+		pamflux_stack lock-dir=$locks &&
+		test_must_fail pamtest $JOBUSER >marker.out 2>&1 &&
+		grep "Access denied: t0500 says no" marker.out &&
+		: >$locks/uid.$JOBUID.active &&
+		admitted $JOBUSER marker-empty.out
 	'
 	test_expect_success "$m: root is admitted without asking the broker" '
 		FLUX_URI=local:///nonexistent/local-0 admitted root root.$MODE.out
@@ -131,8 +148,8 @@ run_cases() {
 		FLUX_URI=$uri1 denied $JOBUSER rank1.$MODE.out
 	'
 	test_expect_success "$m: an unreachable broker (bad FLUX_URI) fails closed" '
-		FLUX_URI=/tmp/foo denied $JOBUSER baduri.$MODE.out &&
-		FLUX_URI=local:///nonexistent/local-0 denied $JOBUSER baduri2.$MODE.out &&
+		FLUX_URI=/tmp/foo unchecked $JOBUSER baduri.$MODE.out &&
+		FLUX_URI=local:///nonexistent/local-0 unchecked $JOBUSER baduri2.$MODE.out &&
 		admitted $JOBUSER gooduri.$MODE.out
 	'
 	test_expect_success "$m: $JOBUSER is denied once the job is cancelled and freed" '

@@ -5,7 +5,8 @@ test_description='node replica: who may log in (scenario 1), on a node that cann
 sshd on the replica has pam_flux in its account and session stacks.  With
 no job on the node, alice and bob are refused and pam_flux says why in the
 auth log; root is admitted without a job.  While alice has a job, bob is
-still refused.
+still refused.  The ssh client shows pam_flux'"'"'s message; with the broker
+stopped alice is told her jobs cannot be checked, and root still gets in.
 
 This replica boots without the cpuset controller (node.py up --no-cpuset),
 whatever FLUX_PAM_TESTBED_CPUSET says, so the kernel enforces no CPU or
@@ -29,6 +30,28 @@ test_expect_success 'the replica boots without cpuset, the pam module loaded by 
 	! node_sh "grep -qw cpuset /sys/fs/cgroup/cgroup.controllers"
 '
 scenario_admission
+test_expect_success 'the ssh client shows pam_flux'\''s message to alice' '
+	node_refused_says alice "Access denied: user alice has no active jobs on this node" msg.nojob
+'
+test_expect_success 'the broker is stopped (systemctl stop flux)' '
+	node_sh "systemctl stop flux" &&
+	test "$(node_unit_state flux.service)" = inactive
+'
+test_expect_success 'alice is told her jobs cannot be checked right now' '
+	node_refused_says alice "Access denied: the jobs of user alice on this node cannot be checked right now; try again later" msg.nobroker &&
+	! grep -F "has no active jobs" msg.nobroker
+'
+test_expect_success 'the auth log keeps the cause' '
+	node_wait 10 "node_auth_log | grep -F \"pam_flux(sshd:account): cannot check jobs of user alice (uid=1000): cannot connect to local:///run/flux/local\""
+'
+test_expect_success 'root still gets in while the broker is down' '
+	node_root_gets_in root.nobroker
+'
+test_expect_success 'the broker is started again; alice is refused as before' '
+	node_sh "systemctl start flux" &&
+	node_wait 60 "node_flux uptime 2>/dev/null | grep -q \" run \"" &&
+	node_refused_says alice "has no active jobs on this node" msg.again
+'
 scenario_unenforced module
 test_expect_success 'flux pam check FAILs, naming the missing cpuset and the fix' '
 	test_must_fail node_flux pam check --config-path $NODE_FLUX_CONF >check.out &&

@@ -22,16 +22,18 @@ Module interface (other tiers import it):
                                                      cpuset None: as the switch says
     attach(name=DEFAULT_NAME) -> Testbed | None      a running test bed, or None
     down(name=DEFAULT_NAME) -> None
-    Testbed: .name .address .root .leader .pid .tree .repo .rundir
+    Testbed: .name .address .root .leader .pid .tree .repo .rundir .share
              .shared_repo (the repo inside, for any uid: SHARED_REPO)
              .cpuset ("on", or "off: " and why)
              .env() -> dict of the variables `up` prints
              .run(argv, uid=None, env=None, cwd=None, input=None, timeout=120)
                  -> subprocess.CompletedProcess (stdout/stderr as text)
 
-Tree: mmdebstrap --variant=minbase of bookworm with PACKAGES, users flux
-(system), alice (1000), bob (1001).  It is cached under CACHE_DIR in a
-directory named after a hash of the recipe (PACKAGES, SETUP_HOOKS, suite), so
+Tree: mmdebstrap --variant=minbase of bookworm with PACKAGES and the Debian
+packages of the libraries libflux-core needs (``ldd``, when flux-core is in
+FLUX_PREFIX), users flux (system), alice (1000), bob (1001).  It is cached
+under CACHE_DIR in a directory named after a hash of the recipe (packages,
+SETUP_HOOKS, suite), so
 a changed recipe rebuilds; it is built into a temporary directory and renamed
 into place.  The apt sources are read at run time from the host's apt
 configuration (/etc/apt/sources.list and sources.list.d/*.list|*.sources,
@@ -39,12 +41,15 @@ entries for the bookworm suites only), so no mirror is named here.
 
 Boot: SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D TREE -M NAME -b
 --register=no --keep-unit --private-network --console=passive
---system-call-filter=bpf --bind=RUNDIR/dbus:/run/dbus --bind-ro=REPO
---bind-ro=REPO:SHARED_REPO --volatile=overlay.  The repo is bound at its own
-path (root's commands name host paths) and at SHARED_REPO, which every uid
-can reach: a checkout below a directory only root may enter (/root is 0700
-on Debian) is unreachable to other uids at its own path, in the container
-as on the host, so code run as another uid is run from SHARED_REPO.
+--system-call-filter=bpf --bind=RUNDIR/dbus:/run/dbus
+--bind=RUNDIR/share:SHARE_DIR --bind-ro=REPO --bind-ro=REPO:SHARED_REPO
+--bind-ro=FLUX_PREFIX --volatile=overlay (FLUX_PREFIX only for the test
+bed's own tree, when flux-core is there: pam_flux.so, built in the repo,
+links libflux-core).  The repo is bound at its own path (root's commands
+name host paths) and at SHARED_REPO, which every uid can reach: a checkout
+below a directory only root may enter (/root is 0700 on Debian) is
+unreachable to other uids at its own path, in the container as on the
+host, so code run as another uid is run from SHARED_REPO.
 --volatile=overlay puts a tmpfs overlay over the read-only tree, so a test
 never dirties the cache and boot costs no copy.
 nspawn runs in its own cgroup2 directory (CGROUP_ROOT/NAME) so two test beds
@@ -105,7 +110,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -114,8 +119,9 @@ PACKAGES = [
     "systemd-sysv",
     "dbus",
     "polkitd",
-    "libpam-python",
     "pamtester",
+    "libasan8",  # the sanitizer build of pam_flux.so (gcc 12's runtimes)
+    "libubsan1",
     "python3",
     "python3-jeepney",
     "python3-psutil",
@@ -142,6 +148,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_REPO = "/srv/flux-pam-service"
 CACHE_DIR = os.environ.get("FLUX_PAM_TESTBED_CACHE", "/var/cache/flux-pam-test")
 RUN_DIR = "/run/flux-pam-test"
+# flux-core: bind-mounted read-only into the default test bed, where
+# pam_flux.so (built against it) finds libflux-core
+FLUX_PREFIX = os.environ.get("FLUX_PAM_NODE_FLUX", "/opt/flux")
+# RUNDIR/share on the host is SHARE_DIR inside: sockets of stand-in brokers
+SHARE_DIR = "/run/flux-pam-share"
 MACHINES_DIR = "/run/systemd/machines"
 CGROUP_ROOT = "/sys/fs/cgroup/unified/flux-pam-test"
 CGROUP2_CANDIDATES = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
@@ -163,10 +174,100 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def _dpkg_owner_paths(path: str) -> List[str]:
+    """Spellings under which dpkg may have recorded *path* (usrmerge)."""
+    real = os.path.realpath(path)
+    cands = [path, real]
+    for p in (path, real):
+        if p.startswith("/usr/"):
+            cands.append(p[4:])
+        else:
+            cands.append("/usr" + p)
+    return list(dict.fromkeys(cands))
+
+
+def runtime_packages(
+    files: Sequence[str], prefix: str, log: Log = _stderr
+) -> List[str]:
+    """Debian packages holding the libraries ldd lists for ELF *files*,
+    except those under *prefix* (which is bind-mounted); cached by the
+    files' sizes and mtimes."""
+    key = hashlib.sha256(
+        json.dumps(
+            [(f, os.stat(f).st_size, int(os.stat(f).st_mtime)) for f in files]
+        ).encode()
+    ).hexdigest()[:16]
+    cache = os.path.join(CACHE_DIR, f".ldd-{key}.json")
+    try:
+        with open(cache) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        pass
+    libs = set()
+    missing = set()
+    for path in files:
+        p = subprocess.run(["ldd", path], capture_output=True, text=True)
+        for line in p.stdout.splitlines():
+            if "=>" not in line:
+                continue
+            name, _, rest = line.partition("=>")
+            target = rest.strip().split(" (")[0].strip()
+            if target == "not found":
+                missing.add(name.strip())
+            elif target.startswith("/") and not target.startswith(prefix + "/"):
+                libs.add(target)
+    if missing:
+        log(f"testbed: ldd finds no {', '.join(sorted(missing))} (ignored)")
+    spellings = {lib: _dpkg_owner_paths(lib) for lib in libs}
+    p = subprocess.run(
+        ["dpkg", "-S", *sorted({c for cands in spellings.values() for c in cands})],
+        capture_output=True,
+        text=True,
+    )
+    owner = {}
+    for line in p.stdout.splitlines():
+        pkgs_, _, path = line.partition(": ")
+        owner[path.strip()] = [x.split(":")[0].strip() for x in pkgs_.split(",")]
+    pkgs = set()
+    for lib in sorted(libs):
+        found = [owner[c] for c in spellings[lib] if c in owner]
+        if not found:
+            raise OSError(errno.ENOENT, f"testbed: no Debian package owns {lib}")
+        pkgs.update(found[0])
+    out = sorted(pkgs)
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    with open(cache + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.rename(cache + ".tmp", cache)
+    return out
+
+
+def flux_libraries() -> List[str]:
+    """libflux-core in FLUX_PREFIX, which pam_flux.so links (none: [])."""
+    found = glob.glob(os.path.join(FLUX_PREFIX, "lib", "libflux-core.so*"))
+    return sorted(p for p in found if not os.path.islink(p) and is_elf(p))
+
+
+def packages() -> List[str]:
+    """PACKAGES and the run-time libraries of libflux-core (pam_flux.so
+    loads it from the bind-mounted FLUX_PREFIX)."""
+    libs = flux_libraries()
+    extra = runtime_packages(libs, FLUX_PREFIX) if libs else []
+    return sorted(set(PACKAGES) | set(extra))
+
+
 def tree_name() -> str:
     """Name of the cached tree for the current recipe."""
     recipe = json.dumps(
-        [RECIPE_VERSION, SUITE, VARIANT, sorted(PACKAGES), SETUP_HOOKS]
+        [RECIPE_VERSION, SUITE, VARIANT, packages(), SETUP_HOOKS]
     ).encode()
     return f"{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}"
 
@@ -308,7 +409,7 @@ def build(log: Log = _stderr) -> str:
         cmd = [
             "mmdebstrap",
             f"--variant={VARIANT}",
-            "--include=" + ",".join(PACKAGES),
+            "--include=" + ",".join(packages()),
             "--quiet",
         ]
         cmd += [f"--customize-hook={hook}" for hook in SETUP_HOOKS]
@@ -341,6 +442,11 @@ class Testbed:
     @property
     def address(self) -> str:
         return f"unix:path={self.rundir}/dbus/system_bus_socket"
+
+    @property
+    def share(self) -> str:
+        """The host directory that is SHARE_DIR inside."""
+        return os.path.join(self.rundir, "share")
 
     @property
     def root(self) -> str:
@@ -689,10 +795,12 @@ def up(
     if tb is not None:
         return tb
     down(name, log=lambda _msg: None)
+    own_tree = tree is None
     if tree is None:
         tree = build(log=log)
     rundir = os.path.join(RUN_DIR, name)
     os.makedirs(os.path.join(rundir, "dbus"), mode=0o755)
+    os.makedirs(os.path.join(rundir, "share"), mode=0o755)
     cgdir = _cgroup_dir(name)
     if cgdir is not None:
         os.makedirs(cgdir, exist_ok=True)
@@ -719,8 +827,11 @@ def up(
         "--system-call-filter=bpf",
         *(["--volatile=overlay"] if volatile else []),
         f"--bind={rundir}/dbus:/run/dbus",
+        f"--bind={rundir}/share:{SHARE_DIR}",
         f"--bind-ro={repo}",
         f"--bind-ro={repo}:{SHARED_REPO}",
+        # a flavour with its own tree (the node replica) mounts flux itself
+        *([f"--bind-ro={FLUX_PREFIX}"] if own_tree and flux_libraries() else []),
         *extra_args,
     ]
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")

@@ -49,7 +49,16 @@ PASS = "PASS"
 WARN = "WARN"
 FAIL = "FAIL"
 
-PAM_FLUX_PATH = "/usr/lib/flux-pam/pam_flux.py"
+PAM_FLUX = "pam_flux.so"
+# where libpam looks for a module named without a directory
+PAM_MODULE_DIRS = (
+    "/lib/{multiarch}/security",
+    "/usr/lib/{multiarch}/security",
+    "/lib64/security",
+    "/usr/lib64/security",
+    "/lib/security",
+    "/usr/lib/security",
+)
 LOCK_DIR = "/run/flux-pam"
 TMPFILES = ("/etc/tmpfiles.d", "/run/tmpfiles.d", "/usr/lib/tmpfiles.d")
 POLKIT_RULE = "60-flux-pam.rules"
@@ -568,11 +577,27 @@ def check_pam_systemd(ctx: Context) -> Result:
 
 
 def _is_pam_flux(rule: pamstack.Rule) -> bool:
+    return rule.name == PAM_FLUX
+
+
+def _is_python_pam_flux(rule: pamstack.Rule) -> bool:
+    """The Python pam_flux of earlier releases, run by pam_python.so."""
     return (
         rule.name == "pam_python.so"
         and len(rule.args) > 0
         and os.path.basename(rule.args[0]) == "pam_flux.py"
     )
+
+
+def _module_exists(ctx: Context, module: str) -> bool:
+    """Whether libpam finds *module* (a path, or a name in its directory)."""
+    if module.startswith("/"):
+        return os.path.exists(ctx.path(module))
+    import sysconfig
+
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = {d.format(multiarch=multiarch) for d in PAM_MODULE_DIRS}
+    return any(os.path.exists(ctx.path(os.path.join(d, module))) for d in dirs)
 
 
 _WHO = {"account": "users without jobs", "session": "unconfined sessions"}
@@ -591,22 +616,30 @@ def check_pam_flux(ctx: Context) -> Result:
     rules, _ = ctx.pam_rules()
     fix = (
         f"in the sshd stack, after @include common-account: account required"
-        f" pam_python.so {PAM_FLUX_PATH}; after @include common-session: session"
-        f" required pam_python.so {PAM_FLUX_PATH} (see pam_flux(8))"
+        f" {PAM_FLUX}; after @include common-session: session requisite"
+        f" {PAM_FLUX} (see pam_flux(8))"
     )
-    found: List[str] = []
+    found: List[str] = [
+        f"{r.where}: the Python pam_flux (pam_python.so pam_flux.py) is no longer"
+        f" shipped; use {PAM_FLUX}"
+        for r in rules
+        if _is_python_pam_flux(r)
+    ]
     warn: List[str] = []
     account = [r for r in rules if r.type == "account"]
     session = [r for r in rules if r.type == "session"]
     for kind, stack in (("account", account), ("session", session)):
         mine = [i for i, r in enumerate(stack) if _is_pam_flux(r)]
         if not mine:
-            found.append(f"no {kind} rule runs pam_flux.py")
+            found.append(f"no {kind} rule runs {PAM_FLUX}")
             continue
         i = mine[0]
         rule = stack[i]
-        if not os.path.exists(ctx.path(rule.args[0])):
-            found.append(f"{rule.where}: {rule.args[0]} does not exist")
+        if not _module_exists(ctx, rule.module):
+            found.append(
+                f"{rule.where}: {rule.module} is not installed"
+                " (make install builds it where flux-core's development files are)"
+            )
         later_unix = [r for r in stack[i + 1 :] if r.name == "pam_unix.so"]
         ctl = rule.control
         if kind == "account" and ctl == "sufficient":

@@ -322,6 +322,20 @@ node_ssh_told() {
 	node_run ssh -o LogLevel=INFO "$user@127.0.0.1" -- "$@" </dev/null 2>&1
 }
 
+# node_refused_says USER TEXT FILE: USER's login is refused and the ssh
+# client shows TEXT (its output in FILE)
+node_refused_says() {
+	test_must_fail node_ssh_told "$1" true >"$3" &&
+	cat "$3" &&
+	grep -F "$2" "$3"
+}
+
+# node_root_gets_in FILE: root logs in (id -u in FILE)
+node_root_gets_in() {
+	node_ssh root id -u >"$1" &&
+	test "$(cat "$1")" = 0
+}
+
 # On a replica without cpuset (t2000), with the module or the drop-ins
 # alone (MODE: module | drop-ins): job users are refused with the message,
 # root gets in, pam.allow-unconfined-logins admits them unconfined.
@@ -334,20 +348,16 @@ scenario_unenforced() {
 		id=$(node_submit alice -n1 sleep inf) &&
 		echo $id >ue.job1 &&
 		node_job_started $id &&
-		test_must_fail node_ssh_told alice true >ue.alice &&
-		cat ue.alice &&
-		grep -F "$UNENFORCED" ue.alice
+		node_refused_says alice "$UNENFORCED" ue.alice
 	'
 	test_expect_success "$1: the auth log has the reason" '
 		node_wait 10 "node_auth_log | grep -F \"access denied for user alice (uid=1000): $UNENFORCED\""
 	'
 	test_expect_success "$1: root is admitted" '
-		node_ssh root id -u >ue.root &&
-		test "$(cat ue.root)" = 0
+		node_root_gets_in ue.root
 	'
 	test_expect_success "$1: bob, without a job, gets the usual refusal" '
-		test_must_fail node_ssh_told bob true >ue.bob &&
-		grep "Access denied: user bob has no active jobs on this node" ue.bob
+		node_refused_says bob "Access denied: user bob has no active jobs on this node" ue.bob
 	'
 	test "$1" = drop-ins &&
 		test_expect_success "$1: flux pam status shows the marker that refuses her" '

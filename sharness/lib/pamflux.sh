@@ -1,10 +1,11 @@
 # pam_flux against a real Flux instance: an instance owned by an unprivileged
-# uid, and pamtester running pam/pam_flux.py as root.
+# uid, and pamtester running pam_flux.so (built from pam/pam_flux.c) as root.
 #
 # Source after lib/init.sh and flux_pam_require_flux:
 #
 #   . "$FLUX_PAM_LIB/pamflux.sh"
-#   pamflux_require                 # skip_all unless root, pamtester, ...
+#   pamflux_require                 # skip_all unless root, pamtester, the
+#                                   # module builds, ...
 #   pamflux_users                   # passwd/group for nss_wrapper
 #   pamflux_stack [OPTION...]       # pam.d/sshd: account pam_flux OPTION...
 #   pamflux_start NAME SIZE [module]  # instance owned by $PAMFLUX_OWNER_UID
@@ -40,7 +41,7 @@
 # directory only root can enter (/root is 0700 on Debian).  What runs as
 # root (pamtester, pam_flux) reads the checkout.
 
-PAMFLUX_PAM_PYTHON=
+PAMFLUX_MODULE=
 PAMFLUX_INSTANCE_DIR=
 PAMFLUX_BROKER_PID=
 
@@ -51,29 +52,29 @@ pamflux_require() {
 	command -v pamtester >/dev/null || missing="$missing pamtester;"
 	command -v setpriv >/dev/null || missing="$missing setpriv (util-linux);"
 	command -v jq >/dev/null || missing="$missing jq;"
-	for p in /lib/security/pam_python.so /usr/lib/security/pam_python.so \
-		/lib/x86_64-linux-gnu/security/pam_python.so \
-		/usr/lib/x86_64-linux-gnu/security/pam_python.so; do
-		if test -e "$p"; then
-			PAMFLUX_PAM_PYTHON=$p
-			break
-		fi
-	done
-	test -n "$PAMFLUX_PAM_PYTHON" || missing="$missing pam_python.so (libpam-python);"
+	local status
+	status=$(make --no-print-directory -s -C "$FLUX_PAM_SRCDIR/pam" status 2>&1)
+	case "$status" in
+	buildable*)
+		if make --no-print-directory -s -C "$FLUX_PAM_SRCDIR/pam" \
+			>pam-build.log 2>&1; then
+			PAMFLUX_MODULE=$FLUX_PAM_SRCDIR/build/pam_flux.so
+		else
+			missing="$missing pam_flux.so to build (see pam-build.log);"
+		fi ;;
+	*)	missing="$missing pam_flux.so ($status);" ;;
+	esac
 	for p in "libpam_wrapper.so libpam-wrapper" "libnss_wrapper.so libnss-wrapper"; do
 		set -- $p
 		if LD_PRELOAD=$1 /bin/true 2>&1 | grep -q "cannot be preloaded"; then
 			missing="$missing $1 ($2);"
 		fi
 	done
-	PAMFLUX_PYTHONDIR=$("$FLUX" python -c \
-		'import flux, os; print(os.path.dirname(os.path.realpath(flux.__path__[0])))' \
-		2>/dev/null) || missing="$missing flux Python bindings;"
 	if test -n "$missing"; then
 		skip_all="pam_flux broker tier needs:$missing"
 		test_done
 	fi
-	export PAMFLUX_PAM_PYTHON PAMFLUX_PYTHONDIR
+	export PAMFLUX_MODULE
 }
 
 # PAMFLUX_WORLD: create it with the package copied in (see "Another uid").
@@ -135,9 +136,8 @@ pamflux_stack() {
 		printf 'account required pam_permit.so\n' >"$PAMFLUX_PAM_DIR/sshd"
 		return
 	fi
-	printf 'account required %s %s pythonpath=%s:%s %s\n' \
-		"$PAMFLUX_PAM_PYTHON" "$FLUX_PAM_SRCDIR/pam/pam_flux.py" \
-		"$PAMFLUX_PYTHONDIR" "$FLUX_PAM_SRCDIR" "$*" >"$PAMFLUX_PAM_DIR/sshd"
+	printf 'account required %s %s\n' "$PAMFLUX_MODULE" "$*" \
+		>"$PAMFLUX_PAM_DIR/sshd"
 }
 
 # pamtest USER [PAM_OP...]: run the sshd stack for USER (acct_mgmt unless

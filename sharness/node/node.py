@@ -50,8 +50,8 @@ test bed's hooks; _hooks() adds: a munge key, an ssh client key in
 /root/.ssh authorized for alice, bob and root, sshd on 127.0.0.1 only,
 /usr/bin/flux -> FLUX/bin/flux (the IMP resets PATH), and a .pth that puts
 flux's Python bindings on /usr/bin/python3's path (a flux-core installed in
-/usr has them there; pam_python and the drop-ins run that Python with a
-reset environment).
+/usr has them there; the drop-ins run that Python with a reset
+environment).
 
 Staging (every ``up``, in RUN_DIR/NAME; nothing in the cache or in the flux
 prefix is ever written):
@@ -123,12 +123,18 @@ NODE_PACKAGES = [
     "openssh-client",
     "munge",
     "sudo",
-    "libpam-python",
     "python3-jeepney",
     "python3-psutil",
-    # what the admin guide's install step needs
+    # what the admin guide's install step needs, pam_flux.so's build
+    # dependencies included (scripts/install-deps installs the same)
     "make",
     "python3-docutils",
+    "gcc",
+    "libc6-dev",
+    "pkg-config",
+    "libpam0g-dev",
+    "libjansson-dev",
+    "libsystemd-dev",
     "procps",
     "jq",
     # flux-core's Python and Lua runtime (not visible to ldd): flux-cron is
@@ -193,88 +199,20 @@ def _flux_python_version() -> Optional[str]:
     return found[-1].split("/lib/python", 1)[1].split("/", 1)[0]
 
 
-def _is_elf(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
 def _elf_files() -> List[str]:
     out = []
     for sub in ("bin", "sbin", "lib", "libexec"):
         for dirpath, _dirs, files in os.walk(os.path.join(FLUX, sub)):
             for name in files:
                 path = os.path.join(dirpath, name)
-                if not os.path.islink(path) and _is_elf(path):
+                if not os.path.islink(path) and testbed.is_elf(path):
                     out.append(path)
     return sorted(out)
 
 
-def _dpkg_owner_paths(path: str) -> List[str]:
-    """Spellings under which dpkg may have recorded *path* (usrmerge)."""
-    real = os.path.realpath(path)
-    cands = [path, real]
-    for p in (path, real):
-        if p.startswith("/usr/"):
-            cands.append(p[4:])
-        else:
-            cands.append("/usr" + p)
-    return list(dict.fromkeys(cands))
-
-
 def runtime_packages(log: Log = testbed._stderr) -> List[str]:
     """Debian packages holding the libraries ldd lists for FLUX's ELF files."""
-    files = _elf_files()
-    key = hashlib.sha256(
-        json.dumps(
-            [(f, os.stat(f).st_size, int(os.stat(f).st_mtime)) for f in files]
-        ).encode()
-    ).hexdigest()[:16]
-    cache = os.path.join(testbed.CACHE_DIR, f".node-ldd-{key}.json")
-    try:
-        with open(cache) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        pass
-    libs = set()
-    missing = set()
-    for path in files:
-        p = subprocess.run(["ldd", path], capture_output=True, text=True)
-        for line in p.stdout.splitlines():
-            if "=>" not in line:
-                continue
-            name, _, rest = line.partition("=>")
-            target = rest.strip().split(" (")[0].strip()
-            if target == "not found":
-                missing.add(name.strip())
-            elif target.startswith("/") and not target.startswith(FLUX + "/"):
-                libs.add(target)
-    if missing:
-        log(f"node: ldd finds no {', '.join(sorted(missing))} (ignored)")
-    spellings = {lib: _dpkg_owner_paths(lib) for lib in libs}
-    p = subprocess.run(
-        ["dpkg", "-S", *sorted({c for cands in spellings.values() for c in cands})],
-        capture_output=True,
-        text=True,
-    )
-    owner = {}
-    for line in p.stdout.splitlines():
-        pkgs_, _, path = line.partition(": ")
-        owner[path.strip()] = [x.split(":")[0].strip() for x in pkgs_.split(",")]
-    pkgs = set()
-    for lib in sorted(libs):
-        found = [owner[c] for c in spellings[lib] if c in owner]
-        if not found:
-            raise OSError(errno.ENOENT, f"node: no Debian package owns {lib}")
-        pkgs.update(found[0])
-    out = sorted(pkgs)
-    os.makedirs(testbed.CACHE_DIR, exist_ok=True)
-    with open(cache + ".tmp", "w") as f:
-        json.dump(out, f)
-    os.rename(cache + ".tmp", cache)
-    return out
+    return testbed.runtime_packages(_elf_files(), FLUX, log)
 
 
 # ---------------------------------------------------------------- tree
@@ -591,6 +529,14 @@ def stage(
     t1 = time.monotonic()
     _run_guide(root, sdir)
     timings["guide"] = time.monotonic() - t1
+    with open(os.path.join(sdir, "guide-setup.log")) as f:
+        if "pam_flux.so was NOT built" in f.read():
+            # every job user's login would be refused: say why at once
+            raise OSError(
+                errno.ENOENT,
+                "node: the guide's make install did not build pam_flux.so"
+                f" (see {sdir}/guide-setup.log)",
+            )
     return timings
 
 

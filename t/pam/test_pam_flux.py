@@ -1,329 +1,583 @@
-"""pam_flux through real PAM stacks (pam_wrapper + pam_python + pypamtest)."""
+"""pam_flux.so through real PAM stacks (pam_wrapper + pypamtest), against a
+stand-in broker: every option, decision, message and log line."""
 
 import errno
 import pwd
 import shutil
-import subprocess
-from pathlib import Path
+import time
 
 import pytest
 
-PAM_FLUX = Path(__file__).resolve().parents[2] / "pam" / "pam_flux.py"
-
 USER = "nobody"
 UID = pwd.getpwnam(USER).pw_uid
+WHO = f"user {USER} (uid={UID})"
 DENIED = f"Access denied: user {USER} has no active jobs on this node"
+UNCHECKED = (
+    f"Access denied: the jobs of user {USER} on this node cannot be checked"
+    " right now; try again later"
+)
 SETUP_FAILED = f"Access denied: cannot set up a session for user {USER} on this node"
+NOT_ENFORCED = (
+    "Access denied: CPU confinement is not enforced on this node;"
+    " ask your administrator"
+)
+LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG = 3, 4, 6, 7
 
 ADMITTED = {"pam.check": {"response": {"admitted": True, "jobs": [1234]}}}
 NOT_ADMITTED = {"pam.check": {"response": {"admitted": False, "jobs": []}}}
+CHECK = ("pam.check", {"uid": UID, "max_jobs": 8})
 OWNER = 999
-SUB_URI = "ssh://node0/tmp/flux-sub/local-0"
-SUB_LOCAL = "local:///tmp/flux-sub/local-0"
+SUB_PATH = "sub"
 
 
-def owner_job(ranks="0-1", state=16, uri=SUB_URI, jobid=77):
-    return {
-        "id": jobid,
-        "userid": OWNER,
-        "ranks": ranks,
-        "state": state,
-        "annotations": {"user": {"uri": uri}},
-    }
+def module_says(manage, **extra):
+    answer = {"admitted": True, "jobs": [1234], "manage_user_slice": manage}
+    return {"pam.check": {"response": {**answer, **extra}}}
 
 
-def guest_answers(rig, ranks="0-1", rank="0", allow=True):
-    rig.answers(
-        rpc={
-            **NOT_ADMITTED,
-            "job-list.list": {"response": {"jobs": [owner_job(ranks)]}},
-        },
-        attrs={"rank": rank, "security.owner": str(OWNER)},
-        instances={
-            SUB_LOCAL: {
-                "rpc": {
-                    "config.get": {"response": {"access": {"allow-guest-user": allow}}}
-                }
-            }
-        },
-    )
+def run_job(jobid=5, userid=UID, ranks="0", state=16, **extra):
+    return {"id": jobid, "userid": userid, "ranks": ranks, "state": state, **extra}
+
+
+def joblist(*jobs):
+    return {"job-list.list": {"response": {"jobs": list(jobs)}}}
 
 
 # --- account ---------------------------------------------------------------
 
 
 def test_account_admits_user_with_running_job(rig):
-    rig.answers(rpc=ADMITTED)
-    rig.stack()
+    peer = rig.peer(ADMITTED)
+    rig.stack(["debug"])
     res = rig.expect(USER, [("account", "PAM_SUCCESS")])
     assert res.errors == []
-    assert rig.rpcs() == [("pam.check", {"uid": UID, "max_jobs": 8})]
+    assert peer.requests == [CHECK]
+    assert (LOG_DEBUG, f"access granted for {WHO}: jobs ƒNH (pam.check)") in res.logs
 
 
 def test_account_denies_user_without_jobs_with_message_and_log(rig):
-    rig.answers(rpc=NOT_ADMITTED)
+    rig.peer(NOT_ADMITTED)
     rig.stack()
     res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
     assert res.errors == [DENIED]
     assert (
-        f"access denied for user {USER} (uid={UID}): no active jobs on this node"
-        in rig.logs()
-    )
+        LOG_INFO,
+        f"access denied for {WHO}: no active jobs on this node",
+    ) in res.logs
 
 
 def test_account_no_jobs_with_action_ignore_falls_through(rig):
-    rig.answers(rpc=NOT_ADMITTED)
+    rig.peer(NOT_ADMITTED)
     rig.stack(["action_no_jobs=ignore"])
     res = rig.expect(USER, [("account", "IGNORED")])
     assert res.errors == []
+    assert (LOG_INFO, f"{WHO} has no active jobs on this node") in res.logs
 
 
 def test_account_admits_root_without_asking_the_broker(rig):
-    rig.answers(connect={"errno": errno.ECONNREFUSED})
-    rig.stack()
-    rig.expect("root", [("account", "PAM_SUCCESS")])
-    assert rig.rpcs() == []
+    peer = rig.peer(NOT_ADMITTED)
+    rig.stack(["debug"])
+    res = rig.expect("root", [("account", "PAM_SUCCESS")])
+    assert peer.connections == 0
+    assert (LOG_DEBUG, "access granted for user root (uid=0): root") in res.logs
 
 
 def test_account_unknown_user(rig):
-    rig.answers(rpc=ADMITTED)
+    peer = rig.peer(ADMITTED)
     rig.stack()
-    rig.expect("no-such-user-here", [("account", "PAM_USER_UNKNOWN")])
-    assert rig.rpcs() == []
-    assert "user no-such-user-here does not exist" in rig.logs()
+    res = rig.expect("no-such-user-here", [("account", "PAM_USER_UNKNOWN")])
+    assert peer.connections == 0
+    assert (LOG_ERR, "user no-such-user-here does not exist") in res.logs
+
+
+def test_account_refusal_message_from_the_module_denies_whatever_no_jobs_says(rig):
+    answer = {
+        "admitted": False,
+        "jobs": [],
+        "reason": "user 65534: cpuset not enforced on rank 0",
+        "message": NOT_ENFORCED,
+    }
+    rig.peer({"pam.check": {"response": answer}})
+    rig.stack(["action_no_jobs=ignore", "allow-guest-user"])
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert res.errors == [NOT_ENFORCED]
+    assert (LOG_INFO, f"access denied for {WHO}: {NOT_ENFORCED}") in res.logs
+
+
+def test_account_refusal_message_has_its_control_characters_replaced(rig):
+    answer = {"admitted": False, "message": "Access\x1b[2J denied\n\there"}
+    rig.peer({"pam.check": {"response": answer}})
+    rig.stack()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert res.errors == ["Access?[2J denied??here"]
 
 
 def test_account_falls_back_to_job_list_when_module_not_loaded(rig):
-    job = {"id": 5, "userid": UID, "ranks": "2-3", "state": 16}
-    rig.answers(
-        rpc={"job-list.list": {"response": {"jobs": [job]}}}, attrs={"rank": "3"}
-    )
-    rig.stack()
-    rig.expect(USER, [("account", "PAM_SUCCESS")])
-    topics = rig.rpcs()
-    assert topics[0] == ("pam.check", {"uid": UID, "max_jobs": 8})
-    topic, payload = topics[1]
+    peer = rig.peer(joblist(run_job(ranks="2-3")), attrs={"rank": "3"})
+    rig.stack(["debug"])
+    res = rig.expect(USER, [("account", "PAM_SUCCESS")])
+    assert peer.requests[0] == CHECK
+    assert peer.requests[1] == ("attr.get", {"name": "rank"})
+    topic, payload = peer.requests[2]
     assert topic == "job-list.list"
-    assert payload["constraint"] == {
-        "and": [{"userid": [UID]}, {"ranks": ["3"]}, {"states": ["run"]}]
+    assert payload == {
+        "max_entries": 1,
+        "attrs": ["userid", "ranks", "state", "annotations"],
+        "constraint": {
+            "and": [{"userid": [UID]}, {"ranks": ["3"]}, {"states": ["run"]}]
+        },
     }
+    assert (LOG_DEBUG, "pam module not loaded: asking job-list") in res.logs
+    assert (LOG_DEBUG, f"access granted for {WHO}: jobs ƒ6 (job-list)") in res.logs
 
 
 def test_account_job_list_fallback_denies_without_jobs(rig):
-    rig.answers(rpc={"job-list.list": {"response": {"jobs": []}}})
+    rig.peer(joblist())
     rig.stack()
     res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
     assert res.errors == [DENIED]
-
-
-def test_account_job_in_cleanup_does_not_admit(rig):
-    job = {"id": 5, "userid": UID, "ranks": "0", "state": 32}
-    rig.answers(rpc={"job-list.list": {"response": {"jobs": [job]}}})
-    rig.stack()
-    rig.expect(USER, [("account", "PAM_PERM_DENIED")])
 
 
 @pytest.mark.parametrize(
-    "answers",
-    [
-        {"connect": {"errno": errno.ECONNREFUSED}},
-        {"connect": {"errno": errno.ENOENT}},
-        {"rpc": {"pam.check": {"errno": errno.EPERM, "error": "guests denied"}}},
-        {"rpc": {"pam.check": {"errno": errno.ETIMEDOUT}}},
-        {"rpc": {"pam.check": {"response": "garbage"}}},
-        {"rpc": {"pam.check": {"response": {"jobs": [1]}}}},
-        {"rpc": {"job-list.list": {"errno": errno.EPROTO}}},
-        {"rpc": {"job-list.list": {"response": {"jobs": "nope"}}}},
-    ],
-    ids=[
-        "refused",
-        "no-socket",
-        "eperm",
-        "timeout",
-        "not-an-object",
-        "no-admitted",
-        "joblist-error",
-        "joblist-garbage",
-    ],
+    "job",
+    [run_job(state=32), run_job(ranks="1-2"), run_job(userid=OWNER)],
+    ids=["cleanup", "other-rank", "other-user"],
 )
-def test_account_fails_closed_on_broker_failure(rig, answers):
-    rig.answers(**answers)
+def test_account_job_list_entry_that_does_not_admit(rig, job):
+    rig.peer(joblist(job))
     rig.stack()
     res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
     assert res.errors == [DENIED]
-    assert any(line.startswith("cannot check jobs of user") for line in rig.logs())
+
+
+def marker(rig, content):
+    rig.lockdir.mkdir(mode=0o700, exist_ok=True)
+    (rig.lockdir / f"uid.{UID}.active").write_text(content)
+
+
+def test_account_fallback_refuses_with_the_markers_deny_line(rig):
+    rig.peer(joblist(run_job()))
+    marker(rig, "deny: " + NOT_ENFORCED + "\nmore\n")
+    rig.stack()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert res.errors == [NOT_ENFORCED]
+    assert (LOG_INFO, f"access denied for {WHO}: {NOT_ENFORCED}") in res.logs
+
+
+@pytest.mark.parametrize("content", ["", "\n", "denial: x\n", " deny: x\n"])
+def test_account_fallback_admits_with_a_marker_without_deny_line(rig, content):
+    rig.peer(joblist(run_job()))
+    marker(rig, content)
+    rig.stack()
+    rig.expect(USER, [("account", "PAM_SUCCESS")])
+
+
+def test_account_fallback_admits_without_lock_directory(rig):
+    rig.peer(joblist(run_job()))
+    rig.stack()
+    rig.expect(USER, [("account", "PAM_SUCCESS")])
+    assert not rig.lockdir.exists()
+
+
+def test_account_module_answer_is_not_second_guessed_by_the_marker(rig):
+    rig.peer(module_says(True))
+    marker(rig, "deny: stale\n")
+    rig.stack()
+    rig.expect(USER, [("account", "PAM_SUCCESS")])
+
+
+FAILURES = {
+    "refused": ({"handshake": bytes((errno.ECONNREFUSED,))}, "refused the connection"),
+    "no-socket": (None, "No such file or directory (ENOENT)"),
+    "eperm": (
+        {"answers": {"pam.check": {"errno": errno.EPERM, "error": "guests denied"}}},
+        "pam.check: guests denied (EPERM)",
+    ),
+    "timeout-error": (
+        {"answers": {"pam.check": {"errno": errno.ETIMEDOUT}}},
+        "(ETIMEDOUT)",
+    ),
+    "not-an-object": (
+        {"answers": {"pam.check": {"response": "garbage"}}},
+        "(EPROTO)",
+    ),
+    "no-admitted": (
+        {"answers": {"pam.check": {"response": {"jobs": [1]}}}},
+        "admitted is missing or not a boolean",
+    ),
+    "admitted-not-bool": (
+        {"answers": {"pam.check": {"response": {"admitted": 1}}}},
+        "admitted is missing or not a boolean",
+    ),
+    "jobs-not-ids": (
+        {"answers": {"pam.check": {"response": {"admitted": True, "jobs": [-1]}}}},
+        "jobs is not an array of job IDs",
+    ),
+    "njobs-not-count": (
+        {"answers": {"pam.check": {"response": {"admitted": True, "njobs": "2"}}}},
+        "njobs is not a count",
+    ),
+    "message-not-text": (
+        {"answers": {"pam.check": {"response": {"admitted": False, "message": 5}}}},
+        "message is not a string",
+    ),
+    "joblist-error": (
+        {"answers": {"job-list.list": {"errno": errno.EPROTO}}},
+        "job-list.list",
+    ),
+    "joblist-garbage": (
+        {"answers": {"job-list.list": {"response": {"jobs": "nope"}}}},
+        "job-list.list response has no jobs array",
+    ),
+    "joblist-bad-ranks": (
+        {"answers": joblist(run_job(ranks="0-x"))},
+        "job 5 has no ranks",
+    ),
+    "joblist-no-userid": (
+        {"answers": joblist({"id": 5, "ranks": "0"})},
+        "a job lacks id or userid",
+    ),
+    "rank-not-a-number": (
+        {"answers": joblist(run_job()), "attrs": {"rank": "zero"}},
+        'broker attribute rank="zero" is not an integer',
+    ),
+    "no-rank": (
+        {"answers": joblist(run_job()), "attrs": {}},
+        "attr.get: no attribute rank (ENOENT)",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FAILURES))
+def test_account_fails_closed_on_broker_failure_telling_why(rig, name):
+    spec, detail = FAILURES[name]
+    if spec is None:
+        rig.no_broker()
+    else:
+        rig.peer(**spec)
+    rig.stack()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert res.errors == [UNCHECKED]
+    errors = [t for p, t in res.logs if p == LOG_ERR]
+    assert len(errors) == 1 and errors[0].startswith(f"cannot check jobs of {WHO}: ")
+    assert detail in errors[0]
+    assert (LOG_INFO, f"access denied for {WHO}") in res.logs
+
+
+def test_account_fails_closed_on_unsafe_lock_directory_in_fallback(rig):
+    rig.peer(joblist(run_job()))
+    marker(rig, "")
+    rig.lockdir.chmod(0o770)
+    rig.stack()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert res.errors == [UNCHECKED]
+    assert any("group- or other-writable (mode 0770)" in t for t in res.texts)
 
 
 def test_account_generic_failure_ignore_falls_through(rig):
-    rig.answers(connect={"errno": errno.ECONNREFUSED})
+    rig.no_broker()
     rig.stack(["action_generic_failure=ignore"])
     res = rig.expect(USER, [("account", "IGNORED")])
     assert res.errors == []
 
 
-def test_account_generic_failure_allow_admits_without_slice(rig, tmp_path):
-    rig.answers(connect={"errno": errno.ECONNREFUSED})
-    rig.config(manage_user_slice=True)
+def test_account_generic_failure_allow_admits_without_slice(rig):
+    rig.no_broker()
     rig.stack(["action_generic_failure=allow"])
-    rig.expect(USER, [("account", "PAM_SUCCESS"), ("open_session", "IGNORED")])
+    res = rig.expect(USER, [("account", "PAM_SUCCESS"), ("open_session", "IGNORED")])
+    assert (LOG_WARNING, f"access granted for {WHO} without a job check") in res.logs
 
 
-def test_account_denies_when_real_broker_is_unreachable(rig, tmp_path):
-    """No stand-in: FLUX_URI names no broker (or flux cannot be imported)."""
-    rig.stack(["pythonpath=/opt/flux/lib/python3.11/site-packages"], answers=False)
-    res = rig.expect(
-        USER,
-        [("account", "PAM_PERM_DENIED")],
-        env={"FLUX_URI": f"local://{tmp_path}/no-broker"},
-    )
-    assert res.errors == [DENIED]
+@pytest.mark.parametrize(
+    "uri", ["ssh://host/run/flux/local", "/run/flux/local", "local://"]
+)
+def test_account_refuses_a_broker_uri_that_is_not_local(rig, uri):
+    rig.stack()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")], env={"FLUX_URI": uri})
+    assert res.errors == [UNCHECKED]
+    assert any("is not a local:// URI" in t for t in res.texts)
+
+
+def test_account_without_flux_uri_asks_the_system_instance(rig):
+    rig.stack()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")], env={"FLUX_URI": ""})
+    assert any("local:///run/flux/local" in t for t in res.texts)
 
 
 def test_account_ignores_other_services_by_default(rig):
-    rig.answers(rpc=NOT_ADMITTED)
-    rig.stack(service="login")
-    rig.expect(USER, [("account", "IGNORED")], service="login")
-    assert rig.rpcs() == []
+    peer = rig.peer(NOT_ADMITTED)
+    rig.stack(["debug"], service="login")
+    res = rig.expect(USER, [("account", "IGNORED")], service="login")
+    assert peer.connections == 0
+    assert (LOG_DEBUG, "service login is not sshd") in res.logs
 
 
 def test_account_service_star_acts_for_any_service(rig):
-    rig.answers(rpc=NOT_ADMITTED)
+    rig.peer(NOT_ADMITTED)
     rig.stack(["service=*"], service="login")
     rig.expect(USER, [("account", "PAM_PERM_DENIED")], service="login")
 
 
 def test_account_named_service_acts_only_for_it(rig):
-    rig.answers(rpc=NOT_ADMITTED)
+    rig.peer(NOT_ADMITTED)
     rig.stack(["service=login"], service="login")
     rig.expect(USER, [("account", "PAM_PERM_DENIED")], service="login")
     rig.stack(["service=login"], service="sshd")
     rig.expect(USER, [("account", "IGNORED")], service="sshd")
 
 
+def test_account_waits_for_a_slow_broker_within_the_timeout(rig):
+    rig.peer({"pam.check": {"delay": 0.5, **ADMITTED["pam.check"]}})
+    rig.stack(["timeout=5s"])
+    rig.expect(USER, [("account", "PAM_SUCCESS")])
+
+
+def test_account_gives_up_on_a_silent_broker_after_the_timeout(rig):
+    rig.peer({"pam.check": {"hang": True}})
+    rig.stack(["timeout=300ms"])
+    t0 = time.monotonic()
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert time.monotonic() - t0 < 10
+    assert any("pam.check: no answer within 0.3s (ETIMEDOUT)" in t for t in res.texts)
+
+
 # --- allow-guest-user --------------------------------------------------------
 
 
+def guest_peers(rig, ranks="0-1", rank="0", allow=True, uri=None):
+    sub = rig.peer(
+        {"config.get": {"response": {"access": {"allow-guest-user": allow}}}},
+        name=SUB_PATH,
+    )
+    job = run_job(
+        jobid=77,
+        userid=OWNER,
+        ranks=ranks,
+        annotations={"user": {"uri": uri or f"ssh://node0{sub.path}"}},
+    )
+    main = rig.peer(
+        {**NOT_ADMITTED, **joblist(job)},
+        attrs={"rank": rank, "security.owner": str(OWNER)},
+    )
+    rig.env["FLUX_URI"] = main.uri
+    return main, sub
+
+
 def test_guest_of_multiuser_subinstance_is_admitted_without_slice(rig):
-    guest_answers(rig)
-    rig.config(manage_user_slice=True)
+    main, sub = guest_peers(rig)
     rig.stack(["allow-guest-user"])
-    rig.expect(USER, [("account", "PAM_SUCCESS"), ("open_session", "IGNORED")])
-    topics = [t for t, _ in rig.rpcs()]
-    assert topics == ["pam.check", "job-list.list", "config.get"]
-    payload = rig.rpcs()[1][1]
+    res = rig.expect(USER, [("account", "PAM_SUCCESS"), ("open_session", "IGNORED")])
+    assert main.topics() == ["pam.check", "attr.get", "attr.get", "job-list.list"]
+    payload = main.requests[3][1]
     assert payload["constraint"]["and"][0] == {"userid": [OWNER]}
+    assert payload["max_entries"] == 0
+    assert sub.topics() == ["config.get"]
+    assert (LOG_INFO, f"access granted for {WHO} as guest of job ƒ2L") in res.logs
 
 
 def test_guest_denied_without_allow_guest_user_option(rig):
-    guest_answers(rig)
+    main, sub = guest_peers(rig)
     rig.stack()
     rig.expect(USER, [("account", "PAM_PERM_DENIED")])
-    assert [t for t, _ in rig.rpcs()] == ["pam.check"]
+    assert main.topics() == ["pam.check"]
 
 
 def test_guest_denied_on_rank_other_than_jobs_first(rig):
-    guest_answers(rig, ranks="0-1", rank="1")
-    rig.stack(["allow-guest-user"])
-    rig.expect(USER, [("account", "PAM_PERM_DENIED")])
-    assert "config.get" not in [t for t, _ in rig.rpcs()]
+    main, sub = guest_peers(rig, ranks="0-1", rank="1")
+    rig.stack(["allow-guest-user", "debug"])
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert sub.connections == 0
+    assert (LOG_DEBUG, "job ƒ2L: this rank is not its first") in res.logs
 
 
 def test_guest_denied_when_subinstance_does_not_allow_guests(rig):
-    guest_answers(rig, allow=False)
+    guest_peers(rig, allow=False)
     rig.stack(["allow-guest-user"])
-    rig.expect(USER, [("account", "PAM_PERM_DENIED")])
-    assert "job ƒ2L: access.allow-guest-user not enabled" in rig.logs()  # F58 of 77
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert (LOG_INFO, "job ƒ2L: access.allow-guest-user not enabled") in res.logs  # 77
 
 
-def test_guest_denied_when_subinstance_unreachable(rig):
-    rig.answers(
-        rpc={**NOT_ADMITTED, "job-list.list": {"response": {"jobs": [owner_job()]}}},
-        attrs={"rank": "0", "security.owner": str(OWNER)},
-    )
+@pytest.mark.parametrize("uri", ["ssh://node0/nowhere/local", "tcp://x:1", "ssh://h"])
+def test_guest_denied_when_subinstance_unreachable(rig, uri):
+    guest_peers(rig, uri=uri)
     rig.stack(["allow-guest-user"])
-    rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert any(t.startswith("job ƒ2L: c") for p, t in res.logs if p == LOG_ERR)
+
+
+def test_job_user_is_admitted_with_allow_guest_user_without_job_list(rig):
+    peer = rig.peer(ADMITTED)
+    rig.stack(["allow-guest-user"])
+    rig.expect(USER, [("account", "PAM_SUCCESS")])
+    assert peer.topics() == ["pam.check"]
 
 
 # --- options ---------------------------------------------------------------
 
+BAD_OPTIONS = {
+    "bogus": "unrecognized option: bogus",
+    "action_no_jobs=maybe": "option action_no_jobs=maybe: value must be one of"
+    " deny|ignore",
+    "action_generic_failure=open": "value must be one of deny|ignore|allow",
+    "action_no_jobs": "option action_no_jobs: action_no_jobs needs"
+    " action_no_jobs=VALUE",
+    "service=": "service needs service=VALUE",
+    "debug=yes": "option debug=yes: debug takes no value",
+    "allow-guest-user=1": "allow-guest-user takes no value",
+    "lock-dir=relative": "option lock-dir=relative: not an absolute path",
+    "config=relative": "option config=relative: not an absolute path",
+    "log_level=loud": "option log_level=loud: value must be one of quiet|",
+    "service=ss/hd": "option service=ss/hd: not a PAM service name or *",
+    "scope-prefix=a/b": "not usable in a systemd unit name",
+    "timeout=0": "option timeout=0: must be greater than zero",
+    "timeout=-1s": 'option timeout=-1s: "-1s" is negative',
+    "timeout=inf": "is infinite, which is not allowed here",
+    "timeout=10x": '"10x" is not a Flux Standard Duration',
+    "timeout=1e999": "is out of range",
+    "test-answers=/tmp/x": "unrecognized option: test-answers=/tmp/x",
+    "pythonpath=/opt": "unrecognized option: pythonpath=/opt",
+}
 
-@pytest.mark.parametrize(
-    "option", ["bogus", "action_no_jobs=maybe", "debug=yes", "lock-dir=relative"]
-)
-def test_bad_option_fails_every_phase(rig, option):
-    rig.answers(rpc=ADMITTED)
+
+@pytest.mark.parametrize("option", list(BAD_OPTIONS))
+def test_bad_option_fails_every_phase_naming_it(rig, option):
+    peer = rig.peer(ADMITTED)
     rig.stack([option])
-    rig.expect(USER, [("account", "PAM_SERVICE_ERR")])
+    res = rig.expect(USER, [("account", "PAM_SERVICE_ERR")])
+    assert [(p, t) for p, t in res.logs if BAD_OPTIONS[option] in t]
+    assert all(p == LOG_ERR for p, t in res.logs if "option" in t)
     rig.expect(USER, [("open_session", "PAM_SESSION_ERR")])
     rig.expect(USER, [("authenticate", "PAM_SERVICE_ERR")])
-    assert rig.rpcs() == []
+    rig.expect(USER, [("setcred", "PAM_SERVICE_ERR")])
+    rig.expect(USER, [("close_session", "PAM_SUCCESS")])
+    rig.expect("root", [("account", "PAM_SERVICE_ERR")])
+    assert peer.connections == 0
 
 
-def test_auth_and_setcred_are_ignored(rig):
-    rig.answers(rpc=ADMITTED)
+def test_every_option_at_once_is_accepted(rig):
+    rig.peer(ADMITTED)
+    rig.stack(
+        [
+            "action_no_jobs=ignore",
+            "action_generic_failure=deny",
+            "service=sshd",
+            "log_level=notice",
+            "debug",
+            "allow-guest-user",
+            "scope-prefix=site-login",
+            "timeout=1.5m",
+        ]
+    )
+    rig.expect(USER, [("account", "PAM_SUCCESS")])
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["10", "10s", "500ms", "0.5", ".5s", "1.", "2m", "1h", "1d", "1e1s", "1e300"],
+)
+def test_timeout_accepts_flux_standard_durations(rig, value):
+    rig.peer(ADMITTED)
+    rig.stack([f"timeout={value}"])
+    rig.expect(USER, [("account", "PAM_SUCCESS")])
+
+
+def test_a_later_option_overrides_an_earlier_one(rig):
+    rig.peer(NOT_ADMITTED)
+    rig.stack(["action_no_jobs=deny", "action_no_jobs=ignore"])
+    rig.expect(USER, [("account", "IGNORED")])
+
+
+def test_config_option_is_accepted_and_logged_as_ignored(rig):
+    rig.peer(ADMITTED)
+    rig.stack(["config=/etc/flux/system/conf.d"])
+    res = rig.expect(USER, [("account", "PAM_SUCCESS")])
+    warnings = [t for p, t in res.logs if p == LOG_WARNING]
+    assert warnings and warnings[0].startswith(
+        "option config=/etc/flux/system/conf.d is ignored"
+    )
+
+
+@pytest.mark.parametrize(
+    "level,priorities",
+    [
+        ("quiet", set()),
+        ("error", {LOG_ERR}),
+        ("warning", {LOG_ERR, LOG_WARNING}),
+        ("info", {LOG_ERR, LOG_WARNING, LOG_INFO}),
+        ("debug", {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG}),
+    ],
+)
+def test_log_level_drops_lines_above_it(rig, level, priorities):
+    """A broker failure logs LOG_ERR and LOG_INFO; config= a LOG_WARNING;
+    the fallback a LOG_DEBUG line."""
+    rig.peer({"job-list.list": {"errno": errno.EIO}})
+    rig.stack([f"log_level={level}", "config=/x"])
+    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
+    assert {p for p, t in res.logs} == priorities
+
+
+def test_auth_setcred_and_password_are_not_acted_on(rig):
+    peer = rig.peer(ADMITTED)
     rig.stack()
     rig.expect(USER, [("authenticate", "IGNORED"), ("setcred", "IGNORED")])
+    assert peer.connections == 0
 
 
-def test_missing_package_fails_closed(rig, tmp_path):
-    """pamtester: pam_python starts its own Python, ignoring the environment."""
+def test_pamtester_is_refused_with_the_message_on_stderr(rig):
     if shutil.which("pamtester") is None:
         pytest.skip("pamtester not installed")
-    probe = subprocess.run(["/usr/bin/python3", "-I", "-c", "import flux_pam_service"])
-    if probe.returncode == 0:
-        pytest.skip("flux_pam_service is installed system-wide")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (rig.svcdir / "sshd").write_text(
-        f"account required pam_python.so {PAM_FLUX} pythonpath={empty}\n"
-    )
-    proc = rig.pamtester(USER, "acct_mgmt")
-    assert proc.returncode != 0
-    assert "Error in service module" in proc.stderr
-
-
-def test_pamtester_imports_package_through_pythonpath_option(rig):
-    rig.answers(rpc=NOT_ADMITTED)
+    peer = rig.peer(NOT_ADMITTED)
     rig.stack()
-    if shutil.which("pamtester") is None:
-        pytest.skip("pamtester not installed")
     proc = rig.pamtester(USER, "acct_mgmt")
     assert proc.returncode != 0
     assert DENIED in proc.stderr
-    rig.answers(rpc=ADMITTED)
+    peer.answers.update(ADMITTED)
     proc = rig.pamtester(USER, "acct_mgmt")
     assert proc.returncode == 0, proc.stderr
-    assert rig.rpcs()[-1] == ("pam.check", {"uid": UID, "max_jobs": 8})
+    assert peer.requests[-1] == CHECK
 
 
 # --- session ---------------------------------------------------------------
 
 
 def test_session_ignored_without_account_admission(rig):
-    rig.answers(rpc=ADMITTED)
-    rig.config(manage_user_slice=True)
-    rig.stack()
-    rig.expect(USER, [("open_session", "IGNORED")])
+    rig.peer(module_says(True))
+    rig.stack(["debug"])
+    res = rig.expect(USER, [("open_session", "IGNORED")])
+    assert (
+        LOG_DEBUG,
+        "no session setup: not admitted by pam_flux as job owner",
+    ) in res.logs
 
 
 def test_session_ignored_after_account_denial(rig):
-    rig.answers(rpc=NOT_ADMITTED)
-    rig.config(manage_user_slice=True)
+    rig.peer(NOT_ADMITTED)
     rig.stack(["action_no_jobs=ignore"])
     rig.expect(USER, [("account", "IGNORED"), ("open_session", "IGNORED")])
 
 
 def test_session_ignored_for_root(rig):
-    rig.answers(rpc=ADMITTED)
-    rig.config(manage_user_slice=True)
+    rig.peer(module_says(True))
     rig.stack()
     rig.expect("root", [("account", "PAM_SUCCESS"), ("open_session", "IGNORED")])
 
 
-def test_session_without_slice_management_succeeds_without_scope(rig):
-    rig.answers(rpc=ADMITTED)
-    rig.config(manage_user_slice=False)
+def test_session_account_verdict_is_per_handle(rig):
+    """An admission on one handle does not open the session of the next."""
+    rig.peer(module_says(True))
     rig.stack()
+    first, second = rig.runs(
+        [
+            (USER, [("account", "PAM_SUCCESS")], "sshd"),
+            (USER, [("open_session", "IGNORED")], "sshd"),
+        ]
+    )
+    assert first.ok and second.ok, second.error
+
+
+def test_session_without_slice_management_succeeds_without_scope(rig):
+    peer = rig.peer(module_says(False))
+    rig.stack(["debug"])
     res = rig.expect(
         USER,
         [
@@ -334,12 +588,12 @@ def test_session_without_slice_management_succeeds_without_scope(rig):
         ],
     )
     assert "XDG_RUNTIME_DIR" not in res.env
-    assert [t for t, _ in rig.rpcs()] == ["pam.check"]
+    assert peer.topics() == ["pam.check"]
+    assert (LOG_DEBUG, "pam.manage-user-slice is false: no scope") in res.logs
 
 
 def test_session_skips_systemd_user_service(rig):
-    rig.answers(rpc=ADMITTED)
-    rig.config(manage_user_slice=True)
+    rig.peer(module_says(True))
     rig.stack(["service=*"], service="systemd-user")
     rig.expect(
         USER,
@@ -348,82 +602,134 @@ def test_session_skips_systemd_user_service(rig):
     )
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["[pam]\nmanage-user-slice = 1\n", "[pam]\nbogus = true\n", "[pam\n"],
-    ids=["not-bool", "unknown-key", "syntax"],
-)
-def test_session_refused_when_config_is_bad(rig, text):
-    rig.answers(rpc=ADMITTED)
-    rig.config(text=text)
+def expect_no_bus_failure(rig):
+    """The session reaches the scope step and fails there: no system bus."""
     rig.stack()
     res = rig.expect(
         USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")]
     )
     assert res.errors == [SETUP_FAILED]
-    assert any("cannot read the configuration" in line for line in rig.logs())
+    assert any(
+        t.startswith(f"session refused for {WHO}: cannot create flux-pam-")
+        for p, t in res.logs
+        if p == LOG_ERR
+    )
+    return res
 
 
-def expect_no_bus_failure(rig, tmp_path):
-    """The session reaches the scope step and fails there: no system bus."""
+def test_session_with_module_managing_goes_on_to_the_scope(rig):
+    peer = rig.peer(module_says(True))
+    expect_no_bus_failure(rig)
+    assert "pam.attach" not in peer.topics()
+
+
+@pytest.mark.parametrize(
+    "config,manage",
+    [
+        ({"pam": {"manage-user-slice": False}}, False),
+        ({"pam": {}}, False),
+        ({}, False),
+        ({"pam": {"manage-user-slice": True}}, True),
+    ],
+    ids=["off", "no-key", "no-table", "on"],
+)
+def test_session_in_fallback_takes_manage_user_slice_from_config_get(
+    rig, config, manage
+):
+    peer = rig.peer({**joblist(run_job()), "config.get": {"response": config}})
+    if manage:
+        expect_no_bus_failure(rig)
+    else:
+        rig.stack()
+        rig.expect(USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SUCCESS")])
+    assert peer.topics()[-1] == "config.get"
+
+
+def test_session_when_the_module_did_not_say_asks_config_get(rig):
+    peer = rig.peer(
+        {**ADMITTED, "config.get": {"response": {"pam": {"manage-user-slice": False}}}}
+    )
     rig.stack()
+    rig.expect(USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SUCCESS")])
+    assert peer.topics() == ["pam.check", "config.get"]
+
+
+@pytest.mark.parametrize(
+    "answer,detail",
+    [
+        ({"errno": errno.EPERM, "error": "no"}, "config.get: no (EPERM)"),
+        ({"response": {"pam": {"manage-user-slice": 1}}}, "is not a boolean"),
+        ({"response": {"pam": "on"}}, "pam is not a table"),
+        ({"hang": True}, "no answer within"),
+    ],
+    ids=["error", "not-bool", "not-table", "silent"],
+)
+def test_session_refused_when_the_configuration_cannot_be_read(rig, answer, detail):
+    rig.peer({**joblist(run_job()), "config.get": answer})
+    rig.stack(["timeout=0.3"])
     res = rig.expect(
-        USER,
-        [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")],
-        env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"},
+        USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")]
     )
     assert res.errors == [SETUP_FAILED]
-    assert any("cannot create flux-pam-" in line for line in rig.logs())
+    line = [t for p, t in res.logs if p == LOG_ERR][-1]
+    assert line.startswith(f"session refused for {WHO}: cannot read the configuration")
+    assert detail in line
 
 
-def module_says(manage):
-    answer = {"admitted": True, "jobs": [1234], "manage_user_slice": manage}
-    return {"pam.check": {"response": answer}}
-
-
-def test_session_takes_manage_user_slice_from_the_module_not_the_config(rig):
-    """pam.check's manage_user_slice wins; the config is not even read."""
-    rig.answers(rpc=module_says(False))
-    rig.config(text="[pam\n")  # unreadable: would refuse if it were read
+@pytest.mark.parametrize("mode", [0o770, 0o702], ids=["group", "other"])
+def test_session_refused_when_lock_dir_is_writable_by_others(rig, mode):
+    peer = rig.peer(module_says(True))
+    rig.lockdir.mkdir()
+    rig.lockdir.chmod(mode)
     rig.stack()
     res = rig.expect(
-        USER,
-        [("account", "PAM_SUCCESS"), ("open_session", "PAM_SUCCESS")],
+        USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")]
     )
-    assert "XDG_RUNTIME_DIR" not in res.env
-    assert not any("configuration" in line for line in rig.logs())
+    assert res.errors == [SETUP_FAILED]
+    assert any(
+        "unsafe lock directory" in t and "group- or other-writable" in t
+        for t in res.texts
+    )
+    assert oct(rig.lockdir.stat().st_mode & 0o777) == oct(mode)  # left as found
+    assert "pam.attach" not in peer.topics()
 
 
-def test_session_with_module_managing_goes_on_to_the_scope(rig, tmp_path):
-    rig.answers(rpc=module_says(True))
-    rig.config(manage_user_slice=False)  # the module's answer wins
-    expect_no_bus_failure(rig, tmp_path)
+def test_session_refused_when_lock_dir_is_a_symlink(rig, tmp_path):
+    rig.peer(module_says(True))
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    rig.lockdir.symlink_to(real)
+    rig.stack()
+    res = rig.expect(
+        USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")]
+    )
+    assert any(f"lock directory {rig.lockdir} is a symlink" in t for t in res.texts)
 
 
-def test_session_refused_when_config_is_missing(rig, tmp_path):
-    rig.answers(rpc=ADMITTED)
-    rig.stack([f"config={tmp_path}/nowhere"])
-    rig.expect(USER, [("account", "PAM_SUCCESS"), ("open_session", "PAM_SESSION_ERR")])
-
-
-def test_session_fails_closed_when_system_bus_unreachable(rig, tmp_path):
-    rig.answers(rpc=ADMITTED)
-    rig.config(manage_user_slice=True)
-    expect_no_bus_failure(rig, tmp_path)
-    assert "pam.attach" not in [t for t, _ in rig.rpcs()]
+def test_session_creates_a_missing_lock_dir_0700(rig):
+    rig.peer(module_says(True))
+    expect_no_bus_failure(rig)
+    assert rig.lockdir.stat().st_mode & 0o777 == 0o700
 
 
 def test_close_session_succeeds(rig):
-    rig.answers(rpc=ADMITTED)
     rig.stack()
     rig.expect(USER, [("close_session", "PAM_SUCCESS")])
 
 
-def test_group_writable_answers_file_is_refused_and_denies(rig):
-    """The test-only answers file cannot be planted by a non-root user."""
-    rig.answers(rpc=ADMITTED)
-    rig.answers_file.chmod(0o666)
-    rig.stack()
-    res = rig.expect(USER, [("account", "PAM_PERM_DENIED")])
-    assert res.errors == [DENIED]
-    assert not rig.logfile.exists()  # nor is its "log" path written
+def test_account_step_does_not_load_libsystemd(rig, tmp_path):
+    """sd-bus is loaded by the session step only (a cost of every login)."""
+    probe = tmp_path / "maps.sh"
+    probe.write_text(
+        "#!/bin/sh\n"
+        'if grep -q libsystemd "/proc/$PPID/maps"; then echo loaded;'
+        " else echo not-loaded; fi\n"
+    )
+    probe.chmod(0o755)
+    rig.peer(module_says(True))
+    (rig.svcdir / "sshd").write_text(
+        f"account required {rig.build.path} {' '.join(rig.options())}\n"
+        f"account required pam_exec.so stdout {probe}\n"
+    )
+    res = rig.expect(USER, [("account", "PAM_SUCCESS")])
+    assert res.infos == ["not-loaded"]

@@ -9,6 +9,7 @@ here.
 
 import os
 import shutil
+import sysconfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,12 +62,14 @@ FROM_REPO = {
     "etc/polkit-1/rules.d/60-flux-pam.rules": (
         "usr/share/polkit-1/rules.d/60-flux-pam.rules"
     ),
-    "pam/pam_flux.py": "usr/lib/flux-pam/pam_flux.py",
     "libexec/prolog.d/flux-pam-prolog": "usr/libexec/flux/prolog.d/flux-pam-prolog",
     "libexec/housekeeping.d/flux-pam-housekeeping": (
         "usr/libexec/flux/housekeeping.d/flux-pam-housekeeping"
     ),
 }
+# pam_flux.so where libpam looks for it (a stand-in: the unit tier does not
+# build the module)
+PAM_MODULE = f"lib/{sysconfig.get_config_var('MULTIARCH') or ''}/security/pam_flux.so"
 EXECUTABLE = {
     "usr/libexec/flux/prolog.d/flux-pam-prolog",
     "usr/libexec/flux/housekeeping.d/flux-pam-housekeeping",
@@ -98,6 +101,7 @@ def build(root):
         os.chmod(out, 0o755 if dst in EXECUTABLE else 0o644)
     for name, text in COMMON.items():
         write(root, f"etc/pam.d/{name}", text)
+    write(root, PAM_MODULE, "stands for pam_flux.so\n")
     for cmd in ("flux-run-prolog", "flux-run-housekeeping"):
         write(root, f"usr/libexec/flux/cmd/{cmd}", "#!/bin/sh\nexit 0\n", 0o755)
     # the site's multi-user instance sets the IMP that runs jobs

@@ -152,22 +152,24 @@ def test_job_overhead_rows_compare_with_management_off():
 
 
 def adm_data():
-    def step(k, permit95, flux95, rpc95, place="node"):
+    def step(k, permit50, flux50, flux95, rpc95, place="node", python=False):
+        pt = {
+            "permit": summ(permit50, permit50 + 1.0),
+            "pam_flux": summ(flux50, flux95),
+        }
+        if python:
+            pt["pam_python"] = summ(40.0, 60.0)
+            pt["pam_flux.py"] = summ(50.0, 66.0)
         return {
             "k": k,
             "place": place,
             "rpc": "pam.check",
             "rpc_ms": summ(rpc95 / 2, rpc95),
             "jobs_seen": k,
-            "pamtester_ms": {
-                "permit": summ(permit95 / 2, permit95),
-                "pam_python": summ(40.0, 60.0),
-                "pam_flux": summ(flux95 / 2, flux95),
-            },
-            "failures": {"permit": 0, "pam_python": 0, "pam_flux": 1},
-            "stages_ms": {"connect": summ(0.4, 0.6)} if k == 1000 else None,
+            "pamtester_ms": pt,
+            "failures": {"permit": 0, "pam_flux": 1},
             "instructions": (
-                {"permit": 2_000_000, "pam_python": 88_000_000, "pam_flux": 97_000_000}
+                {"permit": 2_000_000, "pam_flux": 2_900_000}
                 if place == "host"
                 else None
             ),
@@ -176,30 +178,32 @@ def adm_data():
     return {
         "uid": 1000,
         "places": ["node", "host"],
+        "python_checkout": "cef586b 2026-11-22 the last Python module",
         "modes": {
             "service": {
                 "steps": [
-                    step(1, 4.0, 62.0, 0.5),
-                    step(1, 4.0, 90.0, 0.5, "host"),
-                    step(1000, 4.0, 63.5, 0.9),
+                    step(1, 3.0, 3.5, 5.0, 0.5),
+                    step(1, 3.0, 3.9, 5.5, 0.5, "host", python=True),
+                    step(1000, 3.0, 3.6, 5.8, 0.9),
                 ]
             },
-            "fallback": {"steps": [step(1000, 5.0, 80.0, 3.0)]},
+            "fallback": {"steps": [step(1000, 3.0, 5.0, 9.0, 3.0)]},
         },
     }
 
 
-def test_admission_rows_subtract_both_baselines_per_place():
+def test_admission_rows_subtract_pam_permit_per_place():
     rows = admission.rows(adm_data())
     assert [r["place"] for r in rows] == ["node", "host", "node", "node"]
-    assert [r["p95_above_permit"] for r in rows] == [58.0, 86.0, 59.5, 75.0]
-    assert [r["p95_above_pam_python"] for r in rows] == [2.0, 30.0, 3.5, 20.0]
+    assert [r["flux_p50_above"] for r in rows] == pytest.approx([0.5, 0.9, 0.6, 2.0])
+    assert [r["flux_p95_above"] for r in rows] == pytest.approx([1.0, 1.5, 1.8, 5.0])
+    assert [r["py_p50_above"] for r in rows] == [None, 47.0, None, None]
     assert rows[0]["failures"] == 1
     text = admission.report(adm_data())
     assert "uid 1000" in text
-    assert "where pam_flux's time goes (service, node, 1000 jobs" in text
+    assert "the Python module of cef586b" in text
     assert "user-space instructions per pamtester run (service, host, 1 jobs" in text
-    assert "9000000" in text  # pam_flux above the no-op pam_python stack
+    assert "900000" in text  # pam_flux above pam_permit
 
 
 # ------------------------------------------------------------------ session
@@ -226,15 +230,14 @@ def test_session_share_is_the_difference_of_differences():
 def test_session_stack_drops_only_pam_flux_session_and_widens_its_account():
     sshd = (
         "@include common-account\n"
-        "account required pam_python.so /usr/lib/flux-pam/pam_flux.py config=/c\n"
+        "account required pam_flux.so debug\n"
         "session required pam_limits.so\n"
-        "session requisite pam_python.so /usr/lib/flux-pam/pam_flux.py config=/c\n"
+        "session requisite pam_flux.so\n"
     )
     out = session.no_session_stack(sshd).splitlines()
     assert out == [
         "@include common-account",
-        "account required pam_python.so /usr/lib/flux-pam/pam_flux.py config=/c"
-        " service=*",
+        "account required pam_flux.so debug service=*",
         "session required pam_limits.so",
     ]
 
@@ -353,22 +356,22 @@ def test_targets_report_met_and_unmet_with_their_figures():
         "job_overhead": job_data(),
         "admission": adm_data(),
         "memory": {"results": memory.results(mem_data())},
+        "session": session_data(),
     }
-    ts = {t["target"].split(":")[0][:20]: t for t in run.targets(res)}
     met = [t["met"] for t in run.targets(res)]
     # module apply 3.0 = 1.5x UserSlice.apply: met; alloc->ready
     # 2.5 ms <= 2 x 2.0: met; no forks; throughput 95%; admission with the
-    # module (service mode, node): +2.0/+3.5 ms over the no-op pam_python
-    # stack: met, +58/+59.5 over pam_permit: not met (the host row and the
-    # fallback mode are not the target's); memory 1 KiB/job: met
+    # module (service mode, node): +0.5/+1.0 and +0.6/+1.8 ms over pam_permit:
+    # met (the host row and the fallback mode are not the target's);
+    # session 40 ms: not met; memory 1 KiB/job: met
     assert met == [True, True, True, True, True, False, True]
     text = run.format_targets(run.targets(res))
-    assert "1 jobs: +2.0 ms; 1000 jobs: +3.5 ms (node)" in text
-    assert "1 jobs: +58.0 ms; 1000 jobs: +59.5 ms (node)" in text
+    assert "1 jobs: +0.50/+1.00 ms; 1000 jobs: +0.60/+1.80 ms" in text
+    assert "(p50/p95, node; p50 spread 0.10 ms)" in text
+    assert "40.0 ms median, 40.0 ms p95" in text
     # the floor of an apply is SetUnitProperties with the job's properties
     assert "1.50x SetUnitProperties with the job's properties (2.00 ms)" in text
     assert "2.0x the AllowedCPUs-only call (1.50 ms)" in text
-    assert ts
 
 
 def test_targets_without_results_are_not_measured():

@@ -427,22 +427,22 @@ def test_pam_systemd_check_warns_on_missing_include(root):
 
 # --- pam_flux -------------------------------------------------------------
 
-ACCOUNT = "account    required     pam_python.so /usr/lib/flux-pam/pam_flux.py"
-SESSION = "session    requisite    pam_python.so /usr/lib/flux-pam/pam_flux.py"
+ACCOUNT = "account    required     pam_flux.so"
+SESSION = "session    requisite    pam_flux.so"
 
 
 def test_pam_flux_check_fails_without_session_rule(root):
     edit(root, "etc/pam.d/sshd", SESSION, "")
     res = run("pam-flux", root)
     assert res.status == check.FAIL
-    assert "no session rule runs pam_flux.py" in res.detail
+    assert "no session rule runs pam_flux.so" in res.detail
 
 
 def test_pam_flux_check_fails_without_account_rule(root):
     edit(root, "etc/pam.d/sshd", ACCOUNT, "")
     res = run("pam-flux", root)
     assert res.status == check.FAIL
-    assert "no account rule runs pam_flux.py" in res.detail
+    assert "no account rule runs pam_flux.so" in res.detail
 
 
 def test_pam_flux_check_fails_on_lone_sufficient_account(root):
@@ -498,10 +498,28 @@ def test_pam_flux_check_warns_when_session_precedes_pam_unix(root):
 
 
 def test_pam_flux_check_fails_when_module_file_is_missing(root):
-    os.unlink(os.path.join(root, "usr/lib/flux-pam/pam_flux.py"))
+    os.unlink(os.path.join(root, checktree.PAM_MODULE))
     res = run("pam-flux", root)
     assert res.status == check.FAIL
-    assert "/usr/lib/flux-pam/pam_flux.py does not exist" in res.detail
+    assert "pam_flux.so is not installed" in res.detail
+
+
+def test_pam_flux_check_finds_a_module_named_by_its_path(root):
+    path = "/usr/local/lib/security/pam_flux.so"
+    checktree.write(root, path.lstrip("/"), "a module")
+    edit(root, "etc/pam.d/sshd", ACCOUNT, ACCOUNT.replace("pam_flux.so", path))
+    assert run("pam-flux", root).status == check.PASS
+    os.unlink(os.path.join(root, path.lstrip("/")))
+    res = run("pam-flux", root)
+    assert res.status == check.FAIL and f"{path} is not installed" in res.detail
+
+
+def test_pam_flux_check_fails_on_the_python_module_of_earlier_releases(root):
+    old = "account required pam_python.so /usr/lib/flux-pam/pam_flux.py"
+    edit(root, "etc/pam.d/sshd", ACCOUNT, ACCOUNT + "\n" + old)
+    res = run("pam-flux", root)
+    assert res.status == check.FAIL
+    assert "the Python pam_flux (pam_python.so pam_flux.py) is no longer" in res.detail
 
 
 # --- linger ---------------------------------------------------------------
