@@ -49,7 +49,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from . import enforcement, idset, properties
 from .slice import SLICE, UserSlice
-from .systemd import DBusError, Systemd
+from .systemd import Systemd, unreachable
 
 SCOPE = "org.freedesktop.systemd1.Scope"
 DESCRIPTION_PREFIX = "flux-pam:"
@@ -106,15 +106,10 @@ def _fail(exc: OSError, out: Outcome) -> OSError:
 
 def _drop_connection(state: dict, exc: BaseException) -> None:
     """Forget the connection after a transport error; the next op reconnects."""
-    if isinstance(exc, DBusError) and exc.name is None:
+    if unreachable(exc):
         sd = state.pop("systemd", None)
         if sd is not None:
             sd.close()
-
-
-def _transport(exc: BaseException) -> bool:
-    """True for a lost or refused connection (not an answer from systemd)."""
-    return isinstance(exc, DBusError) and exc.name is None
 
 
 def _run(
@@ -131,7 +126,7 @@ def _run(
             raise _fail(OSError(errno.EINVAL, str(exc)), out) from None
         except OSError as exc:
             _drop_connection(state, exc)
-            if attempt == 1 and _transport(exc) and reused:
+            if attempt == 1 and unreachable(exc) and reused:
                 out.logs.append((LOG_DEBUG, f"reconnecting to systemd: {exc}"))
                 continue
             raise _fail(exc, out) from None

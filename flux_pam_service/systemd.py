@@ -145,6 +145,15 @@ class DBusError(OSError):
         return cls(_ERRNO.get(name, errno.EIO), name, message)
 
 
+def unreachable(exc: BaseException) -> bool:
+    """True if *exc* says systemd could not be reached or did not answer in
+    time (no connection, a dropped one, no reply), not an answer of systemd."""
+    return isinstance(exc, OSError) and (
+        getattr(exc, "name", "") is None
+        or exc.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT)
+    )
+
+
 def _escape(name: str) -> str:
     """systemd's bus_label_escape(): unit name -> object path element."""
     if not name:
