@@ -50,7 +50,7 @@ PAM_TOML = (
 def inner_module(args: dict) -> dict:
     import flux
 
-    from flux_pam_service import rv1
+    from flux_pam_service.core import rv1
 
     h = flux.Flux()
     host = h.attr_get("hostname")

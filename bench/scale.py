@@ -124,7 +124,8 @@ def inner_jobs(args: dict) -> dict:
 
 def dispatcher_cost(sizes: list, reps: int) -> list:
     """CPU time (us) of Dispatcher.event for one job's events, per size."""
-    from flux_pam_service import dispatch, idset
+    from flux_pam_service import dispatch
+    from flux_pam_service.core import idset
 
     out = []
     for nodes in sizes:

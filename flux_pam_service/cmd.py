@@ -1,5 +1,5 @@
 """Entry point of the ``flux-pam`` console script."""
 
-from .cli import main
+from flux_pam_service.cli import main
 
 __all__ = ["main"]

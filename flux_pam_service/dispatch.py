@@ -42,8 +42,9 @@ Interface:
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from . import idset, rv1, testmode
-from .jobid import f58
+from flux_pam_service import testmode
+from flux_pam_service.core import idset, rv1
+from flux_pam_service.core.jobid import f58
 
 JOB_START = "pam.job-start"
 JOB_CLEANUP = "pam.job-cleanup"

@@ -20,7 +20,7 @@ Configuration is that of the instance the broker at ``FLUX_URI`` runs
 the one in force, including runtime ``flux config load``.  Keys:
 ``pam.manage-user-slice``, ``pam.kill-user-slice``,
 ``pam.kill-slice-grace-time``, ``pam.debug``,
-``exec.sdexec-constrain-resources`` (flux_pam_service.config).
+``exec.sdexec-constrain-resources`` (flux_pam_service.core.config).
 
 A config that does not validate (the node is *closed*, as the broker module
 is with it) is logged naming the file of the broker's ``config.path`` and the
@@ -125,9 +125,9 @@ import syslog
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Mapping, Optional, TextIO
 
-from . import config, rv1
-from . import jobid as jobid_mod
-from .rv1 import Resources
+from flux_pam_service.core import config, rv1
+from flux_pam_service.core import jobid as jobid_mod
+from flux_pam_service.core.rv1 import Resources
 
 PROLOG = "prolog"
 HOUSEKEEPING = "housekeeping"
@@ -421,7 +421,7 @@ class Perilog:
     # -- the user and the jobs -------------------------------------------
 
     def _job_userid(self, jobspec: Optional[dict], userid: int) -> int:
-        from . import testmode
+        from flux_pam_service import testmode
 
         try:
             return testmode.job_userid(jobspec or {}, userid, self.test_instance)
@@ -479,8 +479,8 @@ class Perilog:
     # -- systemd -----------------------------------------------------------
 
     def user_slice(self) -> Any:
-        from .slice import UserSlice
-        from .systemd import Systemd
+        from flux_pam_service.slice import UserSlice
+        from flux_pam_service.systemd import Systemd
 
         def log(level: int, text: str) -> None:
             if level <= syslog.LOG_WARNING:
@@ -527,7 +527,8 @@ class Perilog:
         """
         if props is None:
             return ""
-        from . import enforcement, lockdir
+        from flux_pam_service import enforcement
+        from flux_pam_service.core import lockdir
 
         root = enforcement.find_root(os.environ, self.test_instance)
         try:
@@ -553,7 +554,7 @@ class Perilog:
         return lockdir.deny_content(verdict.message())
 
     def prolog_alone(self, us: Any) -> None:
-        from . import lockdir
+        from flux_pam_service.core import lockdir
 
         self.check_linger(us)
         others = self.other_jobs()
@@ -572,7 +573,7 @@ class Perilog:
         self.log.debug(f"uid {self.uid}: marker set")
 
     def housekeeping_alone(self, us: Any) -> None:
-        from . import lockdir
+        from flux_pam_service.core import lockdir
 
         others = self.other_jobs()
         self.log.debug(
@@ -593,7 +594,7 @@ class Perilog:
                 grace=self.cfg.kill_slice_grace_time,
             )
         except OSError as exc:
-            from .slice import SurvivorsError
+            from flux_pam_service.slice import SurvivorsError
 
             if isinstance(exc, SurvivorsError):
                 self.broker.drain(f"flux-pam: {_errtext(exc)}")
@@ -603,7 +604,7 @@ class Perilog:
         self.log.debug(f"user-{self.uid}.slice: torn down")
 
     def work_alone(self) -> None:
-        from . import lockdir
+        from flux_pam_service.core import lockdir
 
         us = self.user_slice()
         try:
@@ -642,7 +643,7 @@ class Perilog:
 
         See "A config that does not validate" in the module docstring.
         """
-        from . import lockdir
+        from flux_pam_service.core import lockdir
 
         owner = self.broker.owner()
         self.resolve_user()
@@ -669,7 +670,7 @@ class Perilog:
         removed after a teardown, unless the module (asked again under the
         lock) holds a running job of the user here by then.
         """
-        from . import lockdir
+        from flux_pam_service.core import lockdir
 
         try:
             with lockdir.user_lock(self.uid, self.lockdir_path, LOCK_TIMEOUT):
@@ -742,7 +743,7 @@ def run(prog: str, environ: Optional[Mapping[str, str]] = None) -> int:
         elif not cfg.manage_user_slice:
             log.debug("pam.manage-user-slice is false: skipping")
             return 0
-        from . import testmode
+        from flux_pam_service import testmode
 
         test_instance = bool(testmode.is_test_instance(handle))
         path = lock_dir(environ, test_instance)

@@ -47,7 +47,7 @@ Interface:
 
 from typing import Iterable, Union
 
-from flux_pam_service import idset
+from flux_pam_service.core import idset
 
 UINT64_MAX = 2**64 - 1
 UINT32_MAX = 2**32 - 1

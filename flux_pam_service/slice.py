@@ -62,7 +62,8 @@ import syslog
 import time
 from typing import Callable, Optional
 
-from flux_pam_service import enforcement, idset, properties
+from flux_pam_service import enforcement, properties
+from flux_pam_service.core import idset
 from flux_pam_service.systemd import NO_SUCH_UNIT, DBusError, Systemd
 
 SLICE = "org.freedesktop.systemd1.Slice"

@@ -47,9 +47,10 @@ from dataclasses import dataclass, field
 from syslog import LOG_DEBUG
 from typing import Any, Callable, List, Optional, Tuple
 
-from . import enforcement, idset, properties
-from .slice import SLICE, UserSlice
-from .systemd import Systemd, unreachable
+from flux_pam_service import enforcement, properties
+from flux_pam_service.core import idset
+from flux_pam_service.slice import SLICE, UserSlice
+from flux_pam_service.systemd import Systemd, unreachable
 
 SCOPE = "org.freedesktop.systemd1.Scope"
 DESCRIPTION_PREFIX = "flux-pam:"

@@ -20,7 +20,7 @@ U=$PERILOG_UID
 job_cores() {
 	flux job info "$1" R | "${PYTHON:-python3}" -c '
 import json, sys
-from flux_pam_service import idset, rv1
+from flux_pam_service.core import idset, rv1
 print(idset.encode(rv1.local(json.load(sys.stdin), int(sys.argv[1])).cores))
 ' "${2:-0}"
 }

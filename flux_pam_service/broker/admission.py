@@ -12,10 +12,11 @@ import syslog
 import time
 from typing import TYPE_CHECKING, Optional
 
-from .. import config, enforcement
+from flux_pam_service import enforcement
+from flux_pam_service.core import config
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler, User
+    from flux_pam_service.broker.scheduler import Scheduler, User
 
 
 def enforcement_state(s: "Scheduler", verdict: Optional[enforcement.Verdict]) -> dict:

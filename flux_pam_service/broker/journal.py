@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from flux.constants import FLUX_RPC_NORESPONSE, FLUX_RPC_STREAMING
 
-from ..dispatch import Dispatcher
+from flux_pam_service.dispatch import Dispatcher
 
 JOURNAL_RETRY = 1.0
 JOURNAL_EVENTS = ("submit", "alloc", "finish", "exception", "release", "free", "clean")

@@ -26,10 +26,11 @@ from flux.constants import (
     FLUX_RPC_STREAMING,
 )
 
-from .. import config, dispatch, enforcement, perilog, rv1, testmode, workers
-from . import admission, status
-from .journal import JournalFollower, log_level
-from .scheduler import Operation, Scheduler
+from flux_pam_service import dispatch, enforcement, perilog, testmode, workers
+from flux_pam_service.broker import admission, status
+from flux_pam_service.broker.journal import JournalFollower, log_level
+from flux_pam_service.broker.scheduler import Operation, Scheduler
+from flux_pam_service.core import config, rv1
 
 DEFAULT_NTHREADS = 4
 

@@ -12,10 +12,10 @@ import os
 import syslog
 from typing import TYPE_CHECKING, List, Optional
 
-from .. import sliceops
+from flux_pam_service import sliceops
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from flux_pam_service.broker.scheduler import Scheduler
 
 
 def markers(s: "Scheduler") -> List[int]:
@@ -37,7 +37,7 @@ def markers(s: "Scheduler") -> List[int]:
 
 def scan(s: "Scheduler") -> None:
     """Look for slices to repair; tear down those of users without a job."""
-    from .scheduler import Operation
+    from flux_pam_service.broker.scheduler import Operation
 
     if not s.managing():
         return

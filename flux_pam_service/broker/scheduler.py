@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
-from .. import config, enforcement, lockdir, rv1, sliceops
-from ..jobid import f58
-from ..slice import LingerError, SurvivorsError, UserSlice
-from ..state import UserTable
-from ..systemd import unreachable
-from . import admission, repair
-from .waiters import Waiters
+from flux_pam_service import enforcement, sliceops
+from flux_pam_service.broker import admission, repair
+from flux_pam_service.broker.waiters import Waiters
+from flux_pam_service.core import config, lockdir, rv1
+from flux_pam_service.core.jobid import f58
+from flux_pam_service.core.jobs import UserTable
+from flux_pam_service.slice import LingerError, SurvivorsError, UserSlice
+from flux_pam_service.systemd import unreachable
 
 RETRY_MIN = 1.0
 RETRY_MAX = 30.0

@@ -8,13 +8,13 @@ answers while systemd is slow.  No Flux handle.
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
-from .. import sliceops
-from ..jobid import f58
-from . import admission
-from .scheduler import Operation, User, errtext
+from flux_pam_service import sliceops
+from flux_pam_service.broker import admission
+from flux_pam_service.broker.scheduler import Operation, User, errtext
+from flux_pam_service.core.jobid import f58
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from flux_pam_service.broker.scheduler import Scheduler
 
 #: pam.status waits at most this long for the live read of the slices
 LIVE_TIMEOUT = 0.3

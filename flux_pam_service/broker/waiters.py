@@ -14,11 +14,11 @@ import syslog
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from ..jobid import f58
-from . import admission
+from flux_pam_service.broker import admission
+from flux_pam_service.core.jobid import f58
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler, User
+    from flux_pam_service.broker.scheduler import Scheduler, User
 
 #: pam.prolog / pam.housekeeping / pam.attach give up after this (the
 #: executables wait 30s)

@@ -42,8 +42,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .. import config, pamstack
-from . import instance
+from flux_pam_service import pamstack
+from flux_pam_service.cli import instance
+from flux_pam_service.core import config
 
 PASS = "PASS"
 WARN = "WARN"

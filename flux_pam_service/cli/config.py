@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from .. import config
-from . import instance
+from flux_pam_service.cli import instance
+from flux_pam_service.core import config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -36,7 +36,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .. import config
+from flux_pam_service.core import config
 
 DEFAULT_CONFDIR = "/etc/flux"
 DEFAULT_LIBEXECDIR = "/usr/libexec/flux"

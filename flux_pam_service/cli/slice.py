@@ -36,10 +36,10 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from .. import config, fsd, lockdir
-from ..jobid import f58
-from . import instance
-from .status import resolve_user, user_name
+from flux_pam_service.cli import instance
+from flux_pam_service.cli.status import resolve_user, user_name
+from flux_pam_service.core import config, fsd, lockdir
+from flux_pam_service.core.jobid import f58
 
 LOCK_TIMEOUT = 10.0
 
@@ -79,14 +79,14 @@ def module_view(uid: int) -> Dict[str, Any]:
 
 
 def _user_slice(uid: int) -> Any:
-    from ..slice import UserSlice  # noqa: PLC0415 - lazy: jeepney
-    from ..systemd import Systemd  # noqa: PLC0415
+    from flux_pam_service.slice import UserSlice  # noqa: PLC0415 - lazy: jeepney
+    from flux_pam_service.systemd import Systemd  # noqa: PLC0415
 
     return UserSlice(Systemd(), uid)
 
 
 def _linger(us: Any) -> str:
-    from ..slice import LingerError  # noqa: PLC0415
+    from flux_pam_service.slice import LingerError  # noqa: PLC0415
 
     try:
         us.check_linger()

@@ -46,7 +46,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from .. import lockdir
+from flux_pam_service.core import lockdir
 
 UNIT_PATTERNS = ["user-*.slice", "user@*.service", "flux-pam-*.scope"]
 
@@ -251,7 +251,7 @@ def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
 
 def units() -> Dict[str, Any]:
     """Loaded user slices, user managers and login scopes, from systemd."""
-    from .. import systemd  # noqa: PLC0415 - lazy: jeepney
+    from flux_pam_service import systemd  # noqa: PLC0415 - lazy: jeepney
 
     try:
         with systemd.Systemd() as sd:

@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from flux_pam_service import jobid, perilog
-from flux_pam_service.config import PamConfig
-from flux_pam_service.rv1 import Resources
+from flux_pam_service import perilog
+from flux_pam_service.core import jobid
+from flux_pam_service.core.config import PamConfig
+from flux_pam_service.core.rv1 import Resources
 
 F58 = "ƒ2Mxq3uHK"
 DEC = str(jobid.parse(F58))

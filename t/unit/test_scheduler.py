@@ -11,10 +11,10 @@ import errno
 
 import pytest
 
-from flux_pam_service import idset, rv1
 from flux_pam_service.broker.scheduler import RETRY_MAX, RETRY_MIN, Scheduler
-from flux_pam_service.config import PamConfig
-from flux_pam_service.rv1 import Resources
+from flux_pam_service.core import idset, rv1
+from flux_pam_service.core.config import PamConfig
+from flux_pam_service.core.rv1 import Resources
 from flux_pam_service.slice import LingerError
 from flux_pam_service.sliceops import Outcome, description
 from flux_pam_service.systemd import DBusError

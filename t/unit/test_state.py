@@ -1,4 +1,4 @@
-"""Per-rank, per-user job state and its actions (flux_pam_service.state)."""
+"""Per-rank, per-user job state and its actions (flux_pam_service.core.jobs)."""
 
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -14,9 +14,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from flux_pam_service import idset, rv1
-from flux_pam_service.rv1 import EMPTY, Resources
-from flux_pam_service.state import APPLY, PREPARE, TEARDOWN, Action, UserTable
+from flux_pam_service.core import idset, rv1
+from flux_pam_service.core.jobs import APPLY, PREPARE, TEARDOWN, Action, UserTable
+from flux_pam_service.core.rv1 import EMPTY, Resources
 
 OWNER = 999
 

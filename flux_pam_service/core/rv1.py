@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional
 
-from . import idset
+from flux_pam_service.core import idset
 
 
 class RError(ValueError):

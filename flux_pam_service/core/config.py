@@ -53,7 +53,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import fsd
+from flux_pam_service.core import fsd
 
 try:
     import tomllib

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Dict, List, Optional
 
-from .rv1 import EMPTY, Resources, union
+from flux_pam_service.core.rv1 import EMPTY, Resources, union
 
 PREPARE = "prepare"
 APPLY = "apply"
