@@ -5,7 +5,7 @@ Against systemd 252 in the test bed (t/testbed.py): reuses the one named by
 $FLUX_PAM_TESTBED, else boots one and takes it down afterwards.  Run as root.
 
     bench/dbus_floor.py [-n N] [--slice-n M]     the raw D-Bus floor (jeepney,
-        through flux_pam_service.systemd) next to UserSlice.apply / prepare /
+        through flux_pam_service.systemd.client) next to UserSlice.apply / prepare /
         teardown; table on stdout, JSON in bench/results/dbus_floor-TIME.json
     bench/dbus_floor.py --libs [-n N]            GetUnit and SetUnitProperties
         with each D-Bus library that imports (jeepney, dbus-python, dbus-fast,
@@ -48,13 +48,13 @@ sys.path.insert(0, os.path.join(TOP, "t"))
 import testbed as tb  # noqa: E402
 
 from flux_pam_service import enforcement, properties  # noqa: E402
-from flux_pam_service.slice import UserSlice  # noqa: E402
-from flux_pam_service.systemd import (  # noqa: E402
+from flux_pam_service.systemd.client import (  # noqa: E402
     MANAGER,
     MANAGER_PATH,
     SYSTEMD,
     Systemd,
 )
+from flux_pam_service.systemd.user_slice import UserSlice  # noqa: E402
 
 RESULTS = os.path.join(TOP, "bench", "results")
 SLICE = "user-1000.slice"

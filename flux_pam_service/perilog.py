@@ -52,7 +52,7 @@ Working alone, prolog:
     on ``user-UID.slice`` (a failure here fails the prolog and writes no
     marker: no login may be admitted unconstrained); start
     ``user@UID.service``, best effort; with the constraints, read back what
-    the kernel enforces (flux_pam_service.enforcement); write the marker
+    the kernel enforces (flux_pam_service.systemd.enforcement); write the marker
     ``uid.UID.active``: empty, or ``deny: MESSAGE`` when the kernel does not
     enforce the union and ``pam.allow-unconfined-logins`` is off (pam_flux
     then refuses the user's logins with MESSAGE; the job runs, the reason is
@@ -479,8 +479,8 @@ class Perilog:
     # -- systemd -----------------------------------------------------------
 
     def user_slice(self) -> Any:
-        from flux_pam_service.slice import UserSlice
-        from flux_pam_service.systemd import Systemd
+        from flux_pam_service.systemd.client import Systemd
+        from flux_pam_service.systemd.user_slice import UserSlice
 
         def log(level: int, text: str) -> None:
             if level <= syslog.LOG_WARNING:
@@ -527,8 +527,8 @@ class Perilog:
         """
         if props is None:
             return ""
-        from flux_pam_service import enforcement
         from flux_pam_service.core import lockdir
+        from flux_pam_service.systemd import enforcement
 
         root = enforcement.find_root(os.environ, self.test_instance)
         try:
@@ -594,7 +594,7 @@ class Perilog:
                 grace=self.cfg.kill_slice_grace_time,
             )
         except OSError as exc:
-            from flux_pam_service.slice import SurvivorsError
+            from flux_pam_service.systemd.user_slice import SurvivorsError
 
             if isinstance(exc, SurvivorsError):
                 self.broker.drain(f"flux-pam: {_errtext(exc)}")

@@ -12,8 +12,8 @@ import syslog
 import time
 from typing import TYPE_CHECKING, Optional
 
-from flux_pam_service import enforcement
 from flux_pam_service.core import config
+from flux_pam_service.systemd import enforcement
 
 if TYPE_CHECKING:
     from flux_pam_service.broker.scheduler import Scheduler, User

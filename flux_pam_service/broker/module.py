@@ -26,11 +26,12 @@ from flux.constants import (
     FLUX_RPC_STREAMING,
 )
 
-from flux_pam_service import dispatch, enforcement, perilog, testmode, workers
+from flux_pam_service import dispatch, perilog, testmode, workers
 from flux_pam_service.broker import admission, status
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
 from flux_pam_service.core import config, rv1
+from flux_pam_service.systemd import enforcement
 
 DEFAULT_NTHREADS = 4
 

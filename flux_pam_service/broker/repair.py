@@ -12,7 +12,7 @@ import os
 import syslog
 from typing import TYPE_CHECKING, List, Optional
 
-from flux_pam_service import sliceops
+from flux_pam_service.systemd import operations
 
 if TYPE_CHECKING:
     from flux_pam_service.broker.scheduler import Scheduler
@@ -41,9 +41,9 @@ def scan(s: "Scheduler") -> None:
 
     if not s.managing():
         return
-    prefix = sliceops.DESCRIPTION_PREFIX
+    prefix = operations.DESCRIPTION_PREFIX
 
-    def done(out: Optional[sliceops.Outcome], exc: Optional[BaseException]) -> None:
+    def done(out: Optional[operations.Outcome], exc: Optional[BaseException]) -> None:
         if exc is not None:
             s.log(syslog.LOG_ERR, f"scan of user slices: {exc}")
             s.systemd_status = str(exc)
@@ -59,10 +59,10 @@ def scan(s: "Scheduler") -> None:
             if s.shared_node:
                 # all brokers here share one systemd: only this rank's own
                 # marks count, never scopes nobody can attribute
-                ours = desc in (sliceops.description(uid, s.rank), "marker")
+                ours = desc in (operations.description(uid, s.rank), "marker")
             else:
                 ours = (
-                    desc.startswith(sliceops.DESCRIPTION_PREFIX)
+                    desc.startswith(operations.DESCRIPTION_PREFIX)
                     or desc == "marker"
                     or bool(info.get("scopes"))
                 )
@@ -85,6 +85,6 @@ def scan(s: "Scheduler") -> None:
             s.kick(user)
 
     s.submit(
-        Operation("scan", -1, lambda state: sliceops.scan(state, prefix)),
+        Operation("scan", -1, lambda state: operations.scan(state, prefix)),
         lambda o, e: s.guard("scan", done, o, e),
     )

@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
-from flux_pam_service import enforcement, sliceops
 from flux_pam_service.broker import admission, repair
 from flux_pam_service.broker.waiters import Waiters
 from flux_pam_service.core import config, lockdir, rv1
 from flux_pam_service.core.jobid import f58
 from flux_pam_service.core.jobs import UserTable
-from flux_pam_service.slice import LingerError, SurvivorsError, UserSlice
-from flux_pam_service.systemd import unreachable
+from flux_pam_service.systemd import enforcement, operations
+from flux_pam_service.systemd.client import unreachable
+from flux_pam_service.systemd.operations import Outcome
+from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError, UserSlice
 
 RETRY_MIN = 1.0
 RETRY_MAX = 30.0
@@ -48,7 +49,7 @@ class Operation:
     """A systemd operation on one user's slice, run on a worker thread.
 
     *run* is called with the worker thread's state (its systemd connection)
-    and returns a flux_pam_service.sliceops.Outcome.
+    and returns a flux_pam_service.systemd.operations.Outcome.
     """
 
     action: str  # prepare, apply, unconstrain, teardown, read, scan
@@ -304,7 +305,7 @@ class Scheduler:
                 Operation(
                     "teardown",
                     uid,
-                    lambda state: sliceops.deactivate(state, uid, kill, grace),
+                    lambda state: operations.deactivate(state, uid, kill, grace),
                 ),
             )
 
@@ -314,7 +315,7 @@ class Scheduler:
         verify = user.prepared is None
         if props is None and not first and not verify:
             if user.applied:
-                run = partial(sliceops.unconstrain, uid=uid)
+                run = partial(operations.unconstrain, uid=uid)
                 self._submit(user, snap, Operation("unconstrain", uid, run))
             else:
                 self._finished(user, snap, "applied")
@@ -322,11 +323,11 @@ class Scheduler:
         if not first and not verify and props == user.applied:
             self._finished(user, snap, "applied")
             return
-        desc = sliceops.description(uid, self.rank)
+        desc = operations.description(uid, self.rank)
         root = self.cgroup_root
 
-        def run(state: dict) -> sliceops.Outcome:
-            return sliceops.activate(state, uid, props, first, verify, desc, root)
+        def run(state: dict) -> Outcome:
+            return operations.activate(state, uid, props, first, verify, desc, root)
 
         action = "prepare" if first or verify else "apply"
         self._submit(user, snap, Operation(action, uid, run, props, verify))
@@ -362,7 +363,9 @@ class Scheduler:
         t0 = time.monotonic()
         uid = user.uid
 
-        def done(out: Optional[sliceops.Outcome], exc: Optional[BaseException]) -> None:
+        def done(
+            out: Optional[operations.Outcome], exc: Optional[BaseException]
+        ) -> None:
             elapsed = time.monotonic() - t0
             self.stats["op-time-total"] += elapsed
             self.stats["op-time-max"] = max(self.stats["op-time-max"], elapsed)
@@ -427,7 +430,7 @@ class Scheduler:
         uid, epoch = user.uid, user.slice_epoch
 
         def run(state: dict) -> dict:
-            return UserSlice(sliceops.connection(state), uid).state()
+            return UserSlice(operations.connection(state), uid).state()
 
         def done(value: Optional[dict], exc: Optional[BaseException]) -> None:
             if user.slice_epoch == epoch:

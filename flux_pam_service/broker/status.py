@@ -8,10 +8,10 @@ answers while systemd is slow.  No Flux handle.
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
-from flux_pam_service import sliceops
 from flux_pam_service.broker import admission
 from flux_pam_service.broker.scheduler import Operation, User, errtext
 from flux_pam_service.core.jobid import f58
+from flux_pam_service.systemd import operations
 
 if TYPE_CHECKING:
     from flux_pam_service.broker.scheduler import Scheduler
@@ -91,7 +91,7 @@ def stats(s: "Scheduler", workers_busy: int, dispatcher_jobs: Optional[int]) -> 
 class LiveRead:
     """Answer pam.status once its users' slices are read as they are now.
 
-    The read (sliceops.live, of every user this rank knows) runs on the
+    The read (operations.live, of every user this rank knows) runs on the
     status thread; after LIVE_TIMEOUT the answer goes without it, ``live``
     saying why, and the live fields (states, scopes, process counts) are
     null.  One read runs at a time: requests that arrive while it runs are
@@ -152,7 +152,7 @@ class LiveRead:
         uids = self.uids()
         self.busy = True
 
-        def done(out: Optional[sliceops.Outcome], exc: Any) -> None:
+        def done(out: Optional[operations.Outcome], exc: Any) -> None:
             self.busy = False
             for finish in waiting:
                 if exc is not None:
@@ -164,6 +164,6 @@ class LiveRead:
                 self._read()
 
         self.submit(
-            Operation("live", -1, lambda state: sliceops.live(state, uids)),
+            Operation("live", -1, lambda state: operations.live(state, uids)),
             lambda o, e: self.guard("status", done, o, e),
         )

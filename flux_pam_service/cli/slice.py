@@ -79,14 +79,14 @@ def module_view(uid: int) -> Dict[str, Any]:
 
 
 def _user_slice(uid: int) -> Any:
-    from flux_pam_service.slice import UserSlice  # noqa: PLC0415 - lazy: jeepney
-    from flux_pam_service.systemd import Systemd  # noqa: PLC0415
+    from flux_pam_service.systemd.client import Systemd  # noqa: PLC0415
+    from flux_pam_service.systemd.user_slice import UserSlice  # noqa: PLC0415 - lazy: jeepney
 
     return UserSlice(Systemd(), uid)
 
 
 def _linger(us: Any) -> str:
-    from flux_pam_service.slice import LingerError  # noqa: PLC0415
+    from flux_pam_service.systemd.user_slice import LingerError  # noqa: PLC0415
 
     try:
         us.check_linger()

@@ -251,10 +251,10 @@ def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
 
 def units() -> Dict[str, Any]:
     """Loaded user slices, user managers and login scopes, from systemd."""
-    from flux_pam_service import systemd  # noqa: PLC0415 - lazy: jeepney
+    from flux_pam_service.systemd import client  # noqa: PLC0415 - lazy: jeepney
 
     try:
-        with systemd.Systemd() as sd:
+        with client.Systemd() as sd:
             listing = sd.list_units(UNIT_PATTERNS)
     except OSError as exc:
         return {"error": f"systemd: {exc}"}

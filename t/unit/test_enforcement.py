@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from flux_pam_service import enforcement as en
-from flux_pam_service.enforcement import Reading
+from flux_pam_service.systemd import enforcement as en
+from flux_pam_service.systemd.enforcement import Reading
 
 PROPS = {"AllowedCPUs": "0-1", "AllowedMemoryNodes": "0", "DevicePolicy": "closed"}
 GPU_PROPS = dict(PROPS, DeviceAllow="/dev/nvidia0 rw,/dev/nvidiactl rw")

@@ -15,9 +15,9 @@ from flux_pam_service.broker.scheduler import RETRY_MAX, RETRY_MIN, Scheduler
 from flux_pam_service.core import idset, rv1
 from flux_pam_service.core.config import PamConfig
 from flux_pam_service.core.rv1 import Resources
-from flux_pam_service.slice import LingerError
-from flux_pam_service.sliceops import Outcome, description
-from flux_pam_service.systemd import DBusError
+from flux_pam_service.systemd.client import DBusError
+from flux_pam_service.systemd.operations import Outcome, description
+from flux_pam_service.systemd.user_slice import LingerError
 
 OWNER = 999
 ALICE = 1000

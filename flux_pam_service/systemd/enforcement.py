@@ -48,8 +48,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from flux_pam_service import properties
 from flux_pam_service.core import idset
+from flux_pam_service.systemd import properties
 
 CPU = "CPU"
 MEMORY_NODE = "memory node"

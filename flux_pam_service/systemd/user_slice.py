@@ -3,7 +3,7 @@
 Interface:
     UserSlice(systemd, uid, user=None, log=None,
               linger_dir="/var/lib/systemd/linger", job_timeout=30.0)
-        systemd: a flux_pam_service.systemd.Systemd (one per thread)
+        systemd: a flux_pam_service.systemd.client.Systemd (one per thread)
         user: the user name, for the linger file; looked up with pwd if None
         log: callable(syslog_level, message), like flux.brokermod's
             BrokerLogger; default: discard
@@ -62,9 +62,9 @@ import syslog
 import time
 from typing import Callable, Optional
 
-from flux_pam_service import enforcement, properties
 from flux_pam_service.core import idset
-from flux_pam_service.systemd import NO_SUCH_UNIT, DBusError, Systemd
+from flux_pam_service.systemd import enforcement, properties
+from flux_pam_service.systemd.client import NO_SUCH_UNIT, DBusError, Systemd
 
 SLICE = "org.freedesktop.systemd1.Slice"
 UNIT = "org.freedesktop.systemd1.Unit"

@@ -18,7 +18,7 @@ Operations:
         managed, so that a restarted module recognises it).  With *props*
         and *cgroup_root*, the slice is then read back (UserSlice.read_back:
         cgroup files, two pipelined Gets) and Outcome.verdict is what the kernel
-        enforces (flux_pam_service.enforcement.Verdict).
+        enforces (flux_pam_service.systemd.enforcement.Verdict).
     deactivate(state, uid, kill, grace)
         The user's last job here ended: UserSlice.teardown(kill, grace)
         (SurvivorsError, errno EBUSY, names the survivors), then the
@@ -37,7 +37,7 @@ Operations:
 
 Interface:
     Outcome(value=None, logs=[], repairs=[], verdict=None)
-    connection(state, timeout) -> flux_pam_service.systemd.Systemd
+    connection(state, timeout) -> flux_pam_service.systemd.client.Systemd
     DESCRIPTION_PREFIX = "flux-pam:"
     description(uid, rank) -> str
 """
@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from syslog import LOG_DEBUG
 from typing import Any, Callable, List, Optional, Tuple
 
-from flux_pam_service import enforcement, properties
 from flux_pam_service.core import idset
-from flux_pam_service.slice import SLICE, UserSlice
-from flux_pam_service.systemd import Systemd, unreachable
+from flux_pam_service.systemd import enforcement, properties
+from flux_pam_service.systemd.client import Systemd, unreachable
+from flux_pam_service.systemd.user_slice import SLICE, UserSlice
 
 SCOPE = "org.freedesktop.systemd1.Scope"
 DESCRIPTION_PREFIX = "flux-pam:"
