@@ -218,7 +218,7 @@ def machine() -> dict:
 def instance_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The environment of a test instance with this tree's module."""
     env = dict(os.environ)
-    env["FLUX_MODULE_PATH_PREPEND"] = os.path.join(TOP, "flux_pam_service", "brokermod")
+    env["FLUX_MODULE_PATH_PREPEND"] = os.path.join(TOP, "modules")
     env["FLUX_MODPROBE_PATH_APPEND"] = os.path.join(TOP, "etc", "flux", "modprobe")
     py = [TOP, os.path.join(TOP, "bench")]
     if env.get("PYTHONPATH"):

@@ -15,7 +15,7 @@ module   a single-broker test instance with the pam module loaded
          The slope of a least-squares line through (jobs, RSS) is the cost
          per job; the residuals show whether growth is linear.
 core     in this process, with tracemalloc: flux_pam_service.core.jobs.UserTable
-         (the per-rank state) and flux_pam_service.dispatch.Dispatcher
+         (the per-rank state) and flux_pam_service.broker.dispatcher.Dispatcher
          (rank 0's per-job record, fed submit + alloc events) with the same
          J jobs; bytes per job from the traced allocations.
 
@@ -111,7 +111,7 @@ def inner_module(args: dict) -> dict:
 
 
 def core(jobs: int, users: int) -> dict:
-    from flux_pam_service import dispatch
+    from flux_pam_service.broker import dispatcher
     from flux_pam_service.core import rv1
     from flux_pam_service.core.jobs import UserTable
 
@@ -132,7 +132,7 @@ def core(jobs: int, users: int) -> dict:
     del table
     # Dispatcher (rank 0)
     base = tracemalloc.get_traced_memory()[0]
-    d = dispatch.Dispatcher(False)
+    d = dispatcher.Dispatcher(False)
     xs, ys = [0], [0]
     for i in range(jobs):
         jobid = 10**12 + i

@@ -18,7 +18,7 @@ The same job size in the 4- and the 16-broker instance shows whether the
 per-job cost depends on the instance size.  A least-squares line per job
 (cost = a + b x nodes) over the 16-broker figures gives the estimate for a
 4,000-node system instance at 100 jobs/s.  Also timed in this process:
-flux_pam_service.dispatch.Dispatcher alone (the journal events of one job
+flux_pam_service.broker.dispatcher.Dispatcher alone (the journal events of one job
 of N nodes, N up to 4,000), i.e. the CPU the dispatch logic costs without
 any messaging.
 
@@ -124,7 +124,7 @@ def inner_jobs(args: dict) -> dict:
 
 def dispatcher_cost(sizes: list, reps: int) -> list:
     """CPU time (us) of Dispatcher.event for one job's events, per size."""
-    from flux_pam_service import dispatch
+    from flux_pam_service.broker import dispatcher
     from flux_pam_service.core import idset
 
     out = []
@@ -138,7 +138,7 @@ def dispatcher_cost(sizes: list, reps: int) -> list:
                 "nodelist": [f"node[0-{nodes - 1}]"],
             },
         }
-        d = dispatch.Dispatcher(False)
+        d = dispatcher.Dispatcher(False)
         msgs = 0
         n = max(2, min(reps, 4000 // nodes))
         t0 = time.process_time()

@@ -2,7 +2,7 @@
 
 ``job-manager.events-journal`` streams the active jobs (the backlog), then
 ``{id: -1}``, then one response per event.  Each event goes through the
-Dispatcher (flux_pam_service.dispatch), whose messages are sent once the
+Dispatcher (flux_pam_service.broker.dispatcher), whose messages are sent once the
 backlog has been read; then every rank gets ``pam.sync`` with the jobs that
 hold it, and the ``pam.sync-request`` that arrived meanwhile are answered
 (doc/design.rst, "Restart").  A journal that fails is asked again after
@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from flux.constants import FLUX_RPC_NORESPONSE, FLUX_RPC_STREAMING
 
-from flux_pam_service.dispatch import Dispatcher
+from flux_pam_service.broker.dispatcher import Dispatcher
 
 JOURNAL_RETRY = 1.0
 JOURNAL_EVENTS = ("submit", "alloc", "finish", "exception", "release", "free", "clean")

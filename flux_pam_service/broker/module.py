@@ -26,8 +26,8 @@ from flux.constants import (
     FLUX_RPC_STREAMING,
 )
 
-from flux_pam_service import dispatch, perilog, testmode, workers
-from flux_pam_service.broker import admission, status
+from flux_pam_service import perilog, testmode
+from flux_pam_service.broker import admission, dispatcher, status, workers
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
 from flux_pam_service.core import config, rv1
@@ -256,11 +256,11 @@ class PamModule(BrokerModule):
         self.handle.rpc(topic, payload, nodeid=rank).then(done)
 
     def _deliver(self, topic: str, payload: dict) -> None:
-        if topic == dispatch.JOB_START:
+        if topic == dispatcher.JOB_START:
             self.sched.job_start(payload["id"], payload["userid"], payload["R"])
-        elif topic == dispatch.JOB_CLEANUP:
+        elif topic == dispatcher.JOB_CLEANUP:
             self.sched.job_cleanup(payload["id"])
-        elif topic == dispatch.JOB_END:
+        elif topic == dispatcher.JOB_END:
             self.sched.job_end(payload["id"])
         elif topic == "pam.sync":
             self.sched.sync(payload["jobs"])

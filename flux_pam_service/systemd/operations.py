@@ -1,7 +1,7 @@
 """The systemd operations of the broker module, run on its worker threads.
 
 Each function takes the worker thread's private ``state`` dict
-(flux_pam_service.workers), where it keeps that thread's systemd connection,
+(flux_pam_service.broker.workers), where it keeps that thread's systemd connection,
 and returns an Outcome.  Nothing here touches the Flux handle: log lines are
 collected in the Outcome (or in the ``logs`` attribute of a raised OSError)
 and written by the module on its reactor thread.

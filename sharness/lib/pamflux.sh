@@ -82,7 +82,8 @@ pamflux_world() {
 	test -n "$PAMFLUX_WORLD" && return 0
 	PAMFLUX_WORLD=$(mktemp -d "${TMPDIR:-/tmp}/flux-pam-pamflux.XXXXXX") &&
 	mkdir -p "$PAMFLUX_WORLD/src/etc/flux" &&
-	cp -R "$FLUX_PAM_SRCDIR/flux_pam_service" "$PAMFLUX_WORLD/src/" &&
+	cp -R "$FLUX_PAM_SRCDIR/flux_pam_service" "$FLUX_PAM_SRCDIR/modules" \
+		"$PAMFLUX_WORLD/src/" &&
 	cp -R "$FLUX_PAM_SRCDIR/etc/flux/modprobe" "$PAMFLUX_WORLD/src/etc/flux/" &&
 	chmod -R u=rwX,go=rX "$PAMFLUX_WORLD" &&
 	export PAMFLUX_WORLD
@@ -202,7 +203,7 @@ pamflux_start() {
 	(
 		unset FLUX_URI
 		cd "$dir/home" || exit 1
-		export FLUX_MODULE_PATH_PREPEND="$PAMFLUX_WORLD/src/flux_pam_service/brokermod"
+		export FLUX_MODULE_PATH_PREPEND="$PAMFLUX_WORLD/src/modules"
 		export FLUX_MODPROBE_PATH_APPEND="$PAMFLUX_WORLD/src/etc/flux/modprobe"
 		export PYTHONPATH="$PAMFLUX_WORLD/src${PYTHONPATH:+:$PYTHONPATH}"
 		exec setsid env HOME="$dir/home" LD_PRELOAD=libnss_wrapper.so \

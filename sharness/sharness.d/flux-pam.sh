@@ -23,8 +23,8 @@
 #
 # The pam module is loaded the production way, by modprobe: the repo's
 # etc/flux/modprobe is on FLUX_MODPROBE_PATH_APPEND (modprobe.d/pam.toml,
-# rc1.d/pam.py) and flux_pam_service/brokermod on FLUX_MODULE_PATH_PREPEND,
-# so `pam` resolves to brokermod/pam.py.  The module loads only if the config
+# rc1.d/pam.py) and the modules/ directory on FLUX_MODULE_PATH_PREPEND,
+# so `pam` resolves to modules/pam.py.  The module loads only if the config
 # has a [pam] table (needs-config), so a script that writes none gets an
 # instance without it.
 
@@ -112,7 +112,7 @@ test_under_flux_pam() {
 	test "$debug" = "t" && flags="$flags --debug"
 	test "$immediate" = "t" && flags="$flags --immediate"
 	export FLUX_PAM_UNDER_FLUX=1
-	export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/flux_pam_service/brokermod"
+	export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/modules"
 	export FLUX_MODPROBE_PATH_APPEND="$FLUX_PAM_SRCDIR/etc/flux/modprobe"
 	export PYTHONPATH="$FLUX_PAM_SRCDIR${PYTHONPATH:+:$PYTHONPATH}"
 	export FLUX_PAM_BROKER_LOG="$SHARNESS_TEST_DIRECTORY/$(basename "$0" .t).broker.log"
