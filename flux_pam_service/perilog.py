@@ -127,6 +127,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, TextIO
 
 from flux_pam_service.core import config, rv1
 from flux_pam_service.core import jobid as jobid_mod
+from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.rv1 import Resources
 
 PROLOG = "prolog"
@@ -263,12 +264,6 @@ def local_union(Rs: Iterable[Any], rank: int) -> Resources:
     return rv1.union(rv1.local(R, rank) for R in Rs)
 
 
-def _errtext(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
-
-
 # ---------------------------------------------------------------------------
 # The broker side: everything below needs a Flux handle.
 
@@ -296,10 +291,10 @@ class Broker:
         except OSError as exc:
             if exc.errno == errno.EPERM:
                 raise PerilogError(
-                    f"{what}: {_errtext(exc)} (the scripts must reach the"
+                    f"{what}: {errtext(exc)} (the scripts must reach the"
                     " broker as its owner: access.allow-root-owner = true)"
                 ) from None
-            raise PerilogError(f"{what}: {_errtext(exc)}") from None
+            raise PerilogError(f"{what}: {errtext(exc)}") from None
 
     def config(self) -> "config.PamConfig":
         """The broker's config; ConfigError names the file and the key."""
@@ -323,7 +318,7 @@ class Broker:
                 rsp = None  # job purged meanwhile: no longer active
             except OSError as exc:
                 raise PerilogError(
-                    f"job-info.lookup {jobid_mod.f58(j)}: {_errtext(exc)}"
+                    f"job-info.lookup {jobid_mod.f58(j)}: {errtext(exc)}"
                 ) from None
             if rsp is None:
                 out.append({})
@@ -371,9 +366,9 @@ class Broker:
             return f.wait_for(MODULE_TIMEOUT).get() or {}
         except OSError as exc:
             if module_verdict(exc) == ALONE:
-                self.log.debug(f"{topic}: {_errtext(exc)}: working alone")
+                self.log.debug(f"{topic}: {errtext(exc)}: working alone")
                 return None
-            raise PerilogError(f"pam module: {_errtext(exc)}") from None
+            raise PerilogError(f"pam module: {errtext(exc)}") from None
 
     def module_jobs(self, uid: int) -> List[int]:
         """The running jobs of *uid* the pam module holds on this rank."""
@@ -385,7 +380,7 @@ class Broker:
         try:
             self.h.rpc("resource.drain", payload, nodeid=0).wait_for(RPC_TIMEOUT).get()
         except OSError as exc:
-            self.log.error(f"cannot drain rank {self.rank}: {_errtext(exc)}")
+            self.log.error(f"cannot drain rank {self.rank}: {errtext(exc)}")
 
     def raise_exception(self, jobid: int, note: str) -> None:
         """Raise a fatal ``prolog`` exception on *jobid* with *note*."""
@@ -393,7 +388,7 @@ class Broker:
         try:
             self.h.rpc("job-manager.raise", payload).wait_for(RPC_TIMEOUT).get()
         except OSError as exc:
-            self.log.error(f"cannot raise an exception on the job: {_errtext(exc)}")
+            self.log.error(f"cannot raise an exception on the job: {errtext(exc)}")
 
 
 class Perilog:
@@ -498,7 +493,7 @@ class Perilog:
             us.check_linger()
         except OSError as exc:
             raise PerilogError(
-                f"{_errtext(exc)} (linger must be off for job users on Flux"
+                f"{errtext(exc)} (linger must be off for job users on Flux"
                 " compute nodes: loginctl disable-linger)"
             ) from None
         self.log.debug(f"uid {self.uid}: linger is off")
@@ -513,7 +508,7 @@ class Perilog:
             us.apply(props)
         except (OSError, ValueError) as exc:
             raise PerilogError(
-                f"cannot constrain user-{self.uid}.slice: {_errtext(exc)}"
+                f"cannot constrain user-{self.uid}.slice: {errtext(exc)}"
             ) from None
         self.log.debug(f"user-{self.uid}.slice: applied {res.to_dict()}")
         return props
@@ -535,7 +530,7 @@ class Perilog:
             verdict = enforcement.compare(props, us.read_back(root, props))
         except OSError as exc:
             raise PerilogError(
-                f"cannot read back user-{self.uid}.slice: {_errtext(exc)}"
+                f"cannot read back user-{self.uid}.slice: {errtext(exc)}"
             ) from None
         if verdict.enforced:
             self.log.debug(f"user-{self.uid}.slice: enforced {verdict.effective}")
@@ -597,9 +592,9 @@ class Perilog:
             from flux_pam_service.systemd.user_slice import SurvivorsError
 
             if isinstance(exc, SurvivorsError):
-                self.broker.drain(f"flux-pam: {_errtext(exc)}")
+                self.broker.drain(f"flux-pam: {errtext(exc)}")
             raise PerilogError(
-                f"teardown of user-{self.uid}.slice: {_errtext(exc)}"
+                f"teardown of user-{self.uid}.slice: {errtext(exc)}"
             ) from None
         self.log.debug(f"user-{self.uid}.slice: torn down")
 
@@ -616,7 +611,7 @@ class Perilog:
                     self.housekeeping_alone(us)
         except OSError as exc:
             # lock directory refused, lock timeout, systemd unreachable
-            raise PerilogError(_errtext(exc)) from None
+            raise PerilogError(errtext(exc)) from None
 
     def run(self) -> None:
         owner = self.broker.owner()
@@ -659,7 +654,7 @@ class Perilog:
                     lockdir.clear_marker(self.uid, self.lockdir_path)
                     self.log.debug(f"uid {self.uid}: marker removed")
         except OSError as exc:
-            raise PerilogError(_errtext(exc)) from None
+            raise PerilogError(errtext(exc)) from None
 
     def sync_marker(self, result: Optional[str], message: Any = None) -> None:
         """Keep the marker in step with what the module did.
@@ -687,7 +682,7 @@ class Perilog:
                         lockdir.clear_marker(self.uid, self.lockdir_path)
                         self.log.debug(f"uid {self.uid}: marker removed")
         except OSError as exc:
-            raise PerilogError(_errtext(exc)) from None
+            raise PerilogError(errtext(exc)) from None
 
 
 def _connect(env: JobEnv) -> Any:
@@ -702,7 +697,7 @@ def _connect(env: JobEnv) -> Any:
         return flux.Flux(env.uri) if env.uri else flux.Flux()
     except OSError as exc:
         raise PerilogError(
-            f"cannot connect to the broker at {env.uri or 'FLUX_URI'}: {_errtext(exc)}"
+            f"cannot connect to the broker at {env.uri or 'FLUX_URI'}: {errtext(exc)}"
         ) from None
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 from flux.constants import FLUX_RPC_NORESPONSE, FLUX_RPC_STREAMING
 
 from flux_pam_service.broker.dispatcher import Dispatcher
+from flux_pam_service.core.errors import errtext
 
 JOURNAL_RETRY = 1.0
 JOURNAL_EVENTS = ("submit", "alloc", "finish", "exception", "release", "free", "clean")
@@ -81,7 +82,7 @@ class JournalFollower:
             if exc.errno in (errno.ENOSYS, errno.ENODATA):
                 self.log.debug(f"job-manager journal: {exc.strerror}: retrying")
             else:
-                self.log.error(f"job-manager.events-journal: {exc.strerror or exc}")
+                self.log.error(f"job-manager.events-journal: {errtext(exc)}")
             self.timer(JOURNAL_RETRY, self.start)
             return
         finally:

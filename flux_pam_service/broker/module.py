@@ -31,6 +31,7 @@ from flux_pam_service.broker import admission, dispatcher, status, workers
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
 from flux_pam_service.core import config, rv1
+from flux_pam_service.core.errors import errtext
 from flux_pam_service.systemd import enforcement
 
 DEFAULT_NTHREADS = 4
@@ -207,7 +208,7 @@ class PamModule(BrokerModule):
         except ProtocolError as exc:
             self._error(msg, errno.EPROTO, f"{msg.topic}: {exc}")
         except OSError as exc:
-            self._error(msg, exc.errno or errno.EIO, exc.strerror or str(exc))
+            self._error(msg, exc.errno or errno.EIO, errtext(exc))
         except Exception as exc:
             self.log.error(f"{msg.topic}: {exc}")
             self.log.debug(traceback.format_exc())
@@ -232,7 +233,7 @@ class PamModule(BrokerModule):
             try:
                 f.get()
             except OSError as exc:
-                self.log.error(f"cannot drain rank {self.rank}: {exc.strerror or exc}")
+                self.log.error(f"cannot drain rank {self.rank}: {errtext(exc)}")
 
         self.log.error(f"draining rank {self.rank}: {reason}")
         self.handle.rpc("resource.drain", payload, nodeid=0).then(done)
@@ -250,7 +251,7 @@ class PamModule(BrokerModule):
                 f.get()
             except OSError as exc:
                 self.sched.stats["message-errors"] += 1
-                text = f"{topic} to rank {rank}: {exc.strerror or exc}"
+                text = f"{topic} to rank {rank}: {errtext(exc)}"
                 self.log(log_level(exc), text)
 
         self.handle.rpc(topic, payload, nodeid=rank).then(done)
@@ -270,7 +271,7 @@ class PamModule(BrokerModule):
             try:
                 resp = f.get()
             except OSError as exc:
-                text = f"pam.sync-request to rank 0: {exc.strerror or exc}"
+                text = f"pam.sync-request to rank 0: {errtext(exc)}"
                 self.log(log_level(exc), text)
                 return  # rank 0 pushes pam.sync when its module loads
             self.sched.guard("pam.sync", self.sched.sync, resp.get("jobs", []))
@@ -424,7 +425,7 @@ class PamModule(BrokerModule):
             except OSError as exc:
                 self.config_watch = None
                 self.log.error(
-                    f"config.get (streaming): {exc.strerror or exc}:"
+                    f"config.get (streaming): {errtext(exc)}:"
                     " config changes apply at once"
                 )
                 self.sched.guard("config", self.sched.bring_to_config)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 from flux_pam_service.broker import admission, repair
 from flux_pam_service.broker.waiters import Waiters
 from flux_pam_service.core import config, lockdir, rv1
+from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.jobid import f58
 from flux_pam_service.core.jobs import UserTable
 from flux_pam_service.systemd import enforcement, operations
@@ -91,13 +92,6 @@ class User:
     def settled(self) -> bool:
         """Nothing in flight, due or waiting for a retry."""
         return not self.busy and self.retry_timer is None and self.done_seq >= self.seq
-
-
-def errtext(exc: BaseException) -> str:
-    """The message of *exc* without Python's "[Errno N]" decoration."""
-    if isinstance(exc, OSError) and type(exc).__str__ is OSError.__str__:
-        return exc.strerror or str(exc)
-    return str(exc)
 
 
 class Scheduler:

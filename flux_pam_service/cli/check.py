@@ -45,6 +45,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from flux_pam_service import pamstack
 from flux_pam_service.cli import instance
 from flux_pam_service.core import config
+from flux_pam_service.core.errors import errtext
 
 PASS = "PASS"
 WARN = "WARN"
@@ -770,14 +771,14 @@ def check_module(ctx: Context) -> Result:
     except OSError as exc:
         return Result(
             WARN,
-            f"cannot ask the broker: {exc.strerror or exc}",
+            f"cannot ask the broker: {errtext(exc)}",
             "start flux (systemctl start flux) or set FLUX_URI",
         )
     if any(m.get("name") == "pam" for m in mods):
         try:
             closed = h.rpc("pam.status", {"uid": 0}).get().get("closed")
         except OSError as exc:
-            closed = f"pam.status: {exc.strerror or exc}"
+            closed = f"pam.status: {errtext(exc)}"
         if closed:
             return Result(
                 FAIL,

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from flux_pam_service.core import config
+from flux_pam_service.core.errors import errtext
 
 DEFAULT_CONFDIR = "/etc/flux"
 DEFAULT_LIBEXECDIR = "/usr/libexec/flux"
@@ -102,7 +103,7 @@ def _ask_broker() -> "tuple[Optional[str], Optional[dict], str]":
         return None, None, f"flux-core's Python bindings do not import ({exc})"
     except OSError as exc:
         uri = os.environ.get("FLUX_URI", "the system instance")
-        return None, None, f"no broker answered at {uri} ({exc.strerror or exc})"
+        return None, None, f"no broker answered at {uri} ({errtext(exc)})"
     return path, conf if isinstance(conf, dict) else {}, ""
 
 

@@ -39,6 +39,7 @@ from typing import Any, Dict, Optional
 from flux_pam_service.cli import instance
 from flux_pam_service.cli.status import resolve_user, user_name
 from flux_pam_service.core import config, fsd, lockdir
+from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.jobid import f58
 
 LOCK_TIMEOUT = 10.0
@@ -69,7 +70,7 @@ def module_view(uid: int) -> Dict[str, Any]:
     except OSError as exc:
         if exc.errno == errno.ENOSYS:
             return {"loaded": False, "reason": "pam module not loaded"}
-        return {"loaded": False, "reason": f"broker: {exc.strerror or exc}"}
+        return {"loaded": False, "reason": f"broker: {errtext(exc)}"}
     users = [u for u in resp.get("users", []) if u.get("uid") == uid]
     return {
         "loaded": True,

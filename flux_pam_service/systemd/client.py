@@ -100,6 +100,8 @@ from jeepney import DBusAddress, HeaderFields, MatchRule, MessageType, new_metho
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, Proxy, prep_socket
 
+from flux_pam_service.core.errors import errtext
+
 DEFAULT_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -248,7 +250,7 @@ class Systemd:
             raise DBusError(
                 exc.errno or errno.ECONNREFUSED,
                 None,
-                f"cannot connect to D-Bus at {self.address}: {exc.strerror or exc}",
+                f"cannot connect to D-Bus at {self.address}: {errtext(exc)}",
             ) from None
         return self._conn
 
