@@ -27,7 +27,7 @@ Calls (all from the host over the container's system bus socket):
         without read-back   UserSlice.apply
         with read-back      UserSlice.apply, then what the module does after
                             it: UserSlice.read_back (cgroup files below the
-                            container's cgroup root, FLUX_PAM_CGROUP_ROOT, and
+                            container's cgroup root, FLUX_PAM_TESTBED_CGROUP, and
                             two pipelined Gets) and enforcement.compare
         read-back alone     read_back + compare
 """
@@ -181,7 +181,7 @@ def bench_floor(bed: tb.Testbed, n: int, slice_n: int) -> dict:
     us.teardown(kill=True, grace=5)
     rows["UserSlice.apply"] = timeit(lambda: us.apply(UNION), n)
 
-    root = bed.env()["FLUX_PAM_CGROUP_ROOT"]
+    root = bed.env()["FLUX_PAM_TESTBED_CGROUP"]
 
     def read_back() -> None:
         enforcement.compare(UNION, us.read_back(root, UNION))

@@ -7,8 +7,7 @@ about it, so the cost is O(sum of job sizes), not O(ranks x jobs).
 
 Events used (RFC 21):
 
-    submit      context.userid; the jobspec (test-only user mapping,
-                flux_pam_service.testmode)
+    submit      context.userid
     alloc       R: pam.job-start {id, userid, R} to every rank in R
     finish      pam.job-cleanup {id} to the job's remaining ranks
     exception   severity 0 after alloc: as finish (the job left RUN)
@@ -28,21 +27,20 @@ does not grow with the job's size.
 Interface:
     Message(rank, topic, payload)
     TrackedJob                          what is known of one active job
-    Dispatcher(test_instance)
-        event(jobid, name, context, jobspec=None, R=None) -> [Message]
+    Dispatcher()
+        event(jobid, name, context, R=None) -> [Message]
         jobs_on(rank) -> [dict]         {"id", "userid", "R", "running"} of
                                         every job that holds *rank*: the
                                         payload of pam.sync
         jobs_by_rank() -> {rank: [dict]}  the same for every rank, in one pass
         jobs -> {jobid: TrackedJob}
-        errors -> [str]                 problems seen (bad R, bad test uid),
+        errors -> [str]                 problems seen (bad R),
                                         most recent last, at most 100
 """
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from flux_pam_service import testmode
 from flux_pam_service.core import idset, rv1
 from flux_pam_service.core.jobid import f58
 
@@ -82,8 +80,7 @@ class TrackedJob:
 class Dispatcher:
     """Turns journal events into pam.job-* messages."""
 
-    def __init__(self, test_instance: bool = False) -> None:
-        self.test_instance = test_instance
+    def __init__(self) -> None:
         self.jobs: Dict[int, TrackedJob] = {}
         self.errors: List[str] = []
 
@@ -110,7 +107,6 @@ class Dispatcher:
         jobid: int,
         name: str,
         context: Optional[dict] = None,
-        jobspec: Optional[dict] = None,
         R: Optional[Any] = None,
     ) -> List[Message]:
         """Account for one event of *jobid*; return the messages it implies."""
@@ -121,10 +117,6 @@ class Dispatcher:
                 job = self.jobs[jobid] = TrackedJob(jobid)
             userid = context.get("userid")
             if isinstance(userid, int):
-                try:
-                    userid = testmode.job_userid(jobspec, userid, self.test_instance)
-                except ValueError as exc:
-                    self._error(f"job {f58(jobid)}: {exc}")
                 job.userid = userid
             return []
         if job is None:

@@ -35,7 +35,6 @@ class JournalFollower:
         log: Any,
         guard: Callable[..., None],
         stats: Dict[str, Any],
-        test_instance: bool = False,
     ) -> None:
         self.handle = handle
         self.size = size
@@ -45,14 +44,13 @@ class JournalFollower:
         self.log = log
         self.guard = guard
         self.stats = stats
-        self.test_instance = test_instance
         self.dispatcher: Optional[Dispatcher] = None
         self.future: Any = None
         self.ready = False  # the backlog has been read
         self.sync_requests: List[Any] = []
 
     def start(self) -> None:
-        self.dispatcher = Dispatcher(self.test_instance)
+        self.dispatcher = Dispatcher()
         self.ready = False
         payload = {"full": False, "allow": {name: 1 for name in JOURNAL_EVENTS}}
         self.future = self.handle.rpc(
@@ -103,7 +101,6 @@ class JournalFollower:
                 jobid,
                 entry.get("name"),
                 entry.get("context"),
-                jobspec=resp.get("jobspec"),
                 R=resp.get("R"),
             )
             if self.ready:

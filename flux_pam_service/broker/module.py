@@ -13,7 +13,6 @@ Module arguments: ``nthreads=N`` (worker threads, default 4).
 
 import errno
 import json
-import os
 import syslog
 import traceback
 from typing import Any, Callable, Optional
@@ -25,8 +24,8 @@ from flux.constants import (
     FLUX_ROLE_OWNER,
     FLUX_RPC_STREAMING,
 )
+from flux.hostlist import Hostlist
 
-from flux_pam_service import perilog, testmode
 from flux_pam_service.broker import admission, dispatcher, status, workers
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
@@ -35,6 +34,16 @@ from flux_pam_service.core.errors import errtext
 from flux_pam_service.systemd import enforcement
 
 DEFAULT_NTHREADS = 4
+
+
+def shares_node(h: Any) -> bool:
+    """Whether other brokers of the instance run on this node (hostname).
+
+    They then share its systemd, as the brokers of a test instance do: a
+    restarted module claims only the slices marked with its own rank.
+    """
+    hostname = h.attr_get("hostname")
+    return list(Hostlist(h.attr_get("hostlist"))).count(hostname) > 1
 
 
 class ProtocolError(Exception):
@@ -49,7 +58,7 @@ class PamModule(BrokerModule):
         self.rank = h.get_rank()
         self.size = int(h.attr_get("size"))
         self.owner = int(h.attr_get("security.owner"))
-        self.test_instance = testmode.is_test_instance(h)
+        self.shared_node = shares_node(h)
         nthreads = DEFAULT_NTHREADS
         for arg in args:
             key, _, value = arg.partition("=")
@@ -84,11 +93,8 @@ class PamModule(BrokerModule):
             log=self.log,
             hostname=h.attr_get("hostname"),
             closed=closed,
-            lock_dir=perilog.lock_dir(os.environ, self.test_instance),
-            cgroup_root=enforcement.find_root(os.environ, self.test_instance),
-            shared_node=self.test_instance,
-            scan_markers=not self.test_instance
-            or bool(os.environ.get("FLUX_PAM_LOCK_DIR")),
+            cgroup_root=enforcement.find_root(),
+            shared_node=self.shared_node,
         )
         self._set_log_level()
         self.live = status.LiveRead(
@@ -112,14 +118,13 @@ class PamModule(BrokerModule):
                 self.log,
                 self.sched.guard,
                 self.sched.stats,
-                self.test_instance,
             )
             self.journal.start()
         else:
             self._request_sync()
         self.log.debug(
             f"loaded on rank {self.rank}: owner {self.owner}, {nthreads} threads"
-            + (", test instance" if self.test_instance else "")
+            + (", other brokers on this node" if self.shared_node else "")
         )
         if closed is not None:
             self.log.error(
@@ -387,7 +392,7 @@ class PamModule(BrokerModule):
                 uids &= {msg.userid}
             if wanted is not None:
                 uids &= {wanted}
-            answer = status.status(self.sched, uids, self.test_instance)
+            answer = status.status(self.sched, uids, self.shared_node)
             self.live.answer(msg, answer)
 
         self._handle(msg, fn, admin=False)

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 def markers(s: "Scheduler") -> List[int]:
     """Users with a marker file (readable only when running as root)."""
-    if not s.scan_markers:
-        return []
     try:
         names = os.listdir(s.lock_dir)
     except OSError:

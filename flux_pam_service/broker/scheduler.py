@@ -116,7 +116,6 @@ class Scheduler:
         lock_dir: str = lockdir.DEFAULT,
         cgroup_root: Optional[str] = None,
         shared_node: bool = False,
-        scan_markers: bool = True,
     ) -> None:
         self.rank = rank
         self.owner = owner
@@ -131,7 +130,6 @@ class Scheduler:
         self.cgroup_root = cgroup_root
         # several brokers of the instance share this node's systemd
         self.shared_node = shared_node
-        self.scan_markers = scan_markers
         self.submit = submit
         self.timer = timer
         self.cancel = cancel

@@ -65,7 +65,7 @@ def status(s: "Scheduler", uids: Iterable[int], shared_node: bool) -> dict:
         "systemd": s.systemd_status,
         "enforcement": admission.node_enforcement(s),
         "synced": s.synced,
-        "test_instance": shared_node,
+        "shared_node": shared_node,
         "live": "ok",
     }
 

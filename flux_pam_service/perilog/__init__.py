@@ -15,7 +15,6 @@ import os
 import sys
 from typing import Any, Mapping, Optional
 
-from flux_pam_service import testmode
 from flux_pam_service.core import config
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.perilog.calls import FluxCalls
@@ -27,7 +26,6 @@ from flux_pam_service.perilog.env import (
     Log,
     PerilogError,
     debug_enabled,
-    lock_dir,
     log_to_broker,
     parse_env,
     stderr_is_journal,
@@ -90,9 +88,7 @@ def run(prog: str, environ: Optional[Mapping[str, str]] = None) -> int:
         elif not cfg.manage_user_slice:
             log.debug("pam.manage-user-slice is false: skipping")
             return 0
-        test_instance = bool(testmode.is_test_instance(handle))
-        path = lock_dir(environ, test_instance)
-        work = Perilog(prog, env, broker, cfg, log, test_instance, path)
+        work = Perilog(prog, env, broker, cfg, log)
         if closed is not None:
             work.run_closed(closed)
         else:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, TextIO
 
 from flux_pam_service.core import jobid as jobid_mod
-from flux_pam_service.core import lockdir
 
 PROLOG = "prolog"
 HOUSEKEEPING = "housekeeping"
@@ -62,20 +61,6 @@ def debug_enabled(environ: Mapping[str, str], cfg: Optional[Any] = None) -> bool
     if _env_flag(environ.get("FLUX_PAM_SCRIPTS_DEBUG")):
         return True
     return bool(cfg is not None and cfg.debug)
-
-
-def lock_dir(environ: Mapping[str, str], test_instance: bool) -> str:
-    """Return the lock/marker directory.
-
-    ``FLUX_PAM_LOCK_DIR`` is honoured only in a test instance and must be an
-    absolute path.
-    """
-    path = environ.get("FLUX_PAM_LOCK_DIR")
-    if not test_instance or not path:
-        return lockdir.DEFAULT
-    if not os.path.isabs(path):
-        raise PerilogError(f'FLUX_PAM_LOCK_DIR: "{path}" is not an absolute path')
-    return path
 
 
 def message(prog: str, jobid: int, text: str) -> str:

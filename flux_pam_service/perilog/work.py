@@ -10,11 +10,9 @@ slice change, the marker denies the user's logins, the job goes on
 """
 
 import json
-import os
 import syslog
 from typing import Any, Iterable, List, Optional
 
-from flux_pam_service import testmode
 from flux_pam_service.core import config, lockdir, rv1
 from flux_pam_service.core import jobid as jobid_mod
 from flux_pam_service.core.errors import errtext
@@ -34,8 +32,6 @@ from flux_pam_service.systemd.user_slice import SurvivorsError, UserSlice
 #: seconds to wait for the per-user lock
 LOCK_TIMEOUT = 60.0
 
-_TEST_USERID_ATTR = "system.flux-pam.test-userid"
-
 
 def local_union(Rs: Iterable[Any], rank: int) -> Resources:
     """Return the union of what each R in *Rs* holds on *rank*."""
@@ -52,56 +48,25 @@ class Perilog:
         broker: FluxCalls,
         cfg: "config.PamConfig",
         log: Log,
-        test_instance: bool,
-        lockdir_path: str,
+        lockdir_path: str = lockdir.DEFAULT,
     ) -> None:
         self.prog = prog
         self.env = env
         self.broker = broker
         self.cfg = cfg
         self.log = log
-        self.test_instance = test_instance
         self.lockdir_path = lockdir_path
         self.uid = env.userid
 
     # -- the user and the jobs -------------------------------------------
 
-    def _job_userid(self, jobspec: Optional[dict], userid: int) -> int:
-        try:
-            return testmode.job_userid(jobspec or {}, userid, self.test_instance)
-        except ValueError as exc:
-            raise PerilogError(str(exc)) from None
-
-    def resolve_user(self) -> int:
-        """Return the user the job is managed as (test mapping applied)."""
-        if self.test_instance:
-            (info,) = self.broker.lookup([self.env.jobid], ["jobspec"])
-            self.uid = self._job_userid(info.get("jobspec"), self.env.userid)
-            if self.uid != self.env.userid:
-                self.log.debug(
-                    f"test instance: treating job as uid {self.uid}"
-                    f" ({_TEST_USERID_ATTR})"
-                )
-        return self.uid
-
     def other_jobs(self) -> List[Job]:
         """The user's other active jobs on this rank, with their R."""
-        # In a test instance every job has the owner's userid; the mapped uid
-        # is in each jobspec.
-        listed = [j for j in self.broker.active_jobs(self.env.userid)]
-        listed = [j for j in listed if j != self.env.jobid]
-        keys = ["R", "jobspec"] if self.test_instance else ["R"]
-        infos = self.broker.lookup(listed, keys) if listed else []
-        jobs = []
-        for j, info in zip(listed, infos):
-            if not info:
-                continue
-            uid = self.env.userid
-            if self.test_instance:
-                uid = self._job_userid(info.get("jobspec"), self.env.userid)
-            if uid == self.uid:
-                jobs.append(Job(j, uid, info.get("R")))
-        return jobs
+        listed = [j for j in self.broker.active_jobs(self.uid) if j != self.env.jobid]
+        infos = self.broker.lookup(listed, ["R"]) if listed else []
+        return [
+            Job(j, self.uid, info.get("R")) for j, info in zip(listed, infos) if info
+        ]
 
     def union(self, jobs: List[Job], include_self: bool) -> Resources:
         Rs = [job.R for job in jobs if job.R]
@@ -168,7 +133,7 @@ class Perilog:
         """
         if props is None:
             return ""
-        root = enforcement.find_root(os.environ, self.test_instance)
+        root = enforcement.find_root()
         try:
             verdict = enforcement.compare(props, us.read_back(root, props))
         except OSError as exc:
@@ -250,7 +215,6 @@ class Perilog:
 
     def run(self) -> None:
         owner = self.broker.owner()
-        self.resolve_user()
         if self.uid == owner:
             self.log.debug(f"uid {self.uid} is the instance owner: skipping")
             return
@@ -274,7 +238,6 @@ class Perilog:
         See "A config that does not validate" in the module docstring.
         """
         owner = self.broker.owner()
-        self.resolve_user()
         if self.uid == owner:
             return
         try:

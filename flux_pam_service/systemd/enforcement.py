@@ -36,17 +36,14 @@ Interface:
     cgroup_root(mountinfo_text) -> str | None the cgroup2 mount systemd uses
     slice_cgroup(root, uid) -> str            ROOT/user.slice/user-UID.slice
     read_cgroup(path, memory) -> dict         the cgroup files' texts (I/O)
-    find_root(environ, test_instance) -> str  the cgroup2 mount to read:
-                                              FLUX_PAM_CGROUP_ROOT in a test
-                                              instance (a test bed's container
-                                              seen from the host), else
+    find_root() -> str                        the cgroup2 mount to read:
                                               cgroup_root() of this process's
                                               mountinfo, else /sys/fs/cgroup
 """
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from flux_pam_service.core import idset
 from flux_pam_service.systemd import properties
@@ -57,7 +54,6 @@ MEMORY_LIMIT = "memory limit"
 DEVICE = "device"
 #: the order in which what is missing is named
 ORDER = (CPU, MEMORY_NODE, MEMORY_LIMIT, DEVICE)
-CGROUP_ROOT_ENV = "FLUX_PAM_CGROUP_ROOT"
 DEFAULT_ROOT = "/sys/fs/cgroup"
 
 
@@ -340,10 +336,8 @@ def read_cgroup(path: str, memory: bool = False) -> dict:
     return out
 
 
-def find_root(environ: Mapping[str, str], test_instance: bool) -> str:
-    """The cgroup2 mount that user slices are read from (see the docstring)."""
-    path = environ.get(CGROUP_ROOT_ENV) if test_instance else None
-    if path:
-        return path
+def find_root() -> str:
+    """The cgroup2 mount that user slices are read from: cgroup_root() of
+    this process's mountinfo, else /sys/fs/cgroup."""
     text = _read("/proc/self/mountinfo") or ""
     return cgroup_root(text) or DEFAULT_ROOT

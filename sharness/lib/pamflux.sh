@@ -25,8 +25,8 @@
 # passwd file in the trash directory, so no account is added to the host:
 #   alice  PAMFLUX_OWNER_UID  the instance owner; her jobs are what job-list
 #                             reports (the pam module ignores the owner)
-#   bob    PAMFLUX_BOB_UID    a job user only through the test-only mapping
-#                             system.flux-pam.test-userid (module only)
+#   bob    PAMFLUX_BOB_UID    a job user whose jobs alice submits as him
+#                             (pam_submit; module only)
 #   nobody 65534              never has a job; the guest
 #
 # The PAM stack is read from the trash directory's pam.d (libpam_wrapper).
@@ -81,12 +81,13 @@ pamflux_require() {
 pamflux_world() {
 	test -n "$PAMFLUX_WORLD" && return 0
 	PAMFLUX_WORLD=$(mktemp -d "${TMPDIR:-/tmp}/flux-pam-pamflux.XXXXXX") &&
-	mkdir -p "$PAMFLUX_WORLD/src/etc/flux" &&
+	mkdir -p "$PAMFLUX_WORLD/src/etc/flux" "$PAMFLUX_WORLD/src/t" &&
 	cp -R "$FLUX_PAM_SRCDIR/flux_pam_service" "$FLUX_PAM_SRCDIR/modules" \
 		"$PAMFLUX_WORLD/src/" &&
+	cp "$FLUX_PAM_SRCDIR/t/guestjobs.py" "$PAMFLUX_WORLD/src/t/" &&
 	cp -R "$FLUX_PAM_SRCDIR/etc/flux/modprobe" "$PAMFLUX_WORLD/src/etc/flux/" &&
 	chmod -R u=rwX,go=rX "$PAMFLUX_WORLD" &&
-	export PAMFLUX_WORLD
+	export PAMFLUX_WORLD FLUX_PAM_GUESTJOBS="$PAMFLUX_WORLD/src/t/guestjobs.py"
 }
 
 pamflux_cleanup() {
@@ -197,6 +198,9 @@ pamflux_start() {
 		cat >"$dir/conf/pam.toml" <<-EOF
 		[pam]
 		manage-user-slice = false
+
+		[exec.testexec]
+		allow-guests = true
 		EOF
 	fi
 	chmod 0644 "$dir"/conf/*.toml

@@ -99,15 +99,23 @@ flux_pam_confdir() {
 }
 
 # Re-execute this script inside `flux start --test-size=SIZE`.
+#
+# As root, the instance runs in t/node-view: with a /run/flux-pam of its own,
+# and the test bed's cgroup2 tree (if one is up) where the module and the
+# drop-ins read user slices, as on a node of the test bed.  Its config lets
+# guests' jobs run under the test execution (pam_submit).
 # Usage: test_under_flux_pam SIZE [flux-start options]
 test_under_flux_pam() {
-	local size=$1 rc flags=""
+	local size=$1 rc flags="" view=""
 	shift
 	if test -n "$FLUX_PAM_UNDER_FLUX"; then
 		flux_pam_find_flux
 		return 0
 	fi
 	flux_pam_confdir >/dev/null
+	printf '[exec.testexec]\nallow-guests = true\n' \
+		>"$FLUX_PAM_CONFDIR/testexec.toml"
+	test "$(id -u)" = 0 && view="$FLUX_PAM_SRCDIR/t/node-view"
 	test "$verbose" = "t" && flags="$flags --verbose"
 	test "$debug" = "t" && flags="$flags --debug"
 	test "$immediate" = "t" && flags="$flags --immediate"
@@ -118,7 +126,7 @@ test_under_flux_pam() {
 	export FLUX_PAM_BROKER_LOG="$SHARNESS_TEST_DIRECTORY/$(basename "$0" .t).broker.log"
 	cd "$SHARNESS_TEST_DIRECTORY" || exit 1
 	rm -f "$FLUX_PAM_BROKER_LOG"
-	"$FLUX" start --test-size="$size" -c "$FLUX_PAM_CONFDIR" \
+	$view "$FLUX" start --test-size="$size" -c "$FLUX_PAM_CONFDIR" \
 		-Slog-filename="$FLUX_PAM_BROKER_LOG" -Slog-level=7 \
 		"$@" bash "$SHARNESS_TEST_FILE" $flags
 	rc=$?
@@ -131,10 +139,10 @@ test_under_flux_pam() {
 
 # The CPUSET prereq: the test bed's container has the cpuset controller
 # (t/testbed.py up with FLUX_PAM_TESTBED_CPUSET=1, where the host allows it);
-# FLUX_PAM_CGROUP_ROOT is its cgroup2 root seen from the host.  Without it,
+# FLUX_PAM_TESTBED_CGROUP is its cgroup2 root (t/node-view).  Without it,
 # say why once (the tests that need it are then skipped).
 testbed_cpuset_prereq() {
-	if grep -qw cpuset "$FLUX_PAM_CGROUP_ROOT/cgroup.controllers" 2>/dev/null; then
+	if grep -qw cpuset "$FLUX_PAM_TESTBED_CGROUP/cgroup.controllers" 2>/dev/null; then
 		test_set_prereq CPUSET
 	elif test -z "$FLUX_PAM_UNDER_FLUX"; then
 		local why
@@ -195,12 +203,23 @@ pam_wait_users() {
 	done
 }
 
-# Submit a job as UID (test-only mapping); prints the job id.
-# Usage: pam_submit UID [flux submit options] COMMAND...
+# Submit a job of UID, which is UID's own: signed as UID and submitted with
+# FLUX_HANDLE_USERID, as flux-core's tests do (t/guestjobs.py).  It runs
+# under the test execution, which starts no process: the COMMAND `true` ends
+# at once, any other (`sleep inf`) runs until cancelled.  Prints the job ID
+# (one per copy with --count=N).  PAM_SUBMIT_VIA prefixes the flux commands
+# (t0500: as_owner); FLUX_PAM_GUESTJOBS is where t/guestjobs.py is.
+# Usage: pam_submit UID [--count=N] [flux run options] COMMAND...
 pam_submit() {
-	local uid=$1
+	local uid=$1 count=1 duration=0s
 	shift
-	flux submit --setattr=system.flux-pam.test-userid="$uid" "$@"
+	case "$1" in --count=*) count=${1#--count=} && shift ;; esac
+	test "${*: -1}" = true && duration=0.01s
+	$PAM_SUBMIT_VIA flux run --dry-run \
+		--setattr=system.exec.test.run_duration=$duration "$@" |
+		$PAM_SUBMIT_VIA flux python \
+			"${FLUX_PAM_GUESTJOBS:-$FLUX_PAM_SRCDIR/t/guestjobs.py}" \
+			--count="$count" "$uid"
 }
 
 # systemd in the test bed --------------------------------------------------

@@ -22,8 +22,8 @@ def local(rank, cores):
     }
 
 
-def submit(d, jobid, userid=1000, jobspec=None):
-    return d.event(jobid, "submit", {"userid": userid}, jobspec=jobspec)
+def submit(d, jobid, userid=1000):
+    return d.event(jobid, "submit", {"userid": userid})
 
 
 def test_alloc_sends_job_start_only_to_ranks_in_R_with_local_R():
@@ -95,23 +95,6 @@ def test_non_fatal_exception_is_not_cleanup():
     d.event(11, "alloc", {}, R=R(("0", "0")))
     assert d.event(11, "exception", {"severity": 1, "type": "timeout"}) == []
     assert d.jobs[11].running
-
-
-def test_test_userid_mapping_only_in_test_instance():
-    spec = {"attributes": {"system": {"flux-pam": {"test-userid": 1001}}}}
-    for test, expected in ((True, 1001), (False, 0)):
-        d = dispatcher.Dispatcher(test_instance=test)
-        submit(d, 12, userid=0, jobspec=spec)
-        (msg,) = d.event(12, "alloc", {}, R=R(("0", "0")))
-        assert msg.payload["userid"] == expected
-
-
-def test_bad_test_userid_is_an_error_and_keeps_submitter():
-    spec = {"attributes": {"system": {"flux-pam": {"test-userid": "bob"}}}}
-    d = dispatcher.Dispatcher(test_instance=True)
-    submit(d, 13, userid=5, jobspec=spec)
-    assert d.jobs[13].userid == 5
-    assert "test-userid" in d.errors[-1]
 
 
 def test_malformed_R_is_an_error_and_sends_nothing():

@@ -181,12 +181,6 @@ def test_the_cgroup2_mount_is_found_in_mountinfo():
     assert en.cgroup_root("") is None
 
 
-def test_the_root_override_is_honoured_in_a_test_instance_only():
-    env = {en.CGROUP_ROOT_ENV: "/tmp/bed/payload"}
-    assert en.find_root(env, test_instance=True) == "/tmp/bed/payload"
-    assert en.find_root(env, test_instance=False) != "/tmp/bed/payload"
-
-
 def test_a_slice_cgroup_follows_from_its_name():
     assert en.slice_cgroup("/sys/fs/cgroup", 1000) == (
         "/sys/fs/cgroup/user.slice/user-1000.slice"

@@ -101,18 +101,6 @@ def test_debug_from_env_or_pam_debug(value, cfg_debug, expected):
     assert env.debug_enabled(environ, PamConfig(debug=cfg_debug)) is expected
 
 
-def test_lock_dir_override_only_in_test_instance():
-    environ = {"FLUX_PAM_LOCK_DIR": "/tmp/t/lock"}
-    assert env.lock_dir(environ, test_instance=True) == "/tmp/t/lock"
-    assert env.lock_dir(environ, test_instance=False) == "/run/flux-pam"
-    assert env.lock_dir({}, test_instance=True) == "/run/flux-pam"
-
-
-def test_lock_dir_override_must_be_absolute():
-    with pytest.raises(env.PerilogError, match="FLUX_PAM_LOCK_DIR"):
-        env.lock_dir({"FLUX_PAM_LOCK_DIR": "lock"}, test_instance=True)
-
-
 @pytest.mark.parametrize(
     "code, verdict",
     [
