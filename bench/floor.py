@@ -127,7 +127,6 @@ def to_ms(row: dict) -> dict:
 
 
 def measure(bed, n: int, slice_n: int, module_n: int, cycles: int) -> dict:
-    import tempfile
 
     import dbus_floor
 
@@ -148,21 +147,16 @@ def measure(bed, n: int, slice_n: int, module_n: int, cycles: int) -> dict:
             ["systemctl", "-M", bed.name, "stop", "flux-pam-bench-anchor.service"],
             capture_output=True,
         )
-    lockdir = tempfile.mkdtemp(prefix="flux-pam-bench-lock.")
     env = dict(bed.env())
-    env["FLUX_PAM_LOCK_DIR"] = lockdir
-    try:
-        mod = bl.run_inner(
-            os.path.abspath(__file__),
-            "module",
-            {"n": module_n, "cycles": cycles},
-            1,
-            {"pam.toml": PAM_TOML},
-            env=env,
-            tag="floor-module",
-        )
-    finally:
-        subprocess.run(["rm", "-rf", lockdir])
+    mod = bl.run_inner(
+        os.path.abspath(__file__),
+        "module",
+        {"n": module_n, "cycles": cycles},
+        1,
+        {"pam.toml": PAM_TOML},
+        env=env,
+        tag="floor-module",
+    )
     rows = {k: to_ms(v) for k, v in raw.items()}
     worker = mod.pop("worker_ms_per_op")
     mod.pop("flux_start_rc", None)
