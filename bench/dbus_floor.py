@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(TOP, "t"))
 
 import testbed as tb  # noqa: E402
 
-from flux_pam_service import enforcement, properties  # noqa: E402
+from flux_pam_service.systemd import enforcement, properties  # noqa: E402
 from flux_pam_service.systemd.client import (  # noqa: E402
     MANAGER,
     MANAGER_PATH,
