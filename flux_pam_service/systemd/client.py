@@ -55,52 +55,21 @@ Threads: a Systemd object holds one connection and is NOT thread-safe.  Use
 one Systemd per thread (the broker module runs these blocking calls from
 worker threads, each with its own connection).
 
-Why jeepney.  The drop-ins run under Debian's /usr/bin/python3 without a
-venv and the broker module under flux's Python, so the library must come as a
-Debian bookworm package; the broker needs a blocking call with a per-call
-timeout that can run in a worker thread, and JobRemoved signals without a
-main loop.  Measured with `bench/dbus_floor.py --libs -n 500` from the host
-against systemd 252 in the test bed, on the 2-core VM while other builds ran
-(load average 5.7, so the latencies are noisy; client CPU per call, from
-process_time, is the stable figure):
-
-    library (version)        GetUnit                 SetUnitProperties (2 x ay)
-                             median/p95  client CPU  median/p95   client CPU
-    jeepney 0.8 (Debian)     0.39/7.4 ms   204 us    8.7/16.8 ms   412 us
-    dbus-python 1.3.2 (Deb.) 0.28/4.2 ms   100 us    7.6/15.4 ms   213 us
-    dbus-fast 5.2.0 (PyPI)   0.41/7.9 ms   166 us    8.0/15.4 ms   279 us
-    sdbus 0.14.3 (PyPI)      0.28/5.0 ms    90 us    7.5/13.7 ms   131 us
-    (bench/results/dbus-libs-*.json has the run)
-
-Latency is systemd's (SetUnitProperties writes a drop-in and re-applies the
-cgroup attributes): the libraries are within noise of each other there, and
-the 0.1-0.3 ms of client CPU that separates them is small next to it.  The
-choice is made on the other criteria:
-  - sdbus is not packaged for bookworm (PyPI only, bundling libsystemd);
-  - dbus-fast (bookworm has 1.84) is asyncio-only: no blocking calls, and an
-    event loop per worker thread;
-  - dbus-python delivers signals only through a GLib main loop, so waiting
-    for JobRemoved would need GLib and its thread; libdbus's shared
-    connection state makes "one connection per thread" easy to get wrong;
-  - jeepney (python3-jeepney) is pure Python, its blocking I/O takes a
-    timeout per call and signals are read from the same socket with
-    deadlines, and connect/authentication are bounded too (Hello is given
-    our timeout below).  It costs about 0.1-0.2 ms more client CPU per call
-    than the C bindings, which is acceptable.
+Why jeepney, and what it costs against the other D-Bus libraries: see
+doc/design.rst ("D-Bus client").  The connection is flux_pam_service.systemd.bus,
+on jeepney's public API.
 """
 
 import errno
 import os
-import socket
 import time
 from collections import deque
 from typing import Any, Iterable, Optional
 
 from jeepney import DBusAddress, HeaderFields, MatchRule, MessageType, new_method_call
-from jeepney.bus_messages import message_bus
-from jeepney.io.blocking import DBusConnection, Proxy, prep_socket
 
 from flux_pam_service.core.errors import errtext
+from flux_pam_service.systemd.bus import Bus, socket_path
 
 DEFAULT_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 SYSTEMD = "org.freedesktop.systemd1"
@@ -170,22 +139,6 @@ def unit_path(name: str) -> str:
     return f"{MANAGER_PATH}/unit/{_escape(name)}"
 
 
-class _Connection(DBusConnection):
-    """jeepney's DBusConnection, but whose Hello has a timeout too."""
-
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
-        # DBusConnection.__init__ says Hello with no timeout; do it ourselves.
-        super(DBusConnection, self).__init__(sock, enable_fds=False)
-        from jeepney.io.blocking import _Future
-        from jeepney.io.common import MessageFilters
-        from jeepney.routing import Router
-
-        self._router = Router(_Future)
-        self._filters = MessageFilters()
-        self.bus_proxy = Proxy(message_bus, self, timeout=timeout)
-        self.unique_name = self.bus_proxy.Hello()[0]
-
-
 class Systemd:
     """Blocking client of systemd's manager; one per thread (see module doc)."""
 
@@ -194,9 +147,9 @@ class Systemd:
             address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_ADDRESS
         )
         self.timeout = timeout
-        self._conn: Optional[_Connection] = None
-        self._jobs: Optional[deque] = None
-        self._filter: Any = None
+        self._conn: Optional[Bus] = None
+        self._jobs: Optional[deque] = None  # JobRemoved signals, once watched
+        self._job_rule: Optional[MatchRule] = None
         self._job_results: dict = {}
 
     # ------------------------------------------------------------ connection
@@ -209,9 +162,7 @@ class Systemd:
 
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""
-        if self._filter is not None:
-            self._filter.close()
-            self._filter = None
+        self._job_rule = None
         self._jobs = None
         if self._conn is not None:
             try:
@@ -224,22 +175,17 @@ class Systemd:
         """Connect now (calls connect on first use anyway)."""
         self._connection()
 
-    def _connection(self) -> _Connection:
+    def _connection(self) -> Bus:
         if self._conn is not None:
             return self._conn
         try:
-            from jeepney.bus import get_bus
-
-            path = get_bus(self.address)
-        except (ValueError, StopIteration, KeyError) as exc:
+            path = socket_path(self.address)
+        except ValueError as exc:
             raise DBusError(
                 errno.EINVAL, None, f"bad D-Bus address {self.address!r}: {exc}"
             ) from None
         try:
-            sock = prep_socket(path, timeout=self.timeout)
-            # bound sendall() too: a bus that stops reading must not hang us
-            sock.settimeout(self.timeout)
-            self._conn = _Connection(sock, self.timeout)
+            self._conn = Bus(path, self.timeout)
         except TimeoutError:
             raise DBusError(
                 errno.ETIMEDOUT,
@@ -258,24 +204,25 @@ class Systemd:
         """Add the JobRemoved match before the first call that makes a job."""
         if self._jobs is not None:
             return
-        conn = self._connection()
         fields = dict(
             type="signal", interface=MANAGER, member="JobRemoved", path=MANAGER_PATH
         )
         rule = MatchRule(sender=SYSTEMD, **fields)
-        queue: deque = deque()
         # jeepney compares the sender field literally, and signals carry
-        # systemd's unique name: filter locally without it
-        self._filter = conn.filter(MatchRule(**fields), queue=queue)
-        self.call(
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "AddMatch",
-            "s",
-            (rule.serialise(),),
-        )
-        self._jobs = queue
+        # systemd's unique name: match locally without it
+        self._job_rule, self._jobs = MatchRule(**fields), deque()
+        try:
+            self.call(
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "AddMatch",
+                "s",
+                (rule.serialise(),),
+            )
+        except BaseException:
+            self._job_rule = self._jobs = None
+            raise
 
     # ------------------------------------------------------------ calls
 
@@ -309,9 +256,9 @@ class Systemd:
                 tuple(args),
             )
             what = what or f"{interface}.{method}"
-            serial = next(conn.outgoing_serial)
+            serial = conn.next_serial()
             try:
-                conn.send(msg, serial=serial)
+                conn.send(msg, serial)
             except OSError as exc:
                 # a partly sent message leaves the stream unusable: drop it
                 self.close()
@@ -324,7 +271,7 @@ class Systemd:
         deadline = time.monotonic() + timeout
         while pending:
             try:
-                reply = conn.receive(timeout=max(deadline - time.monotonic(), 0))
+                reply = conn.receive(deadline)
             except TimeoutError:
                 # the connection stays usable: a late reply is skipped below
                 raise DBusError(
@@ -342,9 +289,8 @@ class Systemd:
                 i, method = pending.pop(serial)
                 replies[i] = (reply, method)
                 continue
-            # not ours: a signal for a filter (JobRemoved), or a late reply
-            for f in conn._filters.matches(reply):
-                f.queue.append(reply)
+            # not ours: JobRemoved, or a late reply to a call that timed out
+            self._keep_job_signal(reply)
         bodies = []
         for reply, method in replies:
             if reply.header.message_type == MessageType.error:
@@ -452,6 +398,12 @@ class Systemd:
 
     # ------------------------------------------------------------ jobs
 
+    def _keep_job_signal(self, msg: Any) -> None:
+        """Queue *msg* if it is a JobRemoved signal (see _watch_jobs)."""
+        if self._jobs is not None and self._job_rule is not None:
+            if self._job_rule.matches(msg):
+                self._jobs.append(msg)
+
     def _drain_jobs(self) -> None:
         while self._jobs:
             msg = self._jobs.popleft()
@@ -487,7 +439,7 @@ class Systemd:
                     errno.ETIMEDOUT, None, f"job {job_path}: not done in {timeout}s"
                 )
             try:
-                conn.recv_messages(timeout=max(left, 0.001))
+                self._keep_job_signal(conn.receive(now + max(left, 0.001)))
             except TimeoutError:
                 continue
             except OSError as exc:
