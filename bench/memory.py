@@ -132,7 +132,7 @@ def core(jobs: int, users: int) -> dict:
     del table
     # Dispatcher (rank 0)
     base = tracemalloc.get_traced_memory()[0]
-    d = dispatcher.Dispatcher(False)
+    d = dispatcher.Dispatcher()
     xs, ys = [0], [0]
     for i in range(jobs):
         jobid = 10**12 + i

@@ -139,7 +139,7 @@ def dispatcher_cost(sizes: list, reps: int) -> list:
                 "nodelist": [f"node[0-{nodes - 1}]"],
             },
         }
-        d = dispatcher.Dispatcher(False)
+        d = dispatcher.Dispatcher()
         msgs = 0
         n = max(2, min(reps, 4000 // nodes))
         t0 = time.process_time()
