@@ -1,37 +1,13 @@
-"""Per-rank, per-user job state and the actions its transitions imply.
+"""Each user's active jobs on this rank, and the union of what they hold here.
 
-A rank tracks each user's active jobs there with the resources each job holds
-on that rank.  Transitions return the slice actions they imply and do nothing
-else; the caller (broker module or prolog/housekeeping) carries them out.
-
-    first job of a user          -> PREPARE  (start user@UID, apply the union)
-    a job changes the union      -> APPLY    (set the union on user-UID.slice)
-    last job of the user ends    -> TEARDOWN (kill if configured, stop, revert)
-
-A job is *running* from its start until cleanup() (the job left the RUN
-state: finish or fatal exception).  Only running jobs admit logins; a job in
-CLEANUP still counts for the union until end(), because its processes and
-housekeeping may still be there.  Running jobs are indexed per user, so
-admitted(), nrunning() and running(uid, limit) cost the same whatever the
-number of jobs (they answer every login).
-
-The instance owner is never managed: its jobs are ignored.
-
-Interface:
-    Action(kind, uid, resources)
-    UserTable(owner)
-        start(jobid, uid, resources) -> [Action]
-        cleanup(jobid) -> [Action]        (always empty; flips admission)
-        end(jobid) -> [Action]
-        admitted(uid) -> bool             a running job is here
-        running(uid, limit=None) -> [jobid]
-                                          running jobs, in start order; the
-                                          first *limit* only if given
-        nrunning(uid) -> int
-        union(uid) -> Resources
-        jobs(uid) -> {jobid: Job}
-        users() -> [uid]
-        uid_of(jobid) -> uid or None
+start() and end() say whether the user's slice must change: a user's first
+job (prepare), a union that grew or shrank (apply), the last job's end
+(teardown).  A job is *running* from its start until cleanup() (it left the
+RUN state); only running jobs admit logins, while a job in CLEANUP still
+counts for the union until end(), its processes and housekeeping may still
+be there.  Running jobs are indexed per user, so admitted(), nrunning() and
+running(uid, limit) cost the same at any number of jobs (they answer every
+login).  The instance owner's jobs are ignored.
 """
 
 from dataclasses import dataclass
@@ -39,19 +15,6 @@ from itertools import islice
 from typing import Dict, List, Optional
 
 from flux_pam_service.core.rv1 import EMPTY, Resources, union
-
-PREPARE = "prepare"
-APPLY = "apply"
-TEARDOWN = "teardown"
-
-
-@dataclass(frozen=True)
-class Action:
-    """A slice operation for one user; *resources* is the union to apply."""
-
-    kind: str
-    uid: int
-    resources: Resources = EMPTY
 
 
 @dataclass
@@ -73,13 +36,14 @@ class UserTable:
         self._union: Dict[int, Resources] = {}
         self._running: Dict[int, Dict[int, None]] = {}  # uid -> running jobids
 
-    def start(self, jobid: int, uid: int, resources: Resources) -> List[Action]:
-        """Record that *jobid* of *uid* holds *resources* here.
+    def start(self, jobid: int, uid: int, resources: Resources) -> bool:
+        """Record that *jobid* of *uid* holds *resources* here; whether the
+        user's slice must change (a first job, or a union that grew).
 
         A second start of the same job is a no-op.
         """
         if uid == self.owner or jobid in self._jobs:
-            return []
+            return False
         job = Job(uid, resources)
         self._jobs[jobid] = job
         user = self._users.setdefault(uid, {})
@@ -87,21 +51,15 @@ class UserTable:
         user[jobid] = job
         self._running.setdefault(uid, {})[jobid] = None
         before = self._union.get(uid, EMPTY)
-        after = before | resources
-        self._union[uid] = after
-        if first:
-            return [Action(PREPARE, uid, after)]
-        if after != before:
-            return [Action(APPLY, uid, after)]
-        return []
+        self._union[uid] = before | resources
+        return first or self._union[uid] != before
 
-    def cleanup(self, jobid: int) -> List[Action]:
+    def cleanup(self, jobid: int) -> None:
         """Record that *jobid* left the RUN state; it no longer admits logins."""
         job = self._jobs.get(jobid)
         if job is not None:
             job.running = False
             self._not_running(job.uid, jobid)
-        return []
 
     def _not_running(self, uid: int, jobid: int) -> None:
         running = self._running.get(uid)
@@ -110,24 +68,22 @@ class UserTable:
             if not running:
                 del self._running[uid]
 
-    def end(self, jobid: int) -> List[Action]:
-        """Forget *jobid*.  Ending an unknown job is a no-op."""
+    def end(self, jobid: int) -> bool:
+        """Forget *jobid*; whether its user's slice must change (the last
+        job ended, or the union shrank).  Ending an unknown job is a no-op."""
         job = self._jobs.pop(jobid, None)
         if job is None:
-            return []
+            return False
         user = self._users[job.uid]
         del user[jobid]
         self._not_running(job.uid, jobid)
         if not user:
             del self._users[job.uid]
             del self._union[job.uid]
-            return [Action(TEARDOWN, job.uid)]
+            return True
         before = self._union[job.uid]
-        after = union(j.resources for j in user.values())
-        self._union[job.uid] = after
-        if after != before:
-            return [Action(APPLY, job.uid, after)]
-        return []
+        self._union[job.uid] = union(j.resources for j in user.values())
+        return self._union[job.uid] != before
 
     def admitted(self, uid: int) -> bool:
         """True if *uid* has a running job on this rank."""
