@@ -29,7 +29,7 @@ from flux.hostlist import Hostlist
 from flux_pam_service.broker import admission, dispatcher, status, workers
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
-from flux_pam_service.core import config, rv1
+from flux_pam_service.core import config, rpcs, rv1
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.systemd import enforcement
 
@@ -58,6 +58,7 @@ class PamModule(BrokerModule):
         self.rank = h.get_rank()
         self.size = int(h.attr_get("size"))
         self.owner = int(h.attr_get("security.owner"))
+        self.hostname = h.attr_get("hostname")
         self.shared_node = shares_node(h)
         nthreads = DEFAULT_NTHREADS
         for arg in args:
@@ -91,7 +92,6 @@ class PamModule(BrokerModule):
             reply=self._respond,
             error=self._error,
             log=self.log,
-            hostname=h.attr_get("hostname"),
             closed=closed,
             cgroup_root=enforcement.find_root(),
             shared_node=self.shared_node,
@@ -219,7 +219,7 @@ class PamModule(BrokerModule):
             self.log.debug(traceback.format_exc())
             self._error(msg, errno.EIO, f"{msg.topic}: internal error: {exc}")
 
-    def _lookup(self, R: dict, done: Callable) -> None:
+    def _lookup(self, union: rv1.Resources, done: Callable) -> None:
         """sdexec-mapper.lookup on this rank: the properties of a union."""
 
         def cb(f: Any) -> None:
@@ -229,10 +229,11 @@ class PamModule(BrokerModule):
                 props, exc = None, e
             self.sched.guard("lookup", done, props, exc)
 
-        self.handle.rpc("sdexec-mapper.lookup", {"R": R}, nodeid=self.rank).then(cb)
+        topic, payload, rank = rpcs.mapper_lookup(self.rank, union, self.hostname)
+        self.handle.rpc(topic, payload, nodeid=rank).then(cb)
 
     def _drain(self, reason: str) -> None:
-        payload = {"targets": str(self.rank), "reason": reason, "mode": "update"}
+        topic, payload, rank0 = rpcs.drain(self.rank, reason)
 
         def done(f: Any) -> None:
             try:
@@ -241,7 +242,7 @@ class PamModule(BrokerModule):
                 self.log.error(f"cannot drain rank {self.rank}: {errtext(exc)}")
 
         self.log.error(f"draining rank {self.rank}: {reason}")
-        self.handle.rpc("resource.drain", payload, nodeid=0).then(done)
+        self.handle.rpc(topic, payload, nodeid=rank0).then(done)
 
     # ------------------------------------------------------------ jobs
 

@@ -8,10 +8,10 @@ without a job here, and tears each down, logging the repair.  Users with
 jobs are never torn down by a reload (doc/design.rst, "Restart").
 """
 
-import os
 import syslog
 from typing import TYPE_CHECKING, List, Optional
 
+from flux_pam_service.core import lockdir
 from flux_pam_service.systemd import operations
 
 if TYPE_CHECKING:
@@ -21,16 +21,9 @@ if TYPE_CHECKING:
 def markers(s: "Scheduler") -> List[int]:
     """Users with a marker file (readable only when running as root)."""
     try:
-        names = os.listdir(s.lock_dir)
+        return lockdir.marker_uids(s.lock_dir)
     except OSError:
         return []
-    uids = []
-    for name in names:
-        parts = name.split(".")
-        if len(parts) == 3 and parts[0] == "uid" and parts[2] == "active":
-            if parts[1].isdigit():
-                uids.append(int(parts[1]))
-    return uids
 
 
 def scan(s: "Scheduler") -> None:

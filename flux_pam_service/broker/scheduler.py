@@ -106,12 +106,11 @@ class Scheduler:
         submit: Callable[[Operation, Done], None],
         timer: Callable[..., Any],
         cancel: Callable[[Any], None],
-        lookup: Callable[[dict, Done], None],
+        lookup: Callable[[rv1.Resources, Done], None],
         drain: Callable[[str], None],
         reply: Callable[..., None],
         error: Callable[[Any, int, str], None],
         log: Callable[[int, str], None],
-        hostname: Optional[str] = None,
         closed: Optional[str] = None,
         lock_dir: str = lockdir.DEFAULT,
         cgroup_root: Optional[str] = None,
@@ -119,7 +118,6 @@ class Scheduler:
     ) -> None:
         self.rank = rank
         self.owner = owner
-        self.hostname = hostname
         self.cfg = cfg
         # the error that keeps the module closed, or None
         self.closed = closed
@@ -327,7 +325,6 @@ class Scheduler:
     def _lookup(self, user: User, snap: int, union: rv1.Resources) -> None:
         user.busy = "lookup"
         self.stats["mapper-lookups"] += 1
-        R = rv1.make_R(self.rank, union, self.hostname)
 
         def done(props: Any, exc: Optional[BaseException]) -> None:
             if exc is None and not isinstance(props, dict):
@@ -347,7 +344,7 @@ class Scheduler:
             else:
                 self.guard("activate", self._activate, user, snap, props)
 
-        self.lookup(R, done)
+        self.lookup(union, done)
 
     def _submit(self, user: User, snap: int, op: Operation) -> None:
         action = op.action

@@ -40,7 +40,6 @@ without either.
 import argparse
 import errno
 import json
-import os
 import pwd
 import sys
 import time
@@ -230,14 +229,9 @@ def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
     """uids with a marker in the lock directory, or the error reading it;
     "denied" maps those whose marker refuses their logins to its text."""
     try:
-        names = os.listdir(path)
+        uids = lockdir.marker_uids(path)
     except OSError as exc:
         return {"path": path, "error": f"{path}: {exc.strerror}"}
-    uids = sorted(
-        int(n[4:-7])
-        for n in names
-        if n.startswith("uid.") and n.endswith(".active") and n[4:-7].isdigit()
-    )
     denied = {}
     for uid in uids:
         try:

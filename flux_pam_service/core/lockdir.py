@@ -1,39 +1,19 @@
-"""The root-owned lock directory shared by pam_flux and the job scripts.
+"""The root-owned lock directory shared by pam_flux and the drop-ins.
 
-Everything that changes a user's slice outside the broker module (pam_flux in
-sshd, the prolog.d and housekeeping.d executables) serialises on one flock per
-user, and records "this user has an active job here" as a marker file.  Both
-live in one directory that only root may write (DESIGN.md section 3):
+Whatever changes a user's slice outside the broker module (pam_flux in sshd,
+the prolog.d and housekeeping.d drop-ins) serialises on one flock per user,
+and records "this user has an active job here" as a marker; both live in one
+directory that only root may write:
 
-    PATH/                   root, mode 0700, never group- or other-writable
-    PATH/uid.UID.lock       mode 0600, opened O_NOFOLLOW, never deleted
-    PATH/uid.UID.active     the marker; written atomically (temp file+rename);
-                            empty, or a first line ``deny: TEXT`` when the
-                            node cannot take the user's logins (pam_flux
-                            refuses them with TEXT; doc/design.rst)
+    DEFAULT/                root, mode 0700, never group- or other-writable
+    DEFAULT/uid.UID.lock    mode 0600, opened O_NOFOLLOW, never deleted
+    DEFAULT/uid.UID.active  the marker, written atomically: empty, or a first
+                            line ``deny: TEXT`` when the node cannot take the
+                            user's logins (pam_flux refuses them with TEXT)
 
-Interface:
-    DEFAULT                             "/run/flux-pam"
-    LockDirError(OSError)               the directory or a file in it is unsafe;
-                                        the message names the path
-    check_dir(path, create, owner)      create PATH as mode 0700 if missing,
-                                        then verify it; refuse a symlink, a
-                                        non-directory, a foreign owner and a
-                                        group- or other-writable mode
-    user_lock(uid, path, timeout, owner)
-                                        context manager holding an exclusive
-                                        flock on PATH/uid.UID.lock; raises
-                                        OSError(ETIMEDOUT) after *timeout* s
-    marker_path(uid, path) -> str       PATH/uid.UID.active
-    set_marker(uid, path, content)      the caller holds user_lock(uid)
-    clear_marker(uid, path)
-    has_marker(uid, path) -> bool
-    deny_content(text) -> str           a marker that denies with *text*
-    marker_deny(uid, path) -> str | None  the deny TEXT of *uid*'s marker
-
-*owner* is the uid the directory and lock files must belong to: root (0) in
-production; tests running unprivileged pass os.getuid().  A refusal changes
-nothing on disk.
+*owner* is the uid the directory and lock files must belong to: root in
+production, the test's own uid in unprivileged tests.  A refusal
+(LockDirError, naming the path) changes nothing on disk.
 """
 
 import contextlib
@@ -46,7 +26,7 @@ import time
 # No typing import at run time: the drop-ins take the lock at every job.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterator
+    from typing import Iterator, List
 
 DEFAULT = "/run/flux-pam"
 
@@ -215,6 +195,17 @@ def clear_marker(uid: int, path: str = DEFAULT) -> None:
         raise LockDirError(
             exc.errno, f"cannot remove marker {target}: {exc.strerror}"
         ) from None
+
+
+def marker_uids(path: str = DEFAULT) -> "List[int]":
+    """The uids that have a marker in *path*, sorted; OSError if unreadable."""
+    uids = []
+    for name in os.listdir(path):
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "uid" and parts[2] == "active":
+            if parts[1].isascii() and parts[1].isdigit():
+                uids.append(int(parts[1]))
+    return sorted(uids)
 
 
 def has_marker(uid: int, path: str = DEFAULT) -> bool:

@@ -12,7 +12,7 @@ import errno
 import json
 from typing import Any, List, Optional
 
-from flux_pam_service.core import config, rv1
+from flux_pam_service.core import config, rpcs
 from flux_pam_service.core import jobid as jobid_mod
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.rv1 import Resources
@@ -123,9 +123,8 @@ class FluxCalls:
         return [job["id"] for job in rsp.get("jobs", [])]
 
     def mapper_properties(self, res: Resources) -> dict:
-        R = rv1.make_R(self.rank, res)
-        f = self.h.rpc("sdexec-mapper.lookup", {"R": R}, nodeid=self.rank)
-        props = self._get(f, "sdexec-mapper.lookup")
+        topic, payload, rank = rpcs.mapper_lookup(self.rank, res)
+        props = self._get(self.h.rpc(topic, payload, nodeid=rank), topic)
         if not isinstance(props, dict):
             raise PerilogError("sdexec-mapper.lookup: response is not an object")
         return props
@@ -148,9 +147,9 @@ class FluxCalls:
         return list(self._get(f, "pam.check").get("jobs", []))
 
     def drain(self, reason: str) -> None:
-        payload = {"targets": str(self.rank), "reason": reason, "mode": "update"}
+        topic, payload, rank0 = rpcs.drain(self.rank, reason)
         try:
-            self.h.rpc("resource.drain", payload, nodeid=0).wait_for(RPC_TIMEOUT).get()
+            self.h.rpc(topic, payload, nodeid=rank0).wait_for(RPC_TIMEOUT).get()
         except OSError as exc:
             self.log.error(f"cannot drain rank {self.rank}: {errtext(exc)}")
 

@@ -31,8 +31,11 @@ def R(cores: str, rank: int = 0) -> dict:
 
 def props_of(R: dict) -> dict:
     """What the sdexec-mapper would say for R: its cores, one memory node."""
-    cores = idset.encode(rv1.local(R, 0).cores)
-    return {"AllowedCPUs": cores, "AllowedMemoryNodes": "0"}
+    return props_of_union(rv1.local(R, 0))
+
+
+def props_of_union(union: Resources) -> dict:
+    return {"AllowedCPUs": idset.encode(union.cores), "AllowedMemoryNodes": "0"}
 
 
 def unreachable_error() -> DBusError:
@@ -52,7 +55,7 @@ class World:
     def __init__(self):
         self.ops = []  # [operation, done] submitted, not completed
         self.timers = []
-        self.lookups = []  # [R, done] not answered
+        self.lookups = []  # [union, done] not answered
         self.replies = []  # (msg, obj)
         self.errors = []  # (msg, errnum, text)
         self.drains = []
@@ -71,8 +74,8 @@ class World:
         if t is not None:
             t.cancelled = True
 
-    def lookup(self, R, done):
-        self.lookups.append([R, done])
+    def lookup(self, union, done):
+        self.lookups.append([union, done])
 
     def reply(self, msg, obj=None):
         self.replies.append((msg, obj))
@@ -117,8 +120,8 @@ class World:
     def answer_lookups(self):
         """Answer every pending sdexec-mapper lookup, as the mapper would."""
         while self.lookups:
-            R, done = self.lookups.pop(0)
-            done(props_of(R), None)
+            union, done = self.lookups.pop(0)
+            done(props_of_union(union), None)
 
     def complete(self, action, uid=ALICE, exc=None, **outcome):
         """Complete the first operation *action* on *uid*'s slice."""
@@ -179,7 +182,7 @@ def prepared(world, sched, jobid=1, uid=ALICE, cores="0"):
 def test_a_first_job_prepares_the_slice_with_its_union(world):
     s = world.scheduler()
     s.job_start(1, ALICE, R("0-1"))
-    assert [r for r, _ in world.lookups] == [R("0-1")]
+    assert [u for u, _ in world.lookups] == [rv1.local(R("0-1"), 0)]
     world.answer_lookups()
     (op,) = world.slice_ops()
     assert (op.action, op.uid, op.props) == ("prepare", ALICE, props_of(R("0-1")))
