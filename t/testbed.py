@@ -124,7 +124,6 @@ PACKAGES = [
     "libubsan1",
     "python3",
     "python3-jeepney",
-    "python3-psutil",
     "python3-pytest",
     "procps",
 ]

@@ -27,7 +27,6 @@ PAM_MODULE_DIRS = (
     "/lib/security",
     "/usr/lib/security",
 )
-LOCK_DIR = "/run/flux-pam"
 TMPFILES = ("/etc/tmpfiles.d", "/run/tmpfiles.d", "/usr/lib/tmpfiles.d")
 POLKIT_RULE = "60-flux-pam.rules"
 POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/usr/share/polkit-1/rules.d")
