@@ -8,7 +8,7 @@
 #   make uninstall-config  removes them again if unchanged
 #
 # Nothing is fetched: the package is copied, not built with pip.  The layout
-# is in doc/guide/admin.rst ("Installing").
+# is in doc/guide/admin.rst ("1. Install").
 #
 # flux's own directories are asked of flux-core and flux-security themselves
 # (mk/fluxdirs.py): pkg-config (flux-core.pc, flux-security.pc; set

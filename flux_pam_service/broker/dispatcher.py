@@ -1,41 +1,9 @@
-"""Rank-0 dispatch: job-manager journal events -> messages to the ranks of a job.
+"""Rank 0: job-manager journal events in, pam.job-* messages to a job's ranks out.
 
-The ``pam`` module on rank 0 follows ``job-manager.events-journal`` and feeds
-every event to a Dispatcher, which keeps the few facts it needs per active
-job and returns the messages to send.  Only the ranks in a job's R hear
-about it, so the cost is O(sum of job sizes), not O(ranks x jobs).
-
-Events used (RFC 21):
-
-    submit      context.userid
-    alloc       R: pam.job-start {id, userid, R} to every rank in R
-    finish      pam.job-cleanup {id} to the job's remaining ranks
-    exception   severity 0 after alloc: as finish (the job left RUN)
-    release     context.ranks ("all" or an idset): pam.job-end {id} to those
-                ranks; they are no longer the job's
-    free, clean pam.job-end {id} to every remaining rank; the job is forgotten
-                at clean
-
-A job cancelled before alloc produces no message at all.  A job whose prolog
-fails got job-start at alloc, then its exception sends job-cleanup and its
-free sends job-end.
-
-The R sent in job-start is the job's R restricted to the receiving rank (an
-Rv1 object with one R_lite entry, built by rv1.make_R), so a message's size
-does not grow with the job's size.
-
-Interface:
-    Message(rank, topic, payload)
-    TrackedJob                          what is known of one active job
-    Dispatcher()
-        event(jobid, name, context, R=None) -> [Message]
-        jobs_on(rank) -> [dict]         {"id", "userid", "R", "running"} of
-                                        every job that holds *rank*: the
-                                        payload of pam.sync
-        jobs_by_rank() -> {rank: [dict]}  the same for every rank, in one pass
-        jobs -> {jobid: TrackedJob}
-        errors -> [str]                 problems seen (bad R),
-                                        most recent last, at most 100
+A Dispatcher keeps the few facts it needs per active job and returns the
+messages each event implies; only the ranks in a job's R hear about it, each
+with its own share of R, so the cost is O(sum of job sizes).  Which event
+sends what: doc/design.rst, "From the journal to a D-Bus call".
 """
 
 from dataclasses import dataclass, field
@@ -159,34 +127,28 @@ class Dispatcher:
             return messages
         return []
 
+    def _entry(self, job: TrackedJob, rank: int) -> dict:
+        """*job* as an entry of pam.sync for *rank*."""
+        return {
+            "id": job.id,
+            "userid": job.userid,
+            "R": self._local_R(job, rank),
+            "running": job.running,
+        }
+
     def jobs_on(self, rank: int) -> List[dict]:
         """Every job that currently holds *rank*, as pam.sync entries."""
-        out = []
-        for job in self.jobs.values():
-            if job.allocated and rank in job.local:
-                out.append(
-                    {
-                        "id": job.id,
-                        "userid": job.userid,
-                        "R": self._local_R(job, rank),
-                        "running": job.running,
-                    }
-                )
-        return out
+        return [
+            self._entry(job, rank)
+            for job in self.jobs.values()
+            if job.allocated and rank in job.local
+        ]
 
     def jobs_by_rank(self) -> Dict[int, List[dict]]:
         """jobs_on() for every rank that holds a job, in one pass."""
         out: Dict[int, List[dict]] = {}
         for job in self.jobs.values():
-            if not job.allocated:
-                continue
-            for rank in job.local:
-                out.setdefault(rank, []).append(
-                    {
-                        "id": job.id,
-                        "userid": job.userid,
-                        "R": self._local_R(job, rank),
-                        "running": job.running,
-                    }
-                )
+            if job.allocated:
+                for rank in job.local:
+                    out.setdefault(rank, []).append(self._entry(job, rank))
         return out

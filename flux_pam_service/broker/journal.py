@@ -50,6 +50,7 @@ class JournalFollower:
         self.sync_requests: List[Any] = []
 
     def start(self) -> None:
+        """Ask the job-manager for its journal (again, after a failure)."""
         self.dispatcher = Dispatcher()
         self.ready = False
         payload = {"full": False, "allow": {name: 1 for name in JOURNAL_EVENTS}}
@@ -133,6 +134,7 @@ class JournalFollower:
 
     @property
     def njobs(self) -> Optional[int]:
+        """Active jobs the dispatcher tracks, or None before the first."""
         return len(self.dispatcher.jobs) if self.dispatcher is not None else None
 
 

@@ -286,6 +286,8 @@ class PamModule(BrokerModule):
 
     @request_handler("sync-request")
     def sync_request(self, msg: Any) -> None:
+        """pam.sync-request {rank} (rank 0): the jobs that hold *rank*."""
+
         def fn(msg: Any, p: dict) -> None:
             rank = self._int(p, "rank")
             if self.journal is None:
@@ -305,6 +307,8 @@ class PamModule(BrokerModule):
 
     @request_handler("job-start")
     def job_start(self, msg: Any) -> None:
+        """pam.job-start {id, userid, R} from rank 0."""
+
         def fn(msg: Any, p: dict) -> None:
             self.sched.job_start(*self._validate_job(p))
             self._respond(msg)
@@ -313,6 +317,8 @@ class PamModule(BrokerModule):
 
     @request_handler("job-cleanup")
     def job_cleanup(self, msg: Any) -> None:
+        """pam.job-cleanup {id}: the job left RUN; it admits no login."""
+
         def fn(msg: Any, p: dict) -> None:
             self.sched.job_cleanup(self._int(p, "id"))
             self._respond(msg)
@@ -321,6 +327,8 @@ class PamModule(BrokerModule):
 
     @request_handler("job-end")
     def job_end(self, msg: Any) -> None:
+        """pam.job-end {id}: the job no longer holds this rank."""
+
         def fn(msg: Any, p: dict) -> None:
             self.sched.job_end(self._int(p, "id"))
             self._respond(msg)
@@ -329,6 +337,8 @@ class PamModule(BrokerModule):
 
     @request_handler("sync")
     def sync(self, msg: Any) -> None:
+        """pam.sync {jobs}: every job that holds this rank, from rank 0."""
+
         def fn(msg: Any, p: dict) -> None:
             jobs = p.get("jobs")
             if not isinstance(jobs, list):
@@ -346,6 +356,8 @@ class PamModule(BrokerModule):
 
     @request_handler("prolog", allow_guest=True)
     def prolog(self, msg: Any) -> None:
+        """pam.prolog {id}: answered once the job's slice operation is done."""
+
         def fn(msg: Any, p: dict) -> None:
             self.sched.waiters.perilog(msg, self._int(p, "id"), "prolog")
 
@@ -353,6 +365,8 @@ class PamModule(BrokerModule):
 
     @request_handler("housekeeping", allow_guest=True)
     def housekeeping(self, msg: Any) -> None:
+        """pam.housekeeping {id}: answered after the job's end."""
+
         def fn(msg: Any, p: dict) -> None:
             self.sched.waiters.perilog(msg, self._int(p, "id"), "housekeeping")
 
@@ -360,6 +374,8 @@ class PamModule(BrokerModule):
 
     @request_handler("check", allow_guest=True)
     def check(self, msg: Any) -> None:
+        """pam.check {uid, max_jobs?}: may the user log in here?"""
+
         def fn(msg: Any, p: dict) -> None:
             uid = self._int(p, "uid")
             limit = self._int(p, "max_jobs") if "max_jobs" in p else None
@@ -369,6 +385,8 @@ class PamModule(BrokerModule):
 
     @request_handler("attach", allow_guest=True)
     def attach(self, msg: Any) -> None:
+        """pam.attach {uid, scope}: confirm a login scope."""
+
         def fn(msg: Any, p: dict) -> None:
             uid = self._int(p, "uid")
             scope = p.get("scope")
@@ -384,6 +402,8 @@ class PamModule(BrokerModule):
 
     @request_handler("status", allow_guest=True)
     def status(self, msg: Any) -> None:
+        """pam.status {uid?}: what this rank holds, with the slices read live."""
+
         def fn(msg: Any, p: dict) -> None:
             wanted = p.get("uid")
             if wanted is not None:
@@ -400,6 +420,7 @@ class PamModule(BrokerModule):
 
     @request_handler("stats-get")
     def stats_get(self, msg: Any) -> None:
+        """pam.stats-get (flux module stats): counters and timings."""
         njobs = self.journal.njobs if self.journal is not None else None
         self._respond(msg, status.stats(self.sched, self.pool.busy, njobs))
 
@@ -407,6 +428,8 @@ class PamModule(BrokerModule):
 
     @request_handler("config-reload")
     def config_reload(self, msg: Any) -> None:
+        """pam.config-reload: a new config, vetoed if invalid."""
+
         def fn(msg: Any, p: dict) -> None:
             try:
                 cfg = config.from_instance(p, self.handle)
@@ -447,6 +470,7 @@ class PamModule(BrokerModule):
     # ------------------------------------------------------------ run
 
     def run(self) -> None:
+        """Run the reactor; at the end, stop the journal and the workers."""
         try:
             super().run()
         finally:

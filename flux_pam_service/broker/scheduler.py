@@ -171,9 +171,11 @@ class Scheduler:
             self.log(syslog.LOG_DEBUG, traceback.format_exc())
 
     def managing(self) -> bool:
+        """pam.manage-user-slice."""
         return self.cfg.manage_user_slice
 
     def user(self, uid: int) -> User:
+        """The user's record, made on first use."""
         user = self.users.get(uid)
         if user is None:
             self.forgotten.pop(uid, None)
@@ -182,11 +184,13 @@ class Scheduler:
         return user
 
     def npending(self) -> int:
+        """How many users have an operation in flight or due."""
         return sum(1 for u in self.users.values() if u.pending)
 
     # ------------------------------------------------------------ jobs
 
     def job_start(self, jobid: int, uid: int, R: Any, running: bool = True) -> None:
+        """*jobid* of *uid* holds R here (job-start, or a sync)."""
         if self.table.uid_of(jobid) is not None or jobid in self.ended:
             return
         res = rv1.local(R, self.rank)
@@ -210,12 +214,14 @@ class Scheduler:
         self.kick(user)
 
     def job_cleanup(self, jobid: int) -> None:
+        """*jobid* left the RUN state: it no longer admits logins."""
         if self.table.uid_of(jobid) is None:
             return
         self.table.cleanup(jobid)
         self.log(syslog.LOG_DEBUG, f"job {f58(jobid)}: cleanup (no longer admits)")
 
     def job_end(self, jobid: int) -> None:
+        """*jobid* no longer holds this rank."""
         uid = self.table.uid_of(jobid)
         if uid is None:
             return

@@ -120,6 +120,7 @@ class LiveRead:
         self.next: List[Callable] = []  # status answers for the next one
 
     def answer(self, msg: Any, answer: dict) -> None:
+        """Answer *msg* with *answer* once the live read fills it in."""
         done = {"answered": False}
 
         def finish(value: Optional[Dict[int, dict]], why: Optional[str]) -> None:

@@ -1,33 +1,13 @@
 """A small thread pool whose results come back on the owner's thread.
 
-The broker module must never block its reactor on systemd, and its Flux
-handle may only be used from the reactor thread.  Blocking work is therefore
-handed to a few worker threads; each finished job is queued with its result
-and announced by one byte on a pipe.  The module watches the read end of the
-pipe with a Flux fd watcher and calls drain(), which runs the completion
-callbacks on the reactor thread.
-
-Each worker thread has a private ``state`` dict that is passed to every job
-it runs: a job keeps its per-thread resources there (the module keeps one
-systemd D-Bus connection per thread this way) and may drop them after an
-error so that the next job reconnects.
-
-The pool does not order jobs: callers that need ordering (one operation at a
-time per user) submit the next job from the completion callback of the
-previous one.
-
-Interface:
-    Pool(nthreads, name="worker")
-        fileno() -> int          read end of the wake-up pipe (non-blocking)
-        submit(fn, done)         fn(state) runs on a worker thread;
-                                 done(result, exc) runs in drain(); exactly
-                                 one of result/exc is meaningful (exc is None
-                                 on success)
-        drain() -> int           run the callbacks of finished jobs; returns
-                                 how many ran
-        busy -> int              jobs submitted whose callback has not run
-        close(timeout=5.0)       stop the threads; pending jobs are dropped,
-                                 running ones are waited for up to *timeout*
+The module must never block its reactor on systemd, and its Flux handle may
+only be used from the reactor thread: blocking work runs on a few worker
+threads, and each finished job is announced by one byte on a pipe whose read
+end the module watches; drain() then runs the completion callbacks on the
+reactor thread.  Each worker thread passes a private ``state`` dict to every
+job it runs (the module keeps one systemd connection per thread there).  The
+pool does not order jobs: the scheduler submits a user's next operation from
+the completion of the previous one.
 """
 
 import collections
@@ -129,7 +109,11 @@ class Pool:
         return n
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker threads and close the pipe."""
+        """Stop the worker threads and close the pipe.
+
+        Jobs not started are dropped; running ones are waited for up to
+        *timeout* seconds.
+        """
         if self._closed:
             return
         self._closed = True

@@ -20,13 +20,6 @@ confdir, libexecdir
     bindings, else from ``flux config builtin`` (the flux on PATH, as
     ``make install`` asks it), else those of a flux-core in /usr
 
-Interface:
-    Where               the paths, ``source`` (what answered, or why no
-                        broker did) and ``broker_config`` (``config.get``,
-                        None without a broker)
-    locate() -> Where   never raises
-    imp_confdir(imp) -> str or None   the IMP config dir for an IMP path
-
 The flux bindings are imported lazily: ``flux-pam --help`` works without them.
 """
 

@@ -1,32 +1,10 @@
-"""``flux-pam slice``: look at or reset one user's slice by hand (root only).
+"""``flux pam slice show|reset USER``: one user's slice by hand (root only).
 
-    flux pam slice show [--json] [--lock-dir DIR] USER
-    flux pam slice reset [--force] [--kill] [--grace FSD] [--lock-dir DIR] USER
-
-USER is a login name or a uid.
-
-``show`` prints what systemd has for ``user-UID.slice`` and
-``user@UID.service`` (UserSlice.state(): states, login scopes, process
-counts, the constraints in force), whether the marker
-``DIR/uid.UID.active`` exists, whether linger is on, and what the pam broker
-module of this rank says about the user when it can be asked.
-
-``reset`` returns a user's slice to the state it has with no job on the node,
-the way housekeeping leaves it after the user's last job:
-
-    1. refuse if the user still has a job on this rank (the module's
-       ``pam.status``; without the module, the marker), unless ``--force``;
-    2. under the per-user lock: remove the marker, so pam_flux admits no new
-       login through the fallback path, then UserSlice.teardown(): stop
-       ``user@UID.service``, reset-failed it, revert the slice's properties.
-
-Processes are killed only with ``--kill`` (SIGTERM, ``--grace``, SIGKILL,
-``--grace``; default grace: ``pam.kill-slice-grace-time``).  Without it a
-login that is still open keeps running, as with ``kill-user-slice = false``.
-If processes survive SIGKILL, the slice is left constrained and the command
-fails, naming them.  Root's slice and the instance owner's are refused.
-
-Exit status: 0 on success, 1 on any error (the message names the cause).
+``show`` prints what systemd has for the user's slice and user manager, the
+marker, linger and the module's view; ``reset`` returns the slice to the
+state it has with no job on the node, as housekeeping leaves it (flux-pam(1)
+says when it refuses, and what ``--kill`` does).  The module file is named
+after the subcommand without shadowing the builtin ``slice``.
 """
 
 import argparse

@@ -1,50 +1,12 @@
-"""The ``[pam]`` and ``[exec]`` configuration, validated.
+"""The ``[pam]`` and ``[exec]`` configuration, validated (flux-config-pam(5)).
 
-Keys (flux-config-pam(5)):
-
-``[pam]``
-    ``manage-user-slice`` (bool, false)  master switch
-    ``kill-user-slice`` (bool, false)    kill what is left in the slice when
-                                         the user's last job on the node ends
-    ``kill-slice-grace-time`` (FSD, "30s")  wait after SIGTERM and after
-                                         SIGKILL; infinity is refused
-    ``debug`` (bool, false)              action trace in the logs
-    ``allow-unconfined-logins`` (bool, false)  admit job users' logins
-                                         where the kernel does not enforce
-                                         the union (flux_pam_service.
-                                         enforcement); refused otherwise
-``[exec]``
-    ``sdexec-constrain-resources`` (bool, false)  constrain the user slice to
-                                         the union of the user's jobs
-
-Unknown keys in ``[pam]`` are errors; other ``[exec]`` keys belong to Flux and
-are not looked at.
-
-Interface:
-    PamConfig                       the effective settings (frozen)
-    from_dict(obj, origin) -> PamConfig   raises ConfigError
-    read(path, strict=True) -> (dict, origins)
-                                    a TOML file or a conf.d directory, merged;
-                                    raises ConfigError
-    load(path, strict=True, full_names=False) -> PamConfig
-                                    read() then from_dict()
-    from_instance(obj, handle) -> PamConfig
-                                    the running broker's config *obj*
-                                    (``config.get``), problems naming the
-                                    file of the broker's ``config.path``
-                                    that set the key; raises ConfigError
-    instance_path(handle) -> str or None   the broker's ``config.path``
-    CLOSED_MESSAGE                  what job users are told while the
-                                    configuration is invalid
-    DEFAULT_PATH                    /etc/flux/system/conf.d (flux-core in /usr)
-
-A key set by two files of a conf.d directory is an error when *strict* (what
-``flux-pam config`` and ``flux pam check`` report).  The broker itself merges
-such files with the later file winning, so code that must agree with the
-running instance reads with ``strict=False``, which does the same.
-
-Every problem is one line of ConfigError.problems, naming the file and the
-dotted key: ``pam.toml: pam.debug: "yes" is not a boolean``.
+Unknown ``[pam]`` keys are errors; the other ``[exec]`` keys are Flux's.
+Every problem is one line of ConfigError.problems naming the file and the
+dotted key: ``pam.toml: pam.debug: "yes" is not a boolean``.  A key set by
+two files of a conf.d directory is an error when *strict* (what ``flux pam
+config`` and ``flux pam check`` report); the broker merges such files, the
+later file winning, so code that must agree with the running instance reads
+with ``strict=False``, which does the same.
 """
 
 import glob

@@ -4,10 +4,6 @@ A duration is a non-negative floating point number followed by an optional
 unit suffix: ``ms`` (milliseconds), ``s`` (seconds, the default), ``m``
 (minutes), ``h`` (hours) or ``d`` (days).  ``inf`` and ``infinity`` stand for
 an unbounded duration, without a suffix, and only where the caller allows it.
-
-Interface:
-    parse(text, allow_infinity=False) -> float seconds, raises ValueError
-    encode(seconds) -> shortest exact string, e.g. ``"30s"``, ``"1.5m"``
 """
 
 import math

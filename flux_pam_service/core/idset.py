@@ -2,10 +2,6 @@
 
 ``"0-3,8"`` is {0, 1, 2, 3, 8}.  Surrounding brackets (``"[0-3,8]"``) are
 accepted on input.  The empty string is the empty set.
-
-Interface:
-    decode(text) -> frozenset[int], raises ValueError naming the bad element
-    encode(ids) -> canonical string: sorted, ranges merged, no brackets
 """
 
 # No typing import at run time: the drop-ins decode idsets at every job.

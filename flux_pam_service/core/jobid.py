@@ -2,10 +2,6 @@
 
 The prolog sees ``FLUX_JOB_ID`` in F58 (``ƒ2Mxq3uHK`` or ASCII ``f2Mxq3uHK``)
 and housekeeping sees it in decimal.  Both map to the same 64-bit integer.
-
-Interface:
-    parse(text) -> int, raises ValueError naming the text
-    f58(jobid) -> str (with the ``ƒ`` prefix)
 """
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

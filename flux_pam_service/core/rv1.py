@@ -6,15 +6,6 @@ entries.  ``core`` and ``gpu`` children are kept; other child types are
 ignored.  ``nodelist``, ``starttime``, ``expiration`` and ``properties`` are
 not interpreted.
 
-Interface:
-    Resources                 immutable cores/gpus of one rank; ``a | b`` unions
-    parse(R) -> dict           validated R (accepts a dict or a JSON string)
-    ranks(R) -> frozenset      every rank that appears in R_lite
-    local(R, rank) -> Resources
-    by_rank(R) -> {rank: Resources}   every rank's share, in one pass over R
-    union(iterable) -> Resources
-    make_R(rank, res[, hostname]) -> minimal Rv1 holding *res* on *rank*
-
 Malformed R raises RError (a ValueError) that says what is wrong and where.
 """
 

@@ -77,6 +77,7 @@ class FluxCalls:
         return config.from_instance(obj, self.h)
 
     def owner(self) -> int:
+        """The instance owner's uid."""
         return int(self.h.attr_get("security.owner"))
 
     def lookup(self, jobids: List[int], keys: List[str]) -> List[dict]:
@@ -123,6 +124,7 @@ class FluxCalls:
         return [job["id"] for job in rsp.get("jobs", [])]
 
     def mapper_properties(self, res: Resources) -> dict:
+        """The sdexec-mapper's unit properties for *res* here."""
         topic, payload, rank = rpcs.mapper_lookup(self.rank, res)
         props = self._get(self.h.rpc(topic, payload, nodeid=rank), topic)
         if not isinstance(props, dict):
@@ -147,6 +149,7 @@ class FluxCalls:
         return list(self._get(f, "pam.check").get("jobs", []))
 
     def drain(self, reason: str) -> None:
+        """Drain this rank with *reason* (a failure is logged, not raised)."""
         topic, payload, rank0 = rpcs.drain(self.rank, reason)
         try:
             self.h.rpc(topic, payload, nodeid=rank0).wait_for(RPC_TIMEOUT).get()

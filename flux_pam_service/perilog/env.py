@@ -94,12 +94,15 @@ class Log:
                     self.sink = None  # the broker is gone: stderr only
 
     def error(self, text: str) -> None:
+        """A line at error level."""
         self._write(syslog.LOG_ERR, text)
 
     def info(self, text: str) -> None:
+        """A line at info level."""
         self._write(syslog.LOG_INFO, text)
 
     def debug(self, text: str) -> None:
+        """A line of the action trace, if it is on."""
         if self.debug_on:
             self._write(syslog.LOG_DEBUG, text)
 

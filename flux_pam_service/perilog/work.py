@@ -69,6 +69,7 @@ class Perilog:
         ]
 
     def union(self, jobs: List[Job], include_self: bool) -> Resources:
+        """The union of *jobs* here (and of this job, with *include_self*)."""
         Rs = [job.R for job in jobs if job.R]
         if include_self:
             (info,) = self.broker.lookup([self.env.jobid], ["R"])
@@ -81,6 +82,7 @@ class Perilog:
             raise PerilogError(str(exc)) from None
 
     def properties(self, res: Resources) -> dict:
+        """The sdexec-mapper's unit properties for *res*."""
         props = self.broker.mapper_properties(res)
         self.log.debug(f"sdexec-mapper: {res.to_dict()} -> {json.dumps(props)}")
         return props
@@ -88,6 +90,8 @@ class Perilog:
     # -- systemd -----------------------------------------------------------
 
     def user_slice(self) -> Any:
+        """The user's slice; its warnings and errors go to the log as errors."""
+
         def log(level: int, text: str) -> None:
             if level <= syslog.LOG_WARNING:
                 self.log.error(text)
@@ -157,6 +161,7 @@ class Perilog:
         return lockdir.deny_content(verdict.message())
 
     def prolog_alone(self, us: Any) -> None:
+        """The prolog without the module (doc/design.rst, "The drop-ins")."""
         self.check_linger(us)
         others = self.other_jobs()
         self.log.debug(
@@ -174,6 +179,7 @@ class Perilog:
         self.log.debug(f"uid {self.uid}: marker set")
 
     def housekeeping_alone(self, us: Any) -> None:
+        """Housekeeping without the module (doc/design.rst, "The drop-ins")."""
         others = self.other_jobs()
         self.log.debug(
             f"uid {self.uid}: {len(others)} remaining job(s) on rank {self.broker.rank}"
@@ -201,6 +207,7 @@ class Perilog:
         self.log.debug(f"user-{self.uid}.slice: torn down")
 
     def work_alone(self) -> None:
+        """Do the run's work under the per-user lock."""
         us = self.user_slice()
         try:
             with lockdir.user_lock(self.uid, self.lockdir_path, LOCK_TIMEOUT):
@@ -214,6 +221,7 @@ class Perilog:
             raise PerilogError(errtext(exc)) from None
 
     def run(self) -> None:
+        """The run with a valid config: ask the module, or work alone."""
         owner = self.broker.owner()
         if self.uid == owner:
             self.log.debug(f"uid {self.uid} is the instance owner: skipping")
@@ -235,7 +243,8 @@ class Perilog:
     def run_closed(self, problems: str) -> None:
         """The configuration is invalid: no slice change, logins refused.
 
-        See "A config that does not validate" in the module docstring.
+        The prolog writes the marker's deny line; housekeeping removes the
+        marker with the user's last job here (doc/design.rst, "The drop-ins").
         """
         owner = self.broker.owner()
         if self.uid == owner:

@@ -83,9 +83,11 @@ class Bus:
         self.unique_name = reply.body[0]
 
     def close(self) -> None:
+        """Close the socket."""
         self._sock.close()
 
     def next_serial(self) -> int:
+        """The serial of the next message sent."""
         return next(self._serials)
 
     def send(self, msg: Message, serial: Optional[int] = None) -> int:

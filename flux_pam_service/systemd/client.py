@@ -1,63 +1,12 @@
-"""A blocking D-Bus client of systemd's manager, with a timeout on every call.
+"""A blocking client of systemd's manager over D-Bus, a timeout on every call.
 
-Interface:
-    Systemd(address=None, timeout=5.0)
-        address: a D-Bus address ("unix:path=...").  None means
-            $DBUS_SYSTEM_BUS_ADDRESS, else unix:path=/run/dbus/system_bus_socket.
-        timeout: seconds allowed for each call (connecting included).
-        It connects on first use and again after the connection is lost.
-        close(); usable as a context manager.
-    start_unit(name, mode="replace") -> job object path
-    stop_unit(name, mode="replace") -> job object path
-    kill_unit(name, whom="all", signal=15)
-    reset_failed_unit(name)
-    set_unit_properties(name, props, runtime=True)
-        props: [(name, (signature, value)), ...] as properties.to_dbus() makes
-    start_transient_scope(name, slice, pids, properties=(), mode="fail") -> job path
-    get_unit(name) -> unit object path, or None if the unit is not loaded
-    unit_property(name, prop, interface="org.freedesktop.systemd1.Unit") -> value
-        Reads through the unit's object path, which makes systemd load the
-        unit if needed, so it works for units that are not loaded too.
-    unit_properties(name, interface=...) -> dict of every property (GetAll)
-    unit_property_values(name, props, interface=...) -> {prop: value}
-        a few properties, their Get calls pipelined (one wait)
-    unit_processes(name) -> [(cgroup, pid, cmdline), ...]; [] if not loaded.
-        PIDs are in systemd's PID namespace.
-    list_units(patterns) -> ListUnitsByPatterns' (name, description, load
-        state, active state, sub state, ...) of the loaded units whose names
-        match one of *patterns*
-    wait_job(job_path, timeout) -> "done" | "canceled" | "timeout" | "failed" |
-        "dependency" | "skipped" | "unknown"
-        Uses the JobRemoved signal.  systemd sends it to the client that
-        created the job (no Subscribe needed); the match is added before the
-        first call that creates a job, so the signal cannot be missed.
-        "unknown" means the job vanished without a JobRemoved reaching this
-        connection (a job another client made).  TimeoutError-like
-        DBusError (ETIMEDOUT) if the job is still there after *timeout*.
-    manager_property(prop) -> value of an org.freedesktop.systemd1.Manager property
-    call(destination, path, interface, method, signature="", args=()) -> tuple
-        any method call, with the same timeout and error handling.
-    call_many([(destination, path, interface, method, signature, args), ...])
-        -> [reply body, ...]: every call sent before the first reply is
-        awaited (the bus keeps their order); the first error is raised.
-    name_has_owner(name) -> bool
-
-Errors: every failure is a DBusError (an OSError).  .name is the D-Bus error
-name (e.g. "org.freedesktop.systemd1.NoSuchUnit"), or None when the bus could
-not be reached or did not answer; str() has the name and systemd's message.
-errno: ENOENT for NoSuchUnit/NoSuchJob/ServiceUnknown and a missing socket,
-EPERM for AccessDenied and InteractiveAuthorizationRequired, EINVAL for
-InvalidArgs, EEXIST for UnitExists, ETIMEDOUT when no reply came within the
-timeout, ECONNREFUSED/ECONNRESET when the bus refused or dropped the
-connection, EIO otherwise.
-
-Threads: a Systemd object holds one connection and is NOT thread-safe.  Use
-one Systemd per thread (the broker module runs these blocking calls from
-worker threads, each with its own connection).
-
-Why jeepney, and what it costs against the other D-Bus libraries: see
-doc/design.rst ("D-Bus client").  The connection is flux_pam_service.systemd.bus,
-on jeepney's public API.
+Every failure is a DBusError, an OSError: ``.name`` is the D-Bus error name,
+or None when the bus could not be reached or did not answer (unreachable());
+errno follows the name (ENOENT for a unit or job that does not exist, EPERM
+for a refusal, ETIMEDOUT for no answer in time, ...).  A Systemd object
+holds one connection, made on first use and again after it is lost, and is
+not thread-safe: one per thread.  Why jeepney: doc/design.rst, "D-Bus
+client".
 """
 
 import errno
@@ -113,6 +62,7 @@ class DBusError(OSError):
 
     @classmethod
     def from_name(cls, name: str, message: str) -> "DBusError":
+        """The error for a D-Bus error reply *name*."""
         return cls(_ERRNO.get(name, errno.EIO), name, message)
 
 
@@ -140,7 +90,11 @@ def unit_path(name: str) -> str:
 
 
 class Systemd:
-    """Blocking client of systemd's manager; one per thread (see module doc)."""
+    """Blocking client of systemd's manager; one per thread.
+
+    *address* is a D-Bus address (default $DBUS_SYSTEM_BUS_ADDRESS, else
+    the system bus); *timeout* bounds every call, connecting included.
+    """
 
     def __init__(self, address: Optional[str] = None, timeout: float = 5.0) -> None:
         self.address = (
@@ -241,7 +195,11 @@ class Systemd:
         return self.call_many([call], timeout)[0]
 
     def call_many(self, calls: list, timeout: Optional[float] = None) -> list:
-        """Send every call, then collect their replies (see module doc)."""
+        """Send every call, then collect their reply bodies, in order.
+
+        The bus keeps the calls' order, so they cost one wait; the first
+        error among the replies is raised.
+        """
         timeout = self.timeout if timeout is None else timeout
         conn = self._connection()
         pending: dict = {}  # serial -> (index, method)
@@ -304,22 +262,27 @@ class Systemd:
         return self.call(SYSTEMD, MANAGER_PATH, MANAGER, method, signature, args)
 
     def start_unit(self, name: str, mode: str = "replace") -> str:
+        """StartUnit; the job's object path (see wait_job)."""
         self._watch_jobs()
         return self._manager("StartUnit", "ss", name, mode)[0]
 
     def stop_unit(self, name: str, mode: str = "replace") -> str:
+        """StopUnit; the job's object path (see wait_job)."""
         self._watch_jobs()
         return self._manager("StopUnit", "ss", name, mode)[0]
 
     def kill_unit(self, name: str, whom: str = "all", signal: int = 15) -> None:
+        """KillUnit: send *signal* to the unit's processes."""
         self._manager("KillUnit", "ssi", name, whom, signal)
 
     def reset_failed_unit(self, name: str) -> None:
+        """ResetFailedUnit."""
         self._manager("ResetFailedUnit", "s", name)
 
     def set_unit_properties(
         self, name: str, props: Iterable, runtime: bool = True
     ) -> None:
+        """SetUnitProperties; *props* as properties.to_dbus() makes them."""
         self._manager("SetUnitProperties", "sba(sv)", name, runtime, list(props))
 
     def start_transient_scope(
@@ -330,6 +293,7 @@ class Systemd:
         properties: Iterable = (),
         mode: str = "fail",
     ) -> str:
+        """StartTransientUnit of a scope holding *pids* in *slice*; the job."""
         props = [("Slice", ("s", slice)), ("PIDs", ("au", list(pids)))]
         props += list(properties)
         self._watch_jobs()
@@ -338,6 +302,7 @@ class Systemd:
         )[0]
 
     def get_unit(self, name: str) -> Optional[str]:
+        """GetUnit: the unit's object path, or None if it is not loaded."""
         try:
             return self._manager("GetUnit", "s", name)[0]
         except DBusError as exc:
@@ -346,6 +311,7 @@ class Systemd:
             raise
 
     def unit_property(self, name: str, prop: str, interface: str = UNIT) -> Any:
+        """One property, read through the unit's path (which loads the unit)."""
         body = self.call(
             SYSTEMD, unit_path(name), PROPERTIES, "Get", "ss", (interface, prop)
         )
@@ -354,6 +320,7 @@ class Systemd:
     def unit_property_values(
         self, name: str, props: Iterable[str], interface: str = UNIT
     ) -> dict:
+        """A few properties, their Gets sent together: one wait."""
         path = unit_path(name)
         names = list(props)
         bodies = self.call_many(
@@ -362,22 +329,26 @@ class Systemd:
         return {p: body[0][1] for p, body in zip(names, bodies)}
 
     def unit_properties(self, name: str, interface: str = UNIT) -> dict:
+        """Every property of *interface* (GetAll)."""
         body = self.call(
             SYSTEMD, unit_path(name), PROPERTIES, "GetAll", "s", (interface,)
         )
         return {k: v[1] for k, v in body[0].items()}
 
     def manager_property(self, prop: str) -> Any:
+        """A property of the manager itself."""
         body = self.call(
             SYSTEMD, MANAGER_PATH, PROPERTIES, "Get", "ss", (MANAGER, prop)
         )
         return body[0][1]
 
     def list_units(self, patterns: Iterable[str]) -> list:
+        """ListUnitsByPatterns: the loaded units matching *patterns*."""
         body = self._manager("ListUnitsByPatterns", "asas", [], list(patterns))
         return list(body[0])
 
     def unit_processes(self, name: str) -> list:
+        """[(cgroup, pid, cmdline)] of the unit (systemd's PIDs); [] if not loaded."""
         try:
             return [tuple(p) for p in self._manager("GetUnitProcesses", "s", name)[0]]
         except DBusError as exc:
@@ -386,6 +357,7 @@ class Systemd:
             raise
 
     def name_has_owner(self, name: str) -> bool:
+        """Whether a bus name is owned (is the service running?)."""
         body = self.call(
             "org.freedesktop.DBus",
             "/org/freedesktop/DBus",
@@ -414,7 +386,14 @@ class Systemd:
             self._job_results.pop(next(iter(self._job_results)))
 
     def wait_job(self, job_path: str, timeout: float) -> str:
-        """Wait up to *timeout* s for job *job_path* to finish; return its result."""
+        """Wait up to *timeout* s for job *job_path*; its result.
+
+        "done", "canceled", "timeout", "failed", "dependency", "skipped",
+        or "unknown" when the job vanished without a JobRemoved reaching
+        this connection (a job another client made).  systemd sends
+        JobRemoved to the client that made the job, and the match is added
+        before the first call that makes one, so it cannot be missed.
+        """
         self._watch_jobs()
         conn = self._connection()
         deadline = time.monotonic() + timeout

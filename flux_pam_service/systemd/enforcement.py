@@ -1,44 +1,11 @@
-"""What the kernel enforces for a user slice, compared with what was asked.
+"""The read-back: what the kernel enforces for a user slice, against what was
+asked.
 
-systemd stores ``AllowedCPUs`` whether or not the kernel can enforce it (a
-cgroup2 hierarchy without the cpuset controller, a hybrid boot), so after
-every slice operation that sets constraints the slice is read back from
-cgroupfs and compared here with the properties the sdexec-mapper gave for
-the user's union (doc/design.rst, "Enforcement").  No Flux or systemd
-import: the texts of the cgroup files and the device policy systemd reports
-come in, a Verdict comes out.
-
-What is checked, for each property the union asks for:
-    CPU            AllowedCPUs: ``cpuset`` is in the slice's
-                   ``cgroup.controllers`` and ``cpuset.cpus.effective`` is a
-                   non-empty subset of AllowedCPUs
-    memory node    AllowedMemoryNodes: the same with ``cpuset.mems.effective``
-    memory limit   MemoryMax/MemoryHigh/MemorySwapMax (a finite value):
-                   ``memory`` is in ``cgroup.controllers``; for MemoryMax in
-                   bytes, ``memory.max`` is at most that
-    device         DevicePolicy (``closed`` unless the properties name one):
-                   the policy systemd reports for the slice is that one and
-                   the DeviceAllow entries it reports allow no device, and no
-                   permission, beyond the properties'.  The BPF device
-                   filter itself cannot be read back unprivileged.
-A slice whose cgroup does not exist, or cannot be read, enforces nothing.
-
-Interface:
-    CPU, MEMORY_NODE, MEMORY_LIMIT, DEVICE    the names of what is checked
-    Reading(exists, controllers, cpus, mems, memory_max,
-            device_policy, device_allow, path, error)   what was read
-    Verdict(missing, reasons, effective)      .enforced, .message(),
-                                              .to_dict(), from_dict()
-    compare(props, reading) -> Verdict
-    wants_memory(props) -> bool               must memory.max be read?
-    describe(missing) -> str                  "CPU ... confinement is not enforced"
-    denial_message(missing) -> str            the text a refused user sees
-    cgroup_root(mountinfo_text) -> str | None the cgroup2 mount systemd uses
-    slice_cgroup(root, uid) -> str            ROOT/user.slice/user-UID.slice
-    read_cgroup(path, memory) -> dict         the cgroup files' texts (I/O)
-    find_root() -> str                        the cgroup2 mount to read:
-                                              cgroup_root() of this process's
-                                              mountinfo, else /sys/fs/cgroup
+systemd stores AllowedCPUs whether or not the kernel can enforce it, so
+every slice operation that sets constraints reads the slice back and
+compare() judges the reading (doc/design.rst, "Enforcement: the read-back",
+says what is checked and why).  compare() does no I/O; read_cgroup() and
+find_root() read cgroupfs.
 """
 
 import os
@@ -89,6 +56,7 @@ class Verdict:
 
     @property
     def enforced(self) -> bool:
+        """Nothing asked for is missing."""
         return not self.missing
 
     def message(self) -> str:

@@ -1,45 +1,11 @@
 """The systemd operations of the broker module, run on its worker threads.
 
-Each function takes the worker thread's private ``state`` dict
-(flux_pam_service.broker.workers), where it keeps that thread's systemd connection,
-and returns an Outcome.  Nothing here touches the Flux handle: log lines are
-collected in the Outcome (or in the ``logs`` attribute of a raised OSError)
-and written by the module on its reactor thread.
-
-Operations:
-    activate(state, uid, props, first, verify, desc, cgroup_root=None)
-        The user has jobs here.  *props*: the sdexec-mapper properties of the
-        union, or None when constraints are off.  First activation (or
-        *verify*, after a restart): check linger (LingerError is fatal),
-        apply *props*, start user@UID.service (slice.UserSlice.prepare);
-        with *verify* the slice is read first and every difference is
-        reported as a repair.  Otherwise only apply *props*.
-        The slice's Description is set to *desc* (it marks the slice as
-        managed, so that a restarted module recognises it).  With *props*
-        and *cgroup_root*, the slice is then read back (UserSlice.read_back:
-        cgroup files, two pipelined Gets) and Outcome.verdict is what the kernel
-        enforces (flux_pam_service.systemd.enforcement.Verdict).
-    deactivate(state, uid, kill, grace)
-        The user's last job here ended: UserSlice.teardown(kill, grace)
-        (SurvivorsError, errno EBUSY, names the survivors), then the
-        Description is put back to systemd's default.
-    unconstrain(state, uid)
-        Constraints were turned off: revert the slice's properties.
-    scan(state, prefix) -> Outcome with .value {uid: {"description",
-        "state", "constrained", "scopes"}} for every loaded user-UID.slice
-        whose Description starts with *prefix* or that holds a
-        flux-pam-*.scope.
-    probe(state) -> Outcome with .value the manager's SystemState.
-    live(state, uids) -> Outcome with .value {uid: {"slice_state",
-        "service_state", "scopes", "processes", "orphans"}}: the users'
-        slices as they are now, in two D-Bus calls whatever the number of
-        users (for ``pam.status``).
-
-Interface:
-    Outcome(value=None, logs=[], repairs=[], verdict=None)
-    connection(state, timeout) -> flux_pam_service.systemd.client.Systemd
-    DESCRIPTION_PREFIX = "flux-pam:"
-    description(uid, rank) -> str
+Each takes the worker thread's ``state`` dict (flux_pam_service.broker.workers),
+which keeps that thread's systemd connection, and returns an Outcome.
+Nothing here touches the Flux handle: log lines are collected in the Outcome
+(or in the ``logs`` attribute of a raised OSError) and written by the module
+on its reactor thread.  A connection found dead is replaced once, since
+every operation is idempotent.
 """
 
 import errno
@@ -169,7 +135,17 @@ def activate(
     desc: str,
     cgroup_root: Optional[str] = None,
 ) -> Outcome:
-    """Bring the user's slice to *props* (see module docstring)."""
+    """The user has jobs here: bring the slice to *props*.
+
+    *props* are the sdexec-mapper properties of the union (None: not
+    constrained).  A first activation, or one that must *verify* after a
+    restart, checks linger (LingerError is final), applies *props* and
+    starts user@UID.service (UserSlice.prepare); *verify* first reports
+    every difference from *props* as a repair.  Otherwise only *props* are
+    applied.  The Description *desc* marks the slice as this module's (the
+    restart scan looks for it).  With *props* and *cgroup_root* the slice is
+    read back and Outcome.verdict is what the kernel enforces.
+    """
     out = Outcome()
 
     def body(us: UserSlice) -> None:
@@ -193,7 +169,8 @@ def activate(
 
 
 def deactivate(state: dict, uid: int, kill: bool, grace: float) -> Outcome:
-    """Tear the user's slice down (see module docstring)."""
+    """The user's last job here ended: UserSlice.teardown(kill, grace), then
+    systemd's own Description again (SurvivorsError names survivors)."""
     out = Outcome(value="teardown")
 
     def body(us: UserSlice) -> None:
@@ -264,17 +241,6 @@ def scan(state: dict, prefix: str) -> Outcome:
     return out
 
 
-def probe(state: dict) -> Outcome:
-    """Read the manager's SystemState (is systemd reachable?)."""
-    out = Outcome()
-    try:
-        out.value = connection(state).manager_property("SystemState")
-    except OSError as exc:
-        _drop_connection(state, exc)
-        raise _fail(exc, out) from None
-    return out
-
-
 def _slice_uid(part: str) -> Optional[int]:
     """uid of a ``user-UID.slice`` cgroup component, else None."""
     if part.startswith("user-") and part.endswith(".slice"):
@@ -295,7 +261,10 @@ def _in_user_slice(cgroup: str) -> Tuple[Optional[int], List[str]]:
 
 
 def live(state: dict, uids: List[int]) -> Outcome:
-    """Read the slices of *uids* as they are now (see the module docstring).
+    """The slices of *uids* as they are now, for pam.status.
+
+    .value maps each uid to {"slice_state", "service_state", "scopes",
+    "processes", "orphans"}, in two D-Bus calls whatever the number of users.
 
     ListUnitsByPatterns gives the state of every loaded user slice and user
     manager; GetUnitProcesses on ``user.slice`` (on the one user's slice when

@@ -1,48 +1,9 @@
-"""Convert sdexec-mapper properties to systemd's D-Bus SetUnitProperties form.
+"""sdexec-mapper properties in the typed form systemd's D-Bus API wants.
 
-The sdexec-mapper (``sdexec-mapper.lookup {"R": R}``) returns unit properties
-as strings, e.g.::
-
-    {"AllowedCPUs": "0-3", "AllowedMemoryNodes": "0",
-     "DeviceAllow": "/dev/nvidia0 rw,/dev/nvidiactl rw",
-     "DevicePolicy": "closed", "MemoryMax": "1073741824"}
-
-systemd wants them typed, as the ``a(sv)`` argument of SetUnitProperties and
-StartTransientUnit.  This module does that conversion and nothing else: no
-I/O, no D-Bus, no systemd import.
-
-Interface:
-    to_dbus(props) -> list of (name, (signature, value))
-        AllowedCPUs, AllowedMemoryNodes: an RFC 22 idset string (or an
-            iterable of ints) -> ("ay", bytes), a bitmap with bit i%8 of byte
-            i//8 set for id i, as systemd's cpu_set_to_dbus() writes it.  The
-            empty idset gives b"", which resets the property.
-        DevicePolicy: "auto" | "closed" | "strict" -> ("s", ...)
-        DeviceAllow: ONE comma-joined string as the mapper returns it
-            ("/dev/nvidia0 rw,/dev/nvidiactl rw") or a list of "PATH [PERMS]"
-            strings or (path, perms) pairs -> ("a(ss)", [(path, perms), ...]),
-            one entry per device, duplicates merged, PERMS defaulting to "rwm"
-            as in a unit file.  systemd *adds* DeviceAllow entries to those a
-            unit already has, so to_dbus emits an empty DeviceAllow (which
-            clears the list) before the entries: the result is exactly the
-            given set, and a device dropped from the union is dropped from
-            the slice.
-        MemoryMax, MemoryHigh, MemorySwapMax: an int, a decimal string of
-            bytes, with an optional K/M/G/T/P/E suffix (powers of 1024), or
-            "infinity" -> ("t", bytes), infinity being 2**64-1.  A percentage
-            "N%" (the mapper scales percentages) -> <Name>Scale ("u", ...),
-            the fraction of physical memory scaled to 2**32-1 as systemd
-            does for "MemoryMax=N%".
-        Anything else raises ValueError naming the property; so does a bad
-        value (naming the property and the value).  Nothing is partially
-        converted: the whole dict is checked first.
-    REVERT: the property list that puts a user slice back to the defaults
-        (no CPU or memory node restriction, DevicePolicy=auto, no DeviceAllow
-        entries, no memory limits).  Reverting with set-property keeps the
-        polkit rule narrow: RevertUnitFiles would need manage-unit-files.
-    has_constraints(props) -> bool: does *props* restrict anything
-        (a property other than an empty value)?
-    PROPERTY_NAMES: the names to_dbus accepts.
+The sdexec-mapper (``sdexec-mapper.lookup {"R": R}``) returns unit
+properties as strings, e.g. ``{"AllowedCPUs": "0-3", "DeviceAllow":
+"/dev/nvidia0 rw,/dev/nvidiactl rw", "MemoryMax": "1073741824"}``;
+SetUnitProperties takes an ``a(sv)`` list.  No I/O, no D-Bus.
 """
 
 from typing import Iterable, Union
@@ -71,6 +32,10 @@ _SUFFIXES = {
 
 DBusProperty = tuple  # (name, (signature, value))
 
+#: the properties of a user slice without a job: no CPU or memory node
+#: restriction, DevicePolicy=auto, no DeviceAllow, no memory limit.  Reverting
+#: with set-property keeps the polkit rule narrow (RevertUnitFiles would need
+#: manage-unit-files).
 REVERT: list = [
     ("AllowedCPUs", ("ay", b"")),
     ("AllowedMemoryNodes", ("ay", b"")),
@@ -83,7 +48,11 @@ REVERT: list = [
 
 
 def bitmap(ids: Union[str, Iterable[int]], name: str = "AllowedCPUs") -> bytes:
-    """Return the systemd ``ay`` CPU-set bitmap for an idset string or ints."""
+    """Return the systemd ``ay`` CPU-set bitmap for an idset string or ints.
+
+    Bit i%8 of byte i//8 is set for id i, as systemd's cpu_set_to_dbus()
+    writes it; the empty set gives b"", which resets the property.
+    """
     if isinstance(ids, str):
         try:
             ids = idset.decode(ids)
@@ -124,7 +93,12 @@ def _valid_device_path(path: str) -> bool:
 
 
 def device_allow(value: Union[str, Iterable]) -> list:
-    """Split a DeviceAllow value into [(path, perms), ...], one per device."""
+    """Split a DeviceAllow value into [(path, perms), ...], one per device.
+
+    The mapper gives ONE comma-joined string; a list of "PATH [PERMS]" or of
+    (path, perms) pairs is taken too.  Duplicates merge; PERMS defaults to
+    "rwm", as in a unit file.
+    """
     if isinstance(value, str):
         items: list = [s for s in (e.strip() for e in value.split(",")) if s]
     else:
@@ -164,7 +138,12 @@ def device_allow(value: Union[str, Iterable]) -> list:
 
 
 def memory(name: str, value: Union[str, int]) -> DBusProperty:
-    """Convert one memory limit to (name, ("t", bytes)) or a Scale property."""
+    """Convert one memory limit to (name, ("t", bytes)) or a Scale property.
+
+    Bytes as an int or a decimal string with an optional K/M/G/T/P/E suffix
+    (powers of 1024), or "infinity" (2**64-1); "N%" gives <Name>Scale, the
+    fraction of physical memory scaled to 2**32-1 as systemd does.
+    """
     if isinstance(value, bool):
         raise ValueError(f"{name}: {value!r} is not a size")
     if isinstance(value, int):
@@ -199,7 +178,14 @@ def memory(name: str, value: Union[str, int]) -> DBusProperty:
 
 
 def to_dbus(props: dict) -> list:
-    """Return *props* (sdexec-mapper form) as a SetUnitProperties a(sv) list."""
+    """Return *props* (sdexec-mapper form) as a SetUnitProperties a(sv) list.
+
+    ValueError names an unknown property, or the property and a bad value;
+    the whole dict is checked before anything is returned.  systemd *adds*
+    DeviceAllow entries to those a unit has, so an empty DeviceAllow (which
+    clears the list) comes first: a device dropped from the union is dropped
+    from the slice.
+    """
     if not isinstance(props, dict):
         raise ValueError(f"unit properties: {props!r} is not a dict")
     unknown = sorted(str(k) for k in props if k not in PROPERTY_NAMES)

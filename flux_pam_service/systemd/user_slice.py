@@ -1,57 +1,8 @@
-"""The lifecycle of one user's systemd slice (user-UID.slice, user@UID.service).
+"""One user's slice and user manager (user-UID.slice, user@UID.service).
 
-Interface:
-    UserSlice(systemd, uid, user=None, log=None,
-              linger_dir="/var/lib/systemd/linger", job_timeout=30.0)
-        systemd: a flux_pam_service.systemd.client.Systemd (one per thread)
-        user: the user name, for the linger file; looked up with pwd if None
-        log: callable(syslog_level, message), like flux.brokermod's
-            BrokerLogger; default: discard
-        job_timeout: seconds to wait for the start/stop job of user@UID.service
-    .slice = "user-UID.slice", .service = "user@UID.service"
-    check_linger()   raise LingerError if linger is on for the user: the file
-                     linger_dir/USER exists, or logind (when it runs) says
-                     Linger=yes.  A user with linger has a user manager that
-                     outlives logins and jobs: we must not manage that slice.
-    prepare(props)   check_linger() (fatal), apply(props) if props (fatal),
-                     then start user@UID.service, waiting for the job (best
-                     effort: a failure is logged, not raised).  Constraints
-                     are applied before the user manager starts, so nothing
-                     of the user's runs unconfined in between.
-    apply(props)     SetUnitProperties (runtime) on user-UID.slice with
-                     properties.to_dbus(props), plus DevicePolicy=closed when
-                     *props* constrain anything and name no DevicePolicy, and
-                     an empty DeviceAllow when they name no device (the union
-                     lost its last GPU: systemd would keep the old entries).
-                     Raises ValueError for bad props (nothing is changed).
-    teardown(kill=False, grace=30.0)
-                     1. if kill and processes run in the slice outside
-                        user@UID.service: KillUnit SIGTERM on the slice, wait
-                        up to *grace* s for it to empty, KillUnit SIGKILL, wait
-                        up to *grace* s again (polling with backoff);
-                     2. StopUnit user@UID.service, waiting for the job
-                        (bounded by job_timeout);
-                     3. ResetFailedUnit user@UID.service (not loaded: fine);
-                     4. revert the slice's properties (properties.REVERT).
-                     If processes survive SIGKILL, steps 2-3 still run but 4
-                     does not (survivors stay confined), then SurvivorsError
-                     is raised; the caller drains the node.  A D-Bus failure
-                     in a step is logged, the other steps still run, and the
-                     first failure is raised at the end.
-    processes() -> [(cgroup, pid, cmdline)] in the slice (systemd's PIDs)
-    orphans() -> the same, outside user@UID.service
-    state() -> dict for `flux pam status`: slice and user@ states, scopes in
-               the slice, process counts, current constraints.
-    read_back(cgroup_root, props) -> enforcement.Reading
-                     what the kernel enforces for the slice: its cgroup files
-                     below *cgroup_root* (the cgroup2 mount) and the device
-                     policy systemd reports (DevicePolicy and DeviceAllow, two
-                     Gets sent together: one wait)
-Every operation is idempotent.
-
-PIDs: systemd reports PIDs of its own PID namespace; if this code does not
-run in it (a container managed from the host), they are not ours to signal.
-Signals are therefore sent with KillUnit only, never os.kill().
+Every operation is idempotent.  systemd reports PIDs of its own PID
+namespace, which need not be ours (a container driven from the host), so
+signals are sent with KillUnit only, never os.kill().
 """
 
 import errno
@@ -95,7 +46,12 @@ def _discard(_level: int, _message: str) -> None:
 
 
 class UserSlice:
-    """One user's slice and user manager, driven through systemd."""
+    """One user's slice and user manager, driven through systemd.
+
+    *systemd* is this thread's client; *user* the login name (looked up if
+    None); *log* is called with (syslog level, message), as the broker's
+    logger is; *job_timeout* bounds the start and stop jobs of user@UID.
+    """
 
     def __init__(
         self,
@@ -119,6 +75,7 @@ class UserSlice:
 
     @property
     def user(self) -> Optional[str]:
+        """The user name (for the linger file), or None if unknown."""
         if self._user is None:
             try:
                 self._user = pwd.getpwuid(self.uid).pw_name
@@ -176,7 +133,12 @@ class UserSlice:
     # ------------------------------------------------------------ prepare / apply
 
     def prepare(self, props: Optional[dict] = None) -> None:
-        """Check linger, apply *props*, start user@UID.service (best effort)."""
+        """Check linger, apply *props*, start user@UID.service (best effort).
+
+        Constraints are applied before the user manager starts, so nothing
+        of the user's runs unconfined in between; a failure to start it is
+        logged, not raised.
+        """
         self.check_linger()
         if props:
             self.apply(props)
@@ -189,7 +151,12 @@ class UserSlice:
             self.log(syslog.LOG_WARNING, f"start {self.service}: {exc}")
 
     def apply(self, props: dict) -> None:
-        """Set *props* (sdexec-mapper form) on the slice, at runtime."""
+        """Set *props* (sdexec-mapper form) on the slice, at runtime.
+
+        DevicePolicy=closed when they constrain anything and name no policy,
+        an empty DeviceAllow when they name no device (systemd would keep the
+        old entries).  ValueError for bad *props*, before any change.
+        """
         dbus_props = properties.to_dbus(props)
         if properties.has_constraints(props):
             if "DevicePolicy" not in props:
@@ -237,7 +204,14 @@ class UserSlice:
         return self._wait_empty(grace)
 
     def teardown(self, kill: bool = False, grace: float = 30.0) -> None:
-        """Kill (optionally), stop user@, reset it, revert the slice."""
+        """Kill (optionally), stop user@, reset it, revert the slice.
+
+        With *kill*, processes outside user@UID.service get SIGTERM, *grace*
+        seconds, SIGKILL, *grace* seconds.  If some survive, user@ is still
+        stopped but the slice keeps its constraints and SurvivorsError is
+        raised (the caller drains the node).  A D-Bus failure in a step is
+        logged, the other steps still run, and the first one is raised.
+        """
         errors: list = []
         survivors: list = []
         if kill:
@@ -283,7 +257,9 @@ class UserSlice:
     def read_back(
         self, cgroup_root: str, props: Optional[dict]
     ) -> "enforcement.Reading":
-        """Read what the kernel enforces for the slice (see enforcement)."""
+        """What the kernel enforces for the slice: its cgroup files below the
+        cgroup2 mount *cgroup_root*, and the device policy systemd reports
+        (DevicePolicy and DeviceAllow, two Gets sent together)."""
         path = enforcement.slice_cgroup(cgroup_root, self.uid)
         files = enforcement.read_cgroup(path, enforcement.wants_memory(props))
         reported = self.systemd.unit_property_values(

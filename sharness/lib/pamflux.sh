@@ -19,7 +19,7 @@
 # job could ever admit anybody through job-list.  The instance is therefore
 # started as PAMFLUX_OWNER_UID (a uid without a passwd entry on the host) with
 # access.allow-root-owner, the way a system instance owned by `flux` is run
-# (DESIGN.md section 3), and pamtester runs as root, as sshd does.
+# (doc/design.rst, "Privilege"), and pamtester runs as root, as sshd does.
 #
 # Users.  pamtester and the instance run with libnss_wrapper preloaded and a
 # passwd file in the trash directory, so no account is added to the host:

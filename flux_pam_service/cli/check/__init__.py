@@ -1,34 +1,11 @@
-"""``flux-pam check``: a preflight doctor for one node.
+"""``flux pam check``: a preflight doctor for one node (flux-pam(1)).
 
-    flux pam check [--root DIR] [--pam-stack FILE] [--config-path PATH]
-                   [--imp-config PATH] [--libexecdir DIR] [--owner USER]
-
-Prints one line per check, ``PASS``, ``WARN`` or ``FAIL``, then the check's
-name and what it found; every line that is not a PASS is followed by the fix.
-Exits 1 if any check FAILs, else 0.
-
-``--root DIR`` checks a tree that is not the live system: every path below is
-looked up under DIR, and the checks that need the running system (systemd
-version, the loaded module) WARN that they were skipped.  Under ``--root``
-the files that must belong to root are expected to belong to the owner of
-DIR instead (root on a real image; the test user for a test tree).
-
-Paths (all below ROOT):
-    --config-path   instance config (TOML)
-    --imp-config    IMP config (TOML)
-    --pam-stack     /etc/pam.d/sshd              the sshd PAM service file
-    --libexecdir    flux's libexecdir, e.g. /usr/libexec/flux
-    /run/flux-pam, /usr/lib/tmpfiles.d/flux-pam.conf, /var/lib/systemd/linger,
-    /etc/passwd, /etc/login.defs, /sys/fs/cgroup, /etc/polkit-1/rules.d and
-    /usr/share/polkit-1/rules.d.
-On the live system the paths not given come from the running broker and
-flux-core (flux_pam_service.cli.instance): the first lines of the output
-(``using ...``) name each and say where it came from, or why no broker
-answered.  Under ``--root`` they are those of a flux-core in /usr
-(/etc/flux/system/conf.d, /etc/flux/imp/conf.d, /usr/libexec/flux).
-
-Each check is a function ``check_NAME(ctx) -> Result`` listed in CHECKS; a
-check never raises for what it finds on disk.
+Prints one line per check, ``PASS``, ``WARN`` or ``FAIL``, with what it
+found and, for anything but a PASS, the fix; exits 1 if any check FAILs.
+``--root DIR`` checks a tree that is not the live system.  Each check is a
+function ``check_NAME(ctx) -> Result`` listed in CHECKS (by idea: the
+configuration files, the node, the login stack, what is installed); a check
+never raises for what it finds on disk.
 """
 
 import argparse

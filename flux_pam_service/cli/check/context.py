@@ -32,7 +32,7 @@ POLKIT_RULE = "60-flux-pam.rules"
 POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/usr/share/polkit-1/rules.d")
 DROP_INS = {"prolog": "flux-pam-prolog", "housekeeping": "flux-pam-housekeeping"}
 SYSTEMD_MIN = 239
-# The environment the IMP must pass to our drop-ins (DESIGN.md §7).
+# The environment the IMP must pass to our drop-ins (doc/design.rst, "The drop-ins").
 IMP_ENV = ("FLUX_JOB_ID", "FLUX_JOB_USERID", "FLUX_JOB_RANKS", "FLUX_URI")
 # Keys that flux-core 0.88 accepts in [job-manager.housekeeping].
 HOUSEKEEPING_KEYS = {
@@ -82,7 +82,9 @@ class Context:
 
     @property
     def trusted_uid(self) -> int:
-        """uid that must own security-relevant files (see module doc)."""
+        """uid that must own security-relevant files: root on the live system,
+        the owner of ROOT under --root (root for a real image, the test user
+        for a test tree)."""
         if self.live:
             return 0
         return os.stat(self.root).st_uid
@@ -105,10 +107,12 @@ class Context:
 
 
 def mode_text(st: os.stat_result) -> str:
+    """A file's mode as four octal digits."""
     return f"{stat.S_IMODE(st.st_mode):04o}"
 
 
 def passwd(ctx: Context) -> Dict[str, int]:
+    """User names and uids of the target's /etc/passwd."""
     users: Dict[str, int] = {}
     try:
         with open(ctx.path("/etc/passwd"), encoding="utf-8") as f:
@@ -122,6 +126,7 @@ def passwd(ctx: Context) -> Dict[str, int]:
 
 
 def uid_min(ctx: Context) -> int:
+    """UID_MIN of the target's /etc/login.defs (1000 if unset)."""
     try:
         with open(ctx.path("/etc/login.defs"), encoding="utf-8") as f:
             for line in f:

@@ -12,23 +12,6 @@ Syntax handled (pam.d(5)):
 Relative FILE names are looked up in the directory of the including file;
 absolute ones below *root* (so a tree that is not the live system can be
 read).
-
-Interface:
-    Rule(type, control, module, args, path, lineno)
-        .name       module basename, e.g. "pam_systemd.so"
-        .where      "path:lineno"
-    read(path, root="/") -> (rules, problems)
-        rules in evaluation order; problems are strings (missing includes,
-        include loops, malformed lines); reading never raises for those.
-    reachable(rules, decide) -> set of indices
-        which of *rules* (one type, in order) Linux-PAM may run, following
-        each rule's control for every outcome its module may have;
-        decide(rule) is True or False when the module's outcome (success
-        or failure) is known, None when it may be either.
-    job_user_outcome(rule, uid_min) -> True, False or None
-        the outcome of a ``pam_succeed_if.so`` rule for a job user: a user
-        with a uid of at least *uid_min*, not root, in none of the groups
-        the rule names; None for any other module or condition.
 """
 
 import operator
@@ -221,7 +204,12 @@ def _next(i: int, action: str) -> Optional[int]:
 
 
 def reachable(rules: List[Rule], decide: Callable[[Rule], Optional[bool]]) -> Set[int]:
-    """Indices of *rules* that may run (see the module docstring)."""
+    """Indices of *rules* (one type, in order) that Linux-PAM may run.
+
+    Each rule's control is followed for every outcome its module may have;
+    decide(rule) is True or False when the module's outcome (success or
+    failure) is known, None when it may be either.
+    """
     seen: Set[int] = set()
     todo = [0]
     while todo:
@@ -282,7 +270,11 @@ def _condition(field_: str, op: str, value: str, uid_min: int) -> Optional[bool]
 
 
 def job_user_outcome(rule: Rule, uid_min: int = 1000) -> Optional[bool]:
-    """pam_succeed_if's outcome for a job user (see the module docstring)."""
+    """The outcome of a ``pam_succeed_if.so`` rule for a job user.
+
+    A job user has a uid of at least *uid_min*, is not root and is in none
+    of the groups the rule names; None for any other module or condition.
+    """
     if rule.name != "pam_succeed_if.so":
         return None
     args = [a for a in rule.args if a not in _FLAGS]
