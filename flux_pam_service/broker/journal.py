@@ -11,7 +11,7 @@ JOURNAL_RETRY seconds.
 
 import errno
 import syslog
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional
 
 from flux.constants import FLUX_RPC_NORESPONSE, FLUX_RPC_STREAMING
 
@@ -26,24 +26,12 @@ class JournalFollower:
     """The rank-0 half of the module: journal in, pam.job-* messages out."""
 
     def __init__(
-        self,
-        handle: Any,
-        size: int,
-        send: Callable[[int, str, dict], None],
-        respond: Callable[..., None],
-        timer: Callable[..., Any],
-        log: Any,
-        guard: Callable[..., None],
-        stats: Dict[str, Any],
+        self, handle: Any, size: int, send: Callable[[int, str, dict], None], sched: Any
     ) -> None:
         self.handle = handle
         self.size = size
         self.send = send
-        self.respond = respond
-        self.timer = timer
-        self.log = log
-        self.guard = guard
-        self.stats = stats
+        self.sched = sched  # its reply, timer, log, guard and stats
         self.dispatcher: Optional[Dispatcher] = None
         self.future: Any = None
         self.ready = False  # the backlog has been read
@@ -79,15 +67,19 @@ class JournalFollower:
         except OSError as exc:
             self.future = None
             if exc.errno in (errno.ENOSYS, errno.ENODATA):
-                self.log.debug(f"job-manager journal: {exc.strerror}: retrying")
+                self.sched.log(
+                    syslog.LOG_DEBUG, f"job-manager journal: {exc.strerror}: retrying"
+                )
             else:
-                self.log.error(f"job-manager.events-journal: {errtext(exc)}")
-            self.timer(JOURNAL_RETRY, self.start)
+                self.sched.log(
+                    syslog.LOG_ERR, f"job-manager.events-journal: {errtext(exc)}"
+                )
+            self.sched.timer(JOURNAL_RETRY, self.start)
             return
         finally:
             if self.future is not None:
                 f.reset()
-        self.guard("journal", self._response, resp)
+        self.sched.guard("journal", self._response, resp)
 
     def _response(self, resp: dict) -> None:
         assert self.dispatcher is not None
@@ -97,7 +89,7 @@ class JournalFollower:
             self._caught_up()
             return
         for entry in events:
-            self.stats["journal-events"] += 1
+            self.sched.stats["journal-events"] += 1
             msgs = self.dispatcher.event(
                 jobid,
                 entry.get("name"),
@@ -108,20 +100,21 @@ class JournalFollower:
                 for m in msgs:
                     self.send(m.rank, m.topic, m.payload)
         while self.dispatcher.errors:
-            self.log.error(f"journal: {self.dispatcher.errors.pop(0)}")
+            self.sched.log(syslog.LOG_ERR, f"journal: {self.dispatcher.errors.pop(0)}")
 
     def _caught_up(self) -> None:
         assert self.dispatcher is not None
         self.ready = True
         by_rank = self.dispatcher.jobs_by_rank()
-        self.log.debug(
+        self.sched.log(
+            syslog.LOG_DEBUG,
             f"journal backlog read: {len(self.dispatcher.jobs)} active jobs;"
-            f" syncing {self.size} ranks"
+            f" syncing {self.size} ranks",
         )
         for rank in range(self.size):
             self.send(rank, "pam.sync", {"jobs": by_rank.get(rank, [])})
         for msg, rank in self.sync_requests:
-            self.respond(msg, {"jobs": by_rank.get(rank, [])})
+            self.sched.reply(msg, {"jobs": by_rank.get(rank, [])})
         self.sync_requests = []
 
     def sync_request(self, msg: Any, rank: int) -> None:
@@ -130,7 +123,7 @@ class JournalFollower:
             self.sync_requests.append((msg, rank))
             return
         assert self.dispatcher is not None
-        self.respond(msg, {"jobs": self.dispatcher.jobs_on(rank)})
+        self.sched.reply(msg, {"jobs": self.dispatcher.jobs_on(rank)})
 
     @property
     def njobs(self) -> Optional[int]:

@@ -97,28 +97,12 @@ class PamModule(BrokerModule):
             shared_node=self.shared_node,
         )
         self._set_log_level()
-        self.live = status.LiveRead(
-            lambda: status.known_uids(self.sched),
-            self._submit(self.status_pool),
-            self._timer,
-            self._cancel_timer,
-            self._respond,
-            self.sched.guard,
-        )
+        self.live = status.LiveRead(self.sched, self._submit(self.status_pool))
         self.config_watch: Any = None
         self.journal: Optional[JournalFollower] = None
         self._config_watch()
         if self.rank == 0:
-            self.journal = JournalFollower(
-                h,
-                self.size,
-                self._send,
-                self._respond,
-                self._timer,
-                self.log,
-                self.sched.guard,
-                self.sched.stats,
-            )
+            self.journal = JournalFollower(h, self.size, self._send, self.sched)
             self.journal.start()
         else:
             self._request_sync()
@@ -305,41 +289,35 @@ class PamModule(BrokerModule):
             raise ProtocolError(str(exc)) from None
         return jobid, userid, p["R"]
 
-    @request_handler("job-start")
-    def job_start(self, msg: Any) -> None:
-        """pam.job-start {id, userid, R} from rank 0."""
+    def _from_rank0(self, msg: Any, apply: Callable[[dict], None]) -> None:
+        """A message of rank 0's module about jobs: apply it, answer empty."""
 
         def fn(msg: Any, p: dict) -> None:
-            self.sched.job_start(*self._validate_job(p))
+            apply(p)
             self._respond(msg)
 
         self._handle(msg, fn, admin=False)
+
+    @request_handler("job-start")
+    def job_start(self, msg: Any) -> None:
+        """pam.job-start {id, userid, R} from rank 0."""
+        self._from_rank0(msg, lambda p: self.sched.job_start(*self._validate_job(p)))
 
     @request_handler("job-cleanup")
     def job_cleanup(self, msg: Any) -> None:
         """pam.job-cleanup {id}: the job left RUN; it admits no login."""
-
-        def fn(msg: Any, p: dict) -> None:
-            self.sched.job_cleanup(self._int(p, "id"))
-            self._respond(msg)
-
-        self._handle(msg, fn, admin=False)
+        self._from_rank0(msg, lambda p: self.sched.job_cleanup(self._int(p, "id")))
 
     @request_handler("job-end")
     def job_end(self, msg: Any) -> None:
         """pam.job-end {id}: the job no longer holds this rank."""
-
-        def fn(msg: Any, p: dict) -> None:
-            self.sched.job_end(self._int(p, "id"))
-            self._respond(msg)
-
-        self._handle(msg, fn, admin=False)
+        self._from_rank0(msg, lambda p: self.sched.job_end(self._int(p, "id")))
 
     @request_handler("sync")
     def sync(self, msg: Any) -> None:
         """pam.sync {jobs}: every job that holds this rank, from rank 0."""
 
-        def fn(msg: Any, p: dict) -> None:
+        def apply(p: dict) -> None:
             jobs = p.get("jobs")
             if not isinstance(jobs, list):
                 raise ProtocolError("jobs is missing or not an array")
@@ -348,9 +326,8 @@ class PamModule(BrokerModule):
                     raise ProtocolError(f"jobs[{i}] is not an object")
                 self._validate_job(job)
             self.sched.sync(jobs)
-            self._respond(msg)
 
-        self._handle(msg, fn, admin=False)
+        self._from_rank0(msg, apply)
 
     # ------------------------------------------------------------ requests
 

@@ -158,7 +158,9 @@ class Scheduler:
             "op-time-max": 0.0,
             "op-time-total": 0.0,
         }
-        self.waiters = Waiters(self, timer, cancel, reply, error)
+        self.reply = reply
+        self.error = error
+        self.waiters = Waiters(self)
 
     # ------------------------------------------------------------ helpers
 

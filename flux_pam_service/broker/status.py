@@ -101,21 +101,9 @@ class LiveRead:
     nothing up.
     """
 
-    def __init__(
-        self,
-        uids: Callable[[], List[int]],
-        submit: Callable[[Operation, Callable], None],
-        timer: Callable[..., Any],
-        cancel: Callable[[Any], None],
-        reply: Callable[..., None],
-        guard: Callable[..., None],
-    ) -> None:
-        self.uids = uids
-        self.submit = submit
-        self.timer = timer
-        self.cancel = cancel
-        self.reply = reply
-        self.guard = guard
+    def __init__(self, sched: "Scheduler", submit: Callable[..., None]) -> None:
+        self.sched = sched  # its users, timer, cancel, reply and guard
+        self.submit = submit  # to the status thread
         self.busy = False  # a live read of the slices runs
         self.next: List[Callable] = []  # status answers for the next one
 
@@ -127,7 +115,7 @@ class LiveRead:
             if done["answered"]:
                 return
             done["answered"] = True
-            self.cancel(timer)
+            self.sched.cancel(timer)
             for u in answer["users"]:
                 read = (value or {}).get(u["uid"])
                 sl = dict(u["slice"] or {})
@@ -137,12 +125,12 @@ class LiveRead:
                 u["slice"] = sl
             if why is not None:
                 answer["live"] = why
-            self.reply(msg, answer)
+            self.sched.reply(msg, answer)
 
         if not answer["users"]:
-            self.reply(msg, answer)
+            self.sched.reply(msg, answer)
             return
-        timer = self.timer(
+        timer = self.sched.timer(
             LIVE_TIMEOUT, finish, None, f"not read within {LIVE_TIMEOUT:g}s"
         )
         self.next.append(finish)
@@ -151,7 +139,7 @@ class LiveRead:
 
     def _read(self) -> None:
         waiting, self.next = self.next, []
-        uids = self.uids()
+        uids = known_uids(self.sched)
         self.busy = True
 
         def done(out: Optional[operations.Outcome], exc: Any) -> None:
@@ -167,5 +155,5 @@ class LiveRead:
 
         self.submit(
             Operation("live", -1, lambda state: operations.live(state, uids)),
-            lambda o, e: self.guard("status", done, o, e),
+            lambda o, e: self.sched.guard("status", done, o, e),
         )

@@ -5,14 +5,14 @@ covers the job's change has completed (its result, or its error);
 ``pam.attach`` once no operation on the user's slice is queued or running.
 Each gives up after WAIT_TIMEOUT seconds.  The scheduler
 (flux_pam_service.broker.scheduler) tells the waiters when a job was
-processed and when an operation ended; *reply* and *error* answer the
+processed and when an operation ended; its *reply* and *error* answer the
 request messages, which are opaque here.
 """
 
 import errno
 import syslog
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from flux_pam_service.broker import admission
 from flux_pam_service.core.jobid import f58
@@ -43,19 +43,8 @@ class Waiter:
 class Waiters:
     """The deferred requests of one rank."""
 
-    def __init__(
-        self,
-        sched: "Scheduler",
-        timer: Callable[..., Any],
-        cancel: Callable[[Any], None],
-        reply: Callable[..., None],
-        error: Callable[[Any, int, str], None],
-    ) -> None:
-        self.sched = sched
-        self.timer = timer
-        self.cancel = cancel
-        self.reply = reply
-        self.error = error
+    def __init__(self, sched: "Scheduler") -> None:
+        self.sched = sched  # its timer, cancel, reply and error serve here
         # requests for jobs whose job-start (job-end) has not arrived yet
         self.by_job: Dict[int, List[Waiter]] = {}
 
@@ -70,14 +59,14 @@ class Waiters:
             uid = s.table.uid_of(jobid)
             if uid is None:
                 uid = s.ended.get(jobid, (-1, None))[0]
-            self.reply(msg, {"id": jobid, "uid": uid, "result": "skipped"})
+            self.sched.reply(msg, {"id": jobid, "uid": uid, "result": "skipped"})
             return
         w = Waiter(msg, kind, jobid)
         uid = s.table.uid_of(jobid)
         if uid is None and jobid in s.ended:
             uid, seq = s.ended[jobid]
             if seq is None or kind == "prolog":
-                self.reply(msg, {"id": jobid, "uid": uid, "result": "skipped"})
+                self.sched.reply(msg, {"id": jobid, "uid": uid, "result": "skipped"})
                 return
             user = s.users.get(uid)
             if user is None or user.done_seq >= seq and not user.busy:
@@ -94,7 +83,7 @@ class Waiters:
             return
         if uid is None:
             if kind == "housekeeping" and s.synced:
-                self.reply(msg, {"id": jobid, "uid": -1, "result": "skipped"})
+                self.sched.reply(msg, {"id": jobid, "uid": -1, "result": "skipped"})
                 return
             self.by_job.setdefault(jobid, []).append(w)
             self._wait(w, "job-start" if kind == "prolog" else "job-end")
@@ -106,7 +95,7 @@ class Waiters:
             return
         user = s.user(uid)
         if not s.managing() and user.prepared is False:
-            self.reply(msg, {"id": jobid, "uid": uid, "result": "skipped"})
+            self.sched.reply(msg, {"id": jobid, "uid": uid, "result": "skipped"})
             return
         w.need = user.seq
         if user.settled:
@@ -123,14 +112,14 @@ class Waiters:
             ]:
                 if w in lst:
                     lst.remove(w)
-            self.error(
+            self.sched.error(
                 w.msg,
                 errno.ETIMEDOUT,
                 f"job {f58(w.jobid)}: {what} did not complete"
                 f" within {WAIT_TIMEOUT:.0f}s",
             )
 
-        w.timer = self.timer(WAIT_TIMEOUT, expire)
+        w.timer = self.sched.timer(WAIT_TIMEOUT, expire)
 
     def wake_job(self, jobid: int, uid: int, user: "Optional[User]") -> None:
         """job-start or job-end of *jobid* was processed: re-file its waiters."""
@@ -140,7 +129,7 @@ class Waiters:
         for w in waiting:
             w.uid = uid
             if user is None or not s.managing() and user.prepared is False:
-                self.cancel(w.timer)
+                self.sched.cancel(w.timer)
                 self.answer(w, SKIPPED)
                 continue
             if w.kind == "housekeeping" and s.table.uid_of(jobid) is not None:
@@ -158,7 +147,7 @@ class Waiters:
         """Answer pam.prolog / pam.housekeeping with an outcome tuple."""
         result, errnum, text = outcome
         if result is None:
-            self.error(w.msg, errnum, text)
+            self.sched.error(w.msg, errnum, text)
             return
         if w.kind == "prolog" and result == "torn-down":
             result = "skipped"
@@ -167,7 +156,7 @@ class Waiters:
             message = admission.refusal(self.sched, self.sched.users.get(w.uid))
             if message is not None:
                 answer["message"] = message
-        self.reply(w.msg, answer)
+        self.sched.reply(w.msg, answer)
 
     def resolve(self, user: "User", snap: int, outcome: tuple) -> None:
         """Answer the waiters that the operation for *snap* satisfies."""
@@ -176,13 +165,13 @@ class Waiters:
             if w.need > snap:
                 keep.append(w)
                 continue
-            self.cancel(w.timer)
+            self.sched.cancel(w.timer)
             self.answer(w, outcome)
         user.waiters = keep
         if user.busy is None:
             attach, user.attach_waiters = user.attach_waiters, []
             for w in attach:
-                self.cancel(w.timer)
+                self.sched.cancel(w.timer)
                 self.attach(w.msg, user.uid, w.scope)
 
     # ------------------------------------------------------------ attach
@@ -198,7 +187,7 @@ class Waiters:
         """
         s = self.sched
         if not s.table.admitted(uid):
-            self.error(
+            self.sched.error(
                 msg, errno.EPERM, f"user {uid} has no active job on rank {s.rank}"
             )
             return
@@ -206,13 +195,13 @@ class Waiters:
             # closed: nothing will be done to the slice, so nothing to wait for
             s.log(syslog.LOG_DEBUG, f"uid {uid}: {scope} not attached: closed")
             message = admission.refusal(s, None)
-            self.reply(msg, {"attached": False, "message": message})
+            self.sched.reply(msg, {"attached": False, "message": message})
             return
         user = s.user(uid)
         if s.managing() and user.pending:
             if user.retry_timer is not None:
                 err = user.errors[-1] if user.errors else "not ready"
-                self.error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
+                self.sched.error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
                 return
             w = Waiter(msg, "attach", uid=uid, scope=scope)
             user.attach_waiters.append(w)
@@ -220,22 +209,22 @@ class Waiters:
             def expire() -> None:
                 if w in user.attach_waiters:
                     user.attach_waiters.remove(w)
-                    self.error(
+                    self.sched.error(
                         msg,
                         errno.ETIMEDOUT,
                         f"user-{uid}.slice not ready within {WAIT_TIMEOUT:.0f}s",
                     )
 
-            w.timer = self.timer(WAIT_TIMEOUT, expire)
+            w.timer = self.sched.timer(WAIT_TIMEOUT, expire)
             return
         if s.managing() and user.prepared is not True:
             err = user.errors[-1] if user.errors else "not prepared"
-            self.error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
+            self.sched.error(msg, errno.EAGAIN, f"user-{uid}.slice: {err}")
             return
         message = admission.refusal(s, user)
         if message is not None:
             s.log(syslog.LOG_DEBUG, f"uid {uid}: {scope} refused: {message}")
-            self.reply(msg, {"attached": False, "message": message})
+            self.sched.reply(msg, {"attached": False, "message": message})
             return
         s.log(syslog.LOG_DEBUG, f"uid {uid}: attached {scope}")
-        self.reply(msg, {"attached": True})
+        self.sched.reply(msg, {"attached": True})

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from flux_pam_service.cli import instance
+from flux_pam_service.cli import instance, options
 from flux_pam_service.cli.status import resolve_user, user_name
 from flux_pam_service.core import config, fsd, lockdir
 from flux_pam_service.core.errors import errtext
@@ -189,12 +189,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for verb, text in (("show", "show the slice"), ("reset", "reset the slice")):
         v = verbs.add_parser(verb, help=text)
         v.add_argument("user", metavar="USER", help="login name or uid")
-        v.add_argument(
-            "--lock-dir",
-            default=lockdir.DEFAULT,
-            metavar="DIR",
-            help="lock and marker directory (default %(default)s)",
-        )
+        options.lock_dir(v, "lock and marker directory")
         if verb == "show":
             v.add_argument("--json", action="store_true", help="print JSON")
         else:
@@ -205,11 +200,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             v.add_argument(
                 "--grace", type=_grace, metavar="FSD", help="wait after each signal"
             )
-            v.add_argument(
-                "--config-path",
-                metavar="PATH",
-                help="for the default grace time (default: the broker's config.path)",
-            )
+            options.config_path(v, "for the default grace time")
     p.set_defaults(func=run)
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from flux_pam_service.cli import options
 from flux_pam_service.core import lockdir
 
 UNIT_PATTERNS = ["user-*.slice", "user@*.service", "flux-pam-*.scope"]
@@ -268,12 +269,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     where.add_argument("-r", "--rank", type=int, metavar="RANK", help="ask RANK")
     where.add_argument("-a", "--all", action="store_true", help="ask every rank")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument(
-        "--lock-dir",
-        default=lockdir.DEFAULT,
-        metavar="DIR",
-        help="where the markers are, without the module (default %(default)s)",
-    )
+    options.lock_dir(p, "where the markers are, without the module")
     p.add_argument(
         "user", nargs="?", metavar="USER", help="only this user (name or uid)"
     )

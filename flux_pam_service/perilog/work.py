@@ -11,6 +11,7 @@ slice change, the marker denies the user's logins, the job goes on
 
 import json
 import syslog
+from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from flux_pam_service.core import config, lockdir, rv1
@@ -38,27 +39,21 @@ def local_union(Rs: Iterable[Any], rank: int) -> Resources:
     return rv1.union(rv1.local(R, rank) for R in Rs)
 
 
+@dataclass
 class Perilog:
     """One run of the prolog or housekeeping for one job on one rank."""
 
-    def __init__(
-        self,
-        prog: str,
-        env: JobEnv,
-        broker: FluxCalls,
-        cfg: "config.PamConfig",
-        log: Log,
-        lockdir_path: str = lockdir.DEFAULT,
-    ) -> None:
-        self.prog = prog
-        self.env = env
-        self.broker = broker
-        self.cfg = cfg
-        self.log = log
-        self.lockdir_path = lockdir_path
-        self.uid = env.userid
+    prog: str
+    env: JobEnv
+    broker: FluxCalls
+    cfg: config.PamConfig
+    log: Log
+    lockdir_path: str = lockdir.DEFAULT
 
-    # -- the user and the jobs -------------------------------------------
+    @property
+    def uid(self) -> int:
+        """The job's user."""
+        return self.env.userid
 
     def other_jobs(self) -> List[Job]:
         """The user's other active jobs on this rank, with their R."""

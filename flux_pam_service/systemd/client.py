@@ -236,12 +236,7 @@ class Systemd:
                     errno.ETIMEDOUT, None, f"{what}: no reply within {timeout}s"
                 ) from None
             except OSError as exc:
-                self.close()
-                raise DBusError(
-                    exc.errno or errno.ECONNRESET,
-                    None,
-                    f"{what}: D-Bus connection lost: {exc}",
-                ) from None
+                raise self._lost(what, exc) from None
             serial = reply.header.fields.get(HeaderFields.reply_serial)
             if serial in pending:
                 i, method = pending.pop(serial)
@@ -422,12 +417,14 @@ class Systemd:
             except TimeoutError:
                 continue
             except OSError as exc:
-                self.close()
-                raise DBusError(
-                    exc.errno or errno.ECONNRESET,
-                    None,
-                    f"waiting for job {job_path}: D-Bus connection lost: {exc}",
-                ) from None
+                raise self._lost(f"waiting for job {job_path}", exc) from None
+
+    def _lost(self, what: str, exc: OSError) -> DBusError:
+        """Close the connection that failed; the error that says so."""
+        self.close()
+        return DBusError(
+            exc.errno or errno.ECONNRESET, None, f"{what}: D-Bus connection lost: {exc}"
+        )
 
     def _job_exists(self, job_path: str) -> bool:
         try:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Callable, List, Tuple
 
-from flux_pam_service.cli import instance
+from flux_pam_service.cli import instance, options
 from flux_pam_service.cli.check.context import FAIL, PASS, WARN, Context, Result
 from flux_pam_service.cli.check.flux_config import (
     check_access,
@@ -82,11 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="sshd PAM file (default ROOT/etc/pam.d/sshd)",
     )
-    p.add_argument(
-        "--config-path",
-        metavar="PATH",
-        help="instance config below ROOT (default: the broker's config.path)",
-    )
+    options.config_path(p, "instance config below ROOT")
     p.add_argument(
         "--imp-config",
         metavar="PATH",
