@@ -8,7 +8,9 @@ log.  Rank 0 also follows the job-manager journal
 (flux_pam_service.broker.journal).  The architecture and the RPC protocol
 are in doc/design.rst.
 
-Module arguments: ``nthreads=N`` (worker threads, default 4).
+Module arguments: ``nthreads=N`` (worker threads, default 4);
+``profile=PATH`` (write a CPU profile of every thread to PATH at unload:
+flux_pam_service.broker.profiling).
 """
 
 import errno
@@ -26,7 +28,7 @@ from flux.constants import (
 )
 from flux.hostlist import Hostlist
 
-from flux_pam_service.broker import admission, dispatcher, status, workers
+from flux_pam_service.broker import admission, dispatcher, profiling, status, workers
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
 from flux_pam_service.core import config, rpcs, rv1
@@ -61,10 +63,13 @@ class PamModule(BrokerModule):
         self.hostname = h.attr_get("hostname")
         self.shared_node = shares_node(h)
         nthreads = DEFAULT_NTHREADS
+        self.profiler: Optional[profiling.Profiler] = None
         for arg in args:
             key, _, value = arg.partition("=")
             if key == "nthreads" and value.isdigit() and int(value) > 0:
                 nthreads = int(value)
+            elif key == "profile" and value:
+                self.profiler = profiling.Profiler(value)
             else:
                 raise ValueError(f"pam: unknown or bad module argument: {arg}")
         closed = None
@@ -74,11 +79,12 @@ class PamModule(BrokerModule):
             cfg = config.PamConfig()
             closed = "; ".join(exc.problems)
         self.timers: list = []
-        self.pool = workers.Pool(nthreads, name="pam")
+        around = self.profiler.run if self.profiler else None
+        self.pool = workers.Pool(nthreads, name="pam", around=around)
         self.pool_watcher = self._watch(self.pool, "pool")
         # pam.status reads slices on a thread of its own, never queued
         # behind a slow slice operation
-        self.status_pool = workers.Pool(1, name="pam-status")
+        self.status_pool = workers.Pool(1, name="pam-status", around=around)
         self.status_watcher = self._watch(self.status_pool, "status pool")
         self.sched = Scheduler(
             self.rank,
@@ -449,9 +455,14 @@ class PamModule(BrokerModule):
     def run(self) -> None:
         """Run the reactor; at the end, stop the journal and the workers."""
         try:
-            super().run()
+            if self.profiler is not None:
+                self.profiler.run(super().run)
+            else:
+                super().run()
         finally:
             if self.journal is not None:
                 self.journal.cancel()
             self.pool.close(timeout=2.0)
             self.status_pool.close(timeout=1.0)
+            if self.profiler is not None:
+                self.profiler.dump()
