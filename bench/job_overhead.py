@@ -348,9 +348,41 @@ def inner_jobs(args: dict) -> dict:
             res["module"]["forks"] = forks.by_parent.get(modpid, 0)
         runs.append(res)
         sync.post(f"done-{i}")
+    profiles = [_profiled(h, broker, *p) for p in args.get("profile", [])]
     if mode == "fallback":
         _flux_cmd("module", "remove", "sdexec-mapper")
-    return {"mode": mode, "broker_pid": broker, "module_pid": modpid, "runs": runs}
+    out = {"mode": mode, "broker_pid": broker, "module_pid": modpid, "runs": runs}
+    if mode == "service":
+        out["profiles"] = profiles
+    return out
+
+
+def _profiled(h, broker: int, n: int, users: int) -> dict:
+    """One more batch with the module loaded with ``profile=PATH``, after
+    the measured ones: the module's CPU per job, by part
+    (bench/modprofile.py)."""
+    import modprofile
+
+    path = os.path.join(bl.LOGDIR, f"job_overhead-profile-{n}-{users}.pstats")
+    if os.path.exists(path):
+        os.unlink(path)
+    _flux_cmd("module", "reload", "pam", f"profile={path}")
+    modpid = bl.module_pid(broker)
+    _batch(h, 4, 1, True)  # warm up after the reload
+    _wait_quiet(h, "service")
+    cpu0 = bl.cpu_seconds(modpid)
+    _batch(h, n, users, True)
+    _wait_quiet(h, "service")
+    cpu = bl.cpu_seconds(modpid) - cpu0
+    _flux_cmd("module", "reload", "pam")  # the profile is written at unload
+    seconds = modprofile.breakdown(path)
+    return {
+        "n": n,
+        "users": users,
+        "seconds": seconds,
+        "cpu_ms_per_job": cpu * 1000 / n,
+        "profile": os.path.relpath(path, bl.RESULTS),
+    }
 
 
 # ------------------------------------------------------------------ outer side
@@ -379,7 +411,13 @@ def reset_users(bed) -> None:
 
 
 def measure(
-    bed, ns: list, users: list, modes: list, warmup: int, fallback_max_n: int
+    bed,
+    ns: list,
+    users: list,
+    modes: list,
+    warmup: int,
+    fallback_max_n: int,
+    profile_n: int = 0,
 ) -> dict:
     """Start one instance per mode, then run each (N, users) batch in every
     mode in turn (off, service, fallback), one instance busy at a time, so
@@ -388,6 +426,7 @@ def measure(
 
     allruns = [(n, u) for n in ns for u in users]
     out = {"modes": {}, "runs": allruns, "fallback_max_n": fallback_max_n}
+    profiled = [(profile_n, u) for u in users] if profile_n else []
     sync_dir = tempfile.mkdtemp(prefix="flux-pam-bench-sync.")
     fbpath = flux_pythonpath()
     inners, tmpdirs, syncs, runs_of = {}, [sync_dir], {}, {}
@@ -418,6 +457,7 @@ def measure(
                     "mode": mode,
                     "runs": runs,
                     "warmup": warmup,
+                    "profile": profiled if mode == "service" else [],
                     "fallback_conf": fallback_conf,
                     "sync_dir": sync_dir,
                 },
@@ -553,11 +593,32 @@ def table_rows(data: dict) -> list:
 
 
 def report(data: dict) -> str:
-    return bl.format_table(
+    out = bl.format_table(
         "per-job overhead (times in ms; 'added' = alloc>start median minus"
         " management off's)",
         HEADERS,
         table_rows(data),
+    )
+    profiles = (data["modes"].get("service") or {}).get("profiles")
+    if profiles:
+        out += "\n\n" + profile_report(profiles)
+    return out
+
+
+def profile_report(profiles: list, title: str = "") -> str:
+    """The module's CPU per job by part (its profile), one column per batch."""
+    import modprofile
+
+    parts = [p for p, _, _ in modprofile.PARTS] + ["total"]
+    cols = [modprofile.per_job_ms(p["seconds"], p["n"]) for p in profiles]
+    rows_ = [[part] + [c.get(part, 0.0) for c in cols] for part in parts]
+    rows_.append(["process cpu (schedstat)"] + [p["cpu_ms_per_job"] for p in profiles])
+    return bl.format_table(
+        title
+        or "module CPU per job by part (ms, under the profiler; one more"
+        " service-mode batch with the module loaded with profile=PATH)",
+        ["part"] + [f"N={p['n']} U={p['users']}" for p in profiles],
+        rows_,
     )
 
 
@@ -613,8 +674,16 @@ def main(argv=None) -> int:
         default=100,
         help="largest N run in fallback mode (about 1 job/s on 2 cores)",
     )
+    ap.add_argument(
+        "--profile-n",
+        type=int,
+        default=500,
+        help="jobs of the extra service-mode batch per user count sampled by"
+        " py-spy (0: none)",
+    )
     args = ap.parse_args(argv)
     ns = [20] if args.quick else [int(x) for x in args.n.split(",")]
+    profile_n = min(args.profile_n, 20) if args.quick else args.profile_n
     users = [int(x) for x in args.users.split(",")]
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
@@ -629,7 +698,13 @@ def main(argv=None) -> int:
             return 0
         t0 = time.monotonic()
         data = measure(
-            bed, ns, users, modes, 2 if args.quick else 4, args.fallback_max_n
+            bed,
+            ns,
+            users,
+            modes,
+            2 if args.quick else 4,
+            args.fallback_max_n,
+            profile_n if "service" in modes else 0,
         )
         data["wall_s"] = time.monotonic() - t0
     return bl.publish(KIND, data, report, plot)
