@@ -32,7 +32,7 @@ from flux_pam_service.core.jobs import UserTable
 from flux_pam_service.systemd import enforcement, operations
 from flux_pam_service.systemd.client import unreachable
 from flux_pam_service.systemd.operations import Outcome
-from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError, UserSlice
+from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError
 
 RETRY_MIN = 1.0
 RETRY_MAX = 30.0
@@ -78,8 +78,6 @@ class User:
     attach_waiters: List[Any] = field(default_factory=list)
     retry_delay: float = 0.0
     retry_timer: Any = None
-    slice_state: Optional[dict] = None
-    slice_epoch: int = 0  # bumped by every operation; stale read-backs are dropped
     # what the kernel enforces for the applied union (None: not read back)
     verdict: Optional[enforcement.Verdict] = None
 
@@ -384,11 +382,9 @@ class Scheduler:
             for text in out.repairs:
                 self.stats["repairs"] += 1
                 self.log(syslog.LOG_WARNING, f"repair: {text}")
-            user.slice_epoch += 1
             if action == "teardown":
                 user.prepared = False
                 user.applied = None
-                user.slice_state = None
                 user.verdict = None
                 self._clear_marker(uid)
             elif action == "unconstrain":
@@ -413,30 +409,8 @@ class Scheduler:
             )
             result = "torn-down" if action == "teardown" else "applied"
             self._finished(user, snap, result, action)
-            if action != "teardown":
-                self._read_back(user)
 
         self.submit(op, lambda o, e: self.guard(action, done, o, e))
-
-    def _read_back(self, user: User) -> None:
-        """Read the slice for pam.status after the waiters were answered.
-
-        Off the operation's path (a job's prolog does not wait for it); a
-        read that an operation finished after has overtaken is dropped.
-        """
-        uid, epoch = user.uid, user.slice_epoch
-
-        def run(state: dict) -> dict:
-            return UserSlice(operations.connection(state), uid).state()
-
-        def done(value: Optional[dict], exc: Optional[BaseException]) -> None:
-            if user.slice_epoch == epoch:
-                user.slice_state = value if exc is None else None
-
-        self.submit(
-            Operation("read", uid, run),
-            lambda v, e: self.guard("read-back", done, v, e),
-        )
 
     def _failed(
         self, user: User, snap: int, action: str, exc: BaseException, elapsed: float

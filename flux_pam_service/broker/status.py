@@ -39,7 +39,7 @@ def user_status(s: "Scheduler", uid: int) -> dict:
             for j, job in sorted(jobs.items())
         ],
         "union": s.table.union(uid).to_dict(),
-        "slice": user.slice_state,
+        "slice": None,  # filled in by the live read
         "enforcement": admission.enforcement_state(s, user.verdict),
         "last_action": user.last_action,
         "errors": list(user.errors),
@@ -118,7 +118,7 @@ class LiveRead:
             self.sched.cancel(timer)
             for u in answer["users"]:
                 read = (value or {}).get(u["uid"])
-                sl = dict(u["slice"] or {})
+                sl = {}
                 for key in ("slice_state", "service_state", "processes", "orphans"):
                     sl[key] = read[key] if read else None
                 sl["scopes"] = u["scopes"] = read["scopes"] if read else None

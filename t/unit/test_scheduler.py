@@ -114,8 +114,8 @@ class World:
         return s
 
     def slice_ops(self):
-        """The operations in flight on user slices (not reads or scans)."""
-        return [op for op, _ in self.ops if op.action not in ("read", "scan")]
+        """The operations in flight on user slices (not scans)."""
+        return [op for op, _ in self.ops if op.action != "scan"]
 
     def answer_lookups(self):
         """Answer every pending sdexec-mapper lookup, as the mapper would."""
@@ -132,12 +132,6 @@ class World:
                 done(None if exc else Outcome(**outcome), exc)
                 return op
         raise AssertionError(f"no {action} of {uid} in flight: {self.ops}")
-
-    def finish_reads(self):
-        """Complete the read-backs for pam.status (they change nothing else)."""
-        for op, done in [x for x in self.ops if x[0].action == "read"]:
-            self.ops.remove([op, done])
-            done({}, None)
 
     def fire(self, after=None):
         """Fire the pending timers (those of *after* seconds only, if given)."""
@@ -172,7 +166,6 @@ def prepared(world, sched, jobid=1, uid=ALICE, cores="0"):
     sched.job_start(jobid, uid, R(cores))
     world.answer_lookups()
     world.complete("prepare", uid)
-    world.finish_reads()
     return sched.users[uid]
 
 
@@ -206,8 +199,8 @@ def test_changes_during_an_operation_coalesce_into_one_next_operation(world):
     (op,) = world.slice_ops()
     assert (op.action, op.props) == ("apply", props_of(R("0,2")))
     world.complete("apply")
-    world.finish_reads()
-    assert world.slice_ops() == [] and world.lookups == []
+    # nothing more: no read of the slice follows an operation
+    assert world.ops == [] and world.lookups == []
     assert s.stats["operations"] == {"prepare": 1, "apply": 1}
     assert not s.users[ALICE].pending
 
@@ -274,7 +267,6 @@ def test_the_last_job_ends_in_a_teardown_after_the_running_operation(world):
     world.complete("prepare")
     assert [op.action for op in world.slice_ops()] == ["teardown"]
     world.complete("teardown")
-    world.finish_reads()
     assert ALICE not in s.users  # forgotten once settled
     assert s.forgotten[ALICE] == ("torn-down", 0, "")
 
