@@ -27,7 +27,7 @@ def user_status(s: "Scheduler", uid: int) -> dict:
     jobs = s.table.jobs(uid)
     return {
         "uid": uid,
-        "active": bool(jobs) and user.busy != "teardown",
+        "active": bool(jobs) and user.busy not in ("teardown", "release"),
         "admitted": admission.decide(s, uid)[0],
         "jobs": [
             {
@@ -80,6 +80,8 @@ def stats(s: "Scheduler", workers_busy: int, dispatcher_jobs: Optional[int]) -> 
             "users": len(s.users),
             "jobs": len(s.table),
             "pending": s.npending(),
+            # user managers kept running by pam.user-stop-delay
+            "users-kept": sum(1 for u in s.users.values() if u.stop_at is not None),
             "workers-busy": workers_busy,
             "synced": s.synced,
         }

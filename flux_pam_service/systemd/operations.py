@@ -181,6 +181,24 @@ def deactivate(state: dict, uid: int, kill: bool, grace: float) -> Outcome:
     return out
 
 
+def release(
+    state: dict, uid: int, kill: bool, grace: float, idle: Optional[dict]
+) -> Outcome:
+    """The user's last job here ended and the user manager's stop is
+    delayed: UserSlice.release(kill, grace, idle).  .value is "release"
+    (user@UID keeps running) or "teardown" (it had to be stopped with what
+    was killed; systemd's Description is then restored as by deactivate)."""
+    out = Outcome(value="release")
+
+    def body(us: UserSlice) -> None:
+        if not us.release(kill=kill, grace=grace, idle=idle):
+            _set_description(us, default_description(uid))
+            out.value = "teardown"
+
+    _run(state, uid, out, body)
+    return out
+
+
 def unconstrain(state: dict, uid: int) -> Outcome:
     """Revert the slice's constraints, leaving user@UID.service alone."""
     out = Outcome(value="unconstrain")

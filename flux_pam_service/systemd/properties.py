@@ -6,7 +6,7 @@ properties as strings, e.g. ``{"AllowedCPUs": "0-3", "DeviceAllow":
 SetUnitProperties takes an ``a(sv)`` list.  No I/O, no D-Bus.
 """
 
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 from flux_pam_service.core import idset
 
@@ -214,3 +214,28 @@ def to_dbus(props: dict) -> list:
 def has_constraints(props: dict) -> bool:
     """True if *props* restricts anything (some property has a value)."""
     return any(v not in ("", None, [], ()) for v in (props or {}).values())
+
+
+def idle(props: Optional[dict]) -> Optional[dict]:
+    """The slice's properties while its user manager's stop is delayed.
+
+    The user has no job left, so the slice shrinks from *props* (what it
+    had, sdexec-mapper form) to the least systemd can express: the lowest
+    of its CPUs (an empty AllowedCPUs would lift the limit), its memory
+    nodes and memory limits, and no device (DevicePolicy=closed, no
+    DeviceAllow: UserSlice.apply adds them).  None if *props* constrained
+    nothing (there is nothing to shrink).
+    """
+    if not props or not has_constraints(props):
+        return None
+    out = {
+        k: v
+        for k, v in props.items()
+        if k not in ("AllowedCPUs", "DevicePolicy", "DeviceAllow")
+    }
+    cpus = props.get("AllowedCPUs")
+    if cpus:
+        ids = idset.decode(cpus) if isinstance(cpus, str) else set(cpus)
+        out["AllowedCPUs"] = str(min(ids))
+    out["DevicePolicy"] = "closed"
+    return out

@@ -252,6 +252,26 @@ class UserSlice:
         if errors:
             raise errors[0]
 
+    def release(
+        self, kill: bool = False, grace: float = 30.0, idle: Optional[dict] = None
+    ) -> bool:
+        """The teardown's first half, for a user manager whose stop is delayed.
+
+        The slice gets *idle* (properties.idle() of what it had; None: left
+        as it is) and user@UID.service keeps running: a later teardown()
+        stops it, or a new job reuses it.  Returns True.  With *kill* and
+        processes outside user@UID.service, this is teardown(kill, grace)
+        instead, and returns False: systemd signals the whole slice (the
+        units a login leaves behind are not the module's to signal), which
+        ends the user manager too.
+        """
+        if kill and self.orphans():
+            self.teardown(kill=True, grace=grace)
+            return False
+        if idle:
+            self.apply(idle)
+        return True
+
     # ------------------------------------------------------------ read-back
 
     def read_back(

@@ -228,6 +228,44 @@ def test_teardown_kills_sigterm_ignorer_with_sigkill(us, sd, spawn):
     assert_reverted(sd)
 
 
+def test_release_shrinks_the_slice_and_keeps_the_user_manager(us, sd):
+    us.prepare(PROPS)
+    invocation = sd.unit_property(us.service, "InvocationID")
+    assert us.release(kill=True, grace=10, idle=properties.idle(PROPS)) is True
+    assert active(sd, us.service) == "active"
+    assert slice_props(sd) == {
+        "AllowedCPUs": {0},
+        "AllowedMemoryNodes": {0},
+        "DevicePolicy": "closed",
+        "DeviceAllow": set(),
+        "MemoryMax": 1073741824,
+    }
+    # a job within the delay reuses it; after the delay, the teardown stops it
+    us.apply(PROPS)
+    assert sd.unit_property(us.service, "InvocationID") == invocation
+    us.teardown(kill=True, grace=10)
+    assert active(sd, us.service) == "inactive"
+    assert_reverted(sd)
+
+
+def test_release_with_processes_to_kill_is_the_teardown(us, sd, spawn):
+    us.prepare(PROPS)
+    spawn(us.slice, ["sleep", "600"])
+    assert us.release(kill=True, grace=10, idle=properties.idle(PROPS)) is False
+    assert settled_processes(us) == []
+    assert active(sd, us.service) == "inactive"
+    assert_reverted(sd)
+
+
+def test_release_without_kill_leaves_what_the_user_left(us, sd, spawn):
+    us.prepare(PROPS)
+    spawn(us.slice, ["sleep", "600"])
+    assert us.release(kill=False, idle=properties.idle(PROPS)) is True
+    assert active(sd, us.service) == "active"
+    assert "sleep 600" in [cmd for _, _, cmd in us.orphans()]
+    assert slice_props(sd)["AllowedCPUs"] == {0}
+
+
 def test_teardown_with_kill_but_no_orphans_sends_no_signal(us, sd):
     us.prepare(PROPS)
     us.teardown(kill=True, grace=1.0)

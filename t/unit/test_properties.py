@@ -192,3 +192,33 @@ def test_has_constraints():
     assert properties.has_constraints({"AllowedCPUs": "0"})
     assert not properties.has_constraints({"AllowedCPUs": "", "DeviceAllow": ""})
     assert not properties.has_constraints({})
+
+
+def test_an_idle_slice_keeps_one_cpu_its_memory_and_no_device():
+    had = {
+        "AllowedCPUs": "3-5,9",
+        "AllowedMemoryNodes": "0-1",
+        "DeviceAllow": "/dev/nvidia0 rw",
+        "MemoryMax": "1G",
+    }
+    idle = properties.idle(had)
+    assert idle == {
+        "AllowedCPUs": "3",
+        "AllowedMemoryNodes": "0-1",
+        "MemoryMax": "1G",
+        "DevicePolicy": "closed",
+    }
+    dbus = dict(to_dbus(idle))
+    assert dbus["AllowedCPUs"] == ("ay", properties.bitmap("3"))
+    assert "DeviceAllow" not in dbus  # UserSlice.apply empties it
+
+
+@pytest.mark.parametrize("had", [None, {}, {"AllowedCPUs": ""}])
+def test_an_unconstrained_slice_has_nothing_to_shrink(had):
+    assert properties.idle(had) is None
+
+
+def test_a_gpu_only_slice_shrinks_to_no_device():
+    assert properties.idle({"DeviceAllow": "/dev/nvidia0 rw"}) == {
+        "DevicePolicy": "closed"
+    }
