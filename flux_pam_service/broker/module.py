@@ -28,7 +28,14 @@ from flux.constants import (
 )
 from flux.hostlist import Hostlist
 
-from flux_pam_service.broker import admission, dispatcher, profiling, status, workers
+from flux_pam_service.broker import (
+    admission,
+    dispatcher,
+    profiling,
+    responses,
+    status,
+    workers,
+)
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
 from flux_pam_service.core import config, rpcs, rv1
@@ -244,7 +251,7 @@ class PamModule(BrokerModule):
 
         def done(f: Any) -> None:
             try:
-                f.get()
+                responses.payload(f)
             except OSError as exc:
                 self.sched.stats["message-errors"] += 1
                 text = f"{topic} to rank {rank}: {errtext(exc)}"
