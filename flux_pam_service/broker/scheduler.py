@@ -85,6 +85,7 @@ class User:
     stop_timer: Any = None
     # what the kernel enforces for the applied union (None: not read back)
     verdict: Optional[enforcement.Verdict] = None
+    reading: Optional[enforcement.Reading] = None  # the verdict's read-back
 
     @property
     def pending(self) -> bool:
@@ -363,9 +364,12 @@ class Scheduler:
             return
         desc = operations.description(uid, self.rank)
         root = self.cgroup_root
+        since, last = user.applied, user.reading
 
         def run(state: dict) -> Outcome:
-            return operations.activate(state, uid, props, first, verify, desc, root)
+            return operations.activate(
+                state, uid, props, first, verify, desc, root, since, last
+            )
 
         action = "prepare" if first or verify else "apply"
         self._submit(user, snap, Operation(action, uid, run, props, verify))
@@ -429,6 +433,7 @@ class Scheduler:
                 user.prepared = False
                 user.applied = None
                 user.verdict = None
+                user.reading = None
                 user.stop_at = None
                 self._clear_marker(uid)
             elif action == "release":
@@ -436,6 +441,7 @@ class Scheduler:
                 # next job's properties are applied and read back, always
                 user.applied = None
                 user.verdict = None
+                user.reading = None
                 if not self.table.jobs(uid):
                     delay = self.cfg.user_stop_delay
                     user.stop_at = time.monotonic() + delay
@@ -444,9 +450,11 @@ class Scheduler:
             elif action == "unconstrain":
                 user.applied = None
                 user.verdict = None
+                user.reading = None
             else:
                 user.prepared = True
                 user.applied = op.props
+                user.reading = out.reading
                 admission.record_verdict(self, user, out.verdict)
             self.systemd_status = "ok"
             user.errors = []

@@ -211,6 +211,24 @@ def to_dbus(props: dict) -> list:
     return out
 
 
+DEVICE_PROPERTIES = frozenset(("DevicePolicy", "DeviceAllow"))
+
+
+def changed(since: Optional[dict], props: dict) -> Optional[dict]:
+    """The properties of *props* whose value differs from *since*, or None
+    when only a full apply will do: no *since*, other property names, or
+    either of them constraining nothing (the device defaults come and go
+    with the constraints)."""
+    if (
+        not since
+        or set(since) != set(props)
+        or not has_constraints(since)
+        or not has_constraints(props)
+    ):
+        return None
+    return {k: v for k, v in props.items() if since[k] != v}
+
+
 def has_constraints(props: dict) -> bool:
     """True if *props* restricts anything (some property has a value)."""
     return any(v not in ("", None, [], ()) for v in (props or {}).values())

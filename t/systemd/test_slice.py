@@ -112,6 +112,19 @@ def test_apply_of_a_union_without_devices_drops_the_old_ones(us, sd):
     assert got["DevicePolicy"] == "closed"
 
 
+def test_apply_since_sends_only_what_changed(us, sd):
+    us.prepare(PROPS)
+    fewer = dict(PROPS, AllowedCPUs="1")
+    assert us.apply(fewer, since=PROPS) is False  # no device property sent
+    got = slice_props(sd)
+    assert got["AllowedCPUs"] == {1}
+    assert got["DeviceAllow"] == {("/dev/null", "rw"), ("/dev/zero", "r")}
+    assert got["DevicePolicy"] == "closed" and got["MemoryMax"] == 1073741824
+    other = dict(fewer, DeviceAllow="/dev/zero r")
+    assert us.apply(other, since=fewer) is True
+    assert slice_props(sd)["DeviceAllow"] == {("/dev/zero", "r")}
+
+
 def test_apply_keeps_mapper_device_policy(us, sd):
     us.apply(dict(PROPS, DevicePolicy="strict"))
     assert slice_props(sd)["DevicePolicy"] == "strict"

@@ -222,3 +222,24 @@ def test_a_gpu_only_slice_shrinks_to_no_device():
     assert properties.idle({"DeviceAllow": "/dev/nvidia0 rw"}) == {
         "DevicePolicy": "closed"
     }
+
+
+def test_only_the_properties_that_changed_are_sent_again():
+    was = {"AllowedCPUs": "0-1", "AllowedMemoryNodes": "0", "DeviceAllow": "/dev/a r"}
+    now = dict(was, AllowedCPUs="0-2")
+    assert properties.changed(was, now) == {"AllowedCPUs": "0-2"}
+    assert properties.changed(now, now) == {}
+
+
+@pytest.mark.parametrize(
+    "was, now",
+    [
+        (None, {"AllowedCPUs": "0"}),
+        ({"AllowedCPUs": "0"}, {"AllowedCPUs": "0", "DeviceAllow": "/dev/a r"}),
+        ({"AllowedCPUs": "0", "MemoryMax": "1G"}, {"AllowedCPUs": "0"}),
+        ({"AllowedCPUs": ""}, {"AllowedCPUs": "0"}),
+        ({"AllowedCPUs": "0"}, {"AllowedCPUs": ""}),
+    ],
+)
+def test_a_change_of_names_or_of_constraining_is_a_full_apply(was, now):
+    assert properties.changed(was, now) is None
