@@ -49,20 +49,24 @@ def _edge(st: Stats, callee: Callable[[Key], bool], caller: Callable[[Key], bool
     return total
 
 
+def _decoding(st: Stats) -> float:
+    """The journal callback's read of each response."""
+    get = _edge(st, _is("flux/rpc.py", "get"), _is("journal.py", "_cb"))
+    fast = _edge(st, _is("responses.py", "payload"), _is("journal.py", "_cb"))
+    return get + fast
+
+
 #: (part, what it is, how it is computed from the stats)
 PARTS: List[Tuple[str, str, Callable[[Stats], float]]] = [
     (
         "journal",
         "rank 0: each journal response, decoded and dispatched (inclusive)",
-        lambda st: (
-            _cum(st, _is("journal.py", "_response"))
-            + _edge(st, _is("flux/rpc.py", "get"), _is("journal.py", "_cb"))
-        ),
+        lambda st: _cum(st, _is("journal.py", "_response")) + _decoding(st),
     ),
     (
         "  JSON decoding of events",
-        "the journal response's f.get() (JSON to dict)",
-        lambda st: _edge(st, _is("flux/rpc.py", "get"), _is("journal.py", "_cb")),
+        "the journal response read (f.get() or responses.payload: JSON to dict)",
+        _decoding,
     ),
     (
         "  dispatcher",
