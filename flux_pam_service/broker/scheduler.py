@@ -313,7 +313,14 @@ class Scheduler:
         if delay > 0 and user.prepared and user.stop_at is None:
             idle = properties.idle(user.applied)
             run = partial(
-                operations.release, uid=uid, kill=kill, grace=grace, idle=idle
+                operations.release,
+                uid=uid,
+                kill=kill,
+                grace=grace,
+                idle=idle,
+                cgroup_root=self.cgroup_root,
+                since=user.applied,
+                last=user.reading,
             )
             self._submit(user, snap, Operation("release", uid, run, idle))
             return
@@ -437,11 +444,11 @@ class Scheduler:
                 user.stop_at = None
                 self._clear_marker(uid)
             elif action == "release":
-                # user@ runs on and the slice is idle (properties.idle): the
-                # next job's properties are applied and read back, always
-                user.applied = None
-                user.verdict = None
-                user.reading = None
+                # user@ runs on and the slice holds op.props, read back: a
+                # next job with the same properties needs no operation
+                user.applied = op.props
+                user.reading = out.reading
+                admission.record_verdict(self, user, out.verdict)
                 if not self.table.jobs(uid):
                     delay = self.cfg.user_stop_delay
                     user.stop_at = time.monotonic() + delay

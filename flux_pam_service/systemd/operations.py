@@ -192,18 +192,33 @@ def deactivate(state: dict, uid: int, kill: bool, grace: float) -> Outcome:
 
 
 def release(
-    state: dict, uid: int, kill: bool, grace: float, idle: Optional[dict]
+    state: dict,
+    uid: int,
+    kill: bool,
+    grace: float,
+    idle: Optional[dict],
+    cgroup_root: Optional[str] = None,
+    since: Optional[dict] = None,
+    last: Optional[enforcement.Reading] = None,
 ) -> Outcome:
     """The user's last job here ended and the user manager's stop is
-    delayed: UserSlice.release(kill, grace, idle).  .value is "release"
-    (user@UID keeps running) or "teardown" (it had to be stopped with what
-    was killed; systemd's Description is then restored as by deactivate)."""
+    delayed: UserSlice.release(kill, grace), then the slice shrinks to
+    *idle* (properties.idle; only what changed since *since* is sent) and is
+    read back as an apply is.  .value is "release" (user@UID keeps running)
+    or "teardown" (it had to be stopped with what was killed; systemd's
+    Description is then restored as by deactivate)."""
     out = Outcome(value="release")
 
     def body(us: UserSlice) -> None:
-        if not us.release(kill=kill, grace=grace, idle=idle):
+        if not us.release(kill=kill, grace=grace):
             _set_description(us, default_description(uid))
             out.value = "teardown"
+            return
+        if idle:
+            devices = None if us.apply(idle, since) else last
+            if cgroup_root is not None:
+                out.reading = us.read_back(cgroup_root, idle, devices)
+                out.verdict = enforcement.compare(idle, out.reading)
 
     _run(state, uid, out, body)
     return out

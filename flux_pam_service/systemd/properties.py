@@ -240,20 +240,19 @@ def idle(props: Optional[dict]) -> Optional[dict]:
     The user has no job left, so the slice shrinks from *props* (what it
     had, sdexec-mapper form) to the least systemd can express: the lowest
     of its CPUs (an empty AllowedCPUs would lift the limit), its memory
-    nodes and memory limits, and no device (DevicePolicy=closed, no
-    DeviceAllow: UserSlice.apply adds them).  None if *props* constrained
-    nothing (there is nothing to shrink).
+    nodes and memory limits, and no device (an empty DeviceAllow; the
+    policy stays closed).  The names are those of *props*, so that
+    changed() sends only what shrank.  None if *props* constrained nothing.
     """
     if not props or not has_constraints(props):
         return None
-    out = {
-        k: v
-        for k, v in props.items()
-        if k not in ("AllowedCPUs", "DevicePolicy", "DeviceAllow")
-    }
+    out = dict(props)
     cpus = props.get("AllowedCPUs")
     if cpus:
         ids = idset.decode(cpus) if isinstance(cpus, str) else set(cpus)
         out["AllowedCPUs"] = str(min(ids))
-    out["DevicePolicy"] = "closed"
+    if "DeviceAllow" in out:
+        out["DeviceAllow"] = ""
+    if out.get("DevicePolicy", "closed") == "auto" or not has_constraints(out):
+        out["DevicePolicy"] = "closed"
     return out

@@ -264,24 +264,18 @@ class UserSlice:
         if errors:
             raise errors[0]
 
-    def release(
-        self, kill: bool = False, grace: float = 30.0, idle: Optional[dict] = None
-    ) -> bool:
+    def release(self, kill: bool = False, grace: float = 30.0) -> bool:
         """The teardown's first half, for a user manager whose stop is delayed.
 
-        The slice gets *idle* (properties.idle() of what it had; None: left
-        as it is) and user@UID.service keeps running: a later teardown()
-        stops it, or a new job reuses it.  Returns True.  With *kill* and
-        processes outside user@UID.service, this is teardown(kill, grace)
-        instead, and returns False: systemd signals the whole slice (the
-        units a login leaves behind are not the module's to signal), which
-        ends the user manager too.
+        Nothing to do but return True, unless *kill* finds processes outside
+        user@UID.service: then this is teardown(kill, grace), which returns
+        False, since systemd signals the whole slice (the units a login
+        leaves behind are not the module's to signal), manager included.
+        The caller shrinks the slice (properties.idle) and keeps the manager.
         """
         if kill and self.orphans():
             self.teardown(kill=True, grace=grace)
             return False
-        if idle:
-            self.apply(idle)
         return True
 
     # ------------------------------------------------------------ read-back

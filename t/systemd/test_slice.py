@@ -244,7 +244,8 @@ def test_teardown_kills_sigterm_ignorer_with_sigkill(us, sd, spawn):
 def test_release_shrinks_the_slice_and_keeps_the_user_manager(us, sd):
     us.prepare(PROPS)
     invocation = sd.unit_property(us.service, "InvocationID")
-    assert us.release(kill=True, grace=10, idle=properties.idle(PROPS)) is True
+    assert us.release(kill=True, grace=10) is True
+    assert us.apply(properties.idle(PROPS), since=PROPS) is True  # DeviceAllow
     assert active(sd, us.service) == "active"
     assert slice_props(sd) == {
         "AllowedCPUs": {0},
@@ -264,7 +265,7 @@ def test_release_shrinks_the_slice_and_keeps_the_user_manager(us, sd):
 def test_release_with_processes_to_kill_is_the_teardown(us, sd, spawn):
     us.prepare(PROPS)
     spawn(us.slice, ["sleep", "600"])
-    assert us.release(kill=True, grace=10, idle=properties.idle(PROPS)) is False
+    assert us.release(kill=True, grace=10) is False
     assert settled_processes(us) == []
     assert active(sd, us.service) == "inactive"
     assert_reverted(sd)
@@ -273,10 +274,9 @@ def test_release_with_processes_to_kill_is_the_teardown(us, sd, spawn):
 def test_release_without_kill_leaves_what_the_user_left(us, sd, spawn):
     us.prepare(PROPS)
     spawn(us.slice, ["sleep", "600"])
-    assert us.release(kill=False, idle=properties.idle(PROPS)) is True
+    assert us.release(kill=False) is True
     assert active(sd, us.service) == "active"
     assert "sleep 600" in [cmd for _, _, cmd in us.orphans()]
-    assert slice_props(sd)["AllowedCPUs"] == {0}
 
 
 def test_teardown_with_kill_but_no_orphans_sends_no_signal(us, sd):

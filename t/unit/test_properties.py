@@ -205,12 +205,12 @@ def test_an_idle_slice_keeps_one_cpu_its_memory_and_no_device():
     assert idle == {
         "AllowedCPUs": "3",
         "AllowedMemoryNodes": "0-1",
+        "DeviceAllow": "",
         "MemoryMax": "1G",
-        "DevicePolicy": "closed",
     }
-    dbus = dict(to_dbus(idle))
-    assert dbus["AllowedCPUs"] == ("ay", properties.bitmap("3"))
-    assert "DeviceAllow" not in dbus  # UserSlice.apply empties it
+    # the same names: only what shrank is sent
+    assert properties.changed(had, idle) == {"AllowedCPUs": "3", "DeviceAllow": ""}
+    assert ("DeviceAllow", ("a(ss)", [])) in to_dbus(idle)
 
 
 @pytest.mark.parametrize("had", [None, {}, {"AllowedCPUs": ""}])
@@ -218,9 +218,14 @@ def test_an_unconstrained_slice_has_nothing_to_shrink(had):
     assert properties.idle(had) is None
 
 
-def test_a_gpu_only_slice_shrinks_to_no_device():
+def test_a_gpu_only_slice_shrinks_to_no_device_with_a_closed_policy():
     assert properties.idle({"DeviceAllow": "/dev/nvidia0 rw"}) == {
-        "DevicePolicy": "closed"
+        "DeviceAllow": "",
+        "DevicePolicy": "closed",
+    }
+    assert properties.idle({"DevicePolicy": "auto", "AllowedCPUs": "1-2"}) == {
+        "DevicePolicy": "closed",
+        "AllowedCPUs": "1",
     }
 
 

@@ -16,6 +16,7 @@ from flux_pam_service.core import idset, rv1
 from flux_pam_service.core.config import PamConfig
 from flux_pam_service.core.rv1 import Resources
 from flux_pam_service.systemd.client import DBusError
+from flux_pam_service.systemd.enforcement import Verdict
 from flux_pam_service.systemd.operations import Outcome, description
 from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError
 
@@ -509,17 +510,13 @@ def test_with_a_stop_delay_the_slice_is_released_at_once_and_logins_refused(worl
     (op,) = world.slice_ops()
     # the slice shrinks at once: one CPU of the union, no device
     assert op.action == "release"
-    assert op.props == {
-        "AllowedCPUs": "0",
-        "AllowedMemoryNodes": "0",
-        "DevicePolicy": "closed",
-    }
+    assert op.props == {"AllowedCPUs": "0", "AllowedMemoryNodes": "0"}
     s.waiters.perilog("hk", 1, "housekeeping")
     world.complete("release")
     assert world.answered("hk")[1]["result"] == "torn-down"
     assert world.slice_ops() == []  # user@ is not stopped yet
     assert world.pending_timers() == [10.0]
-    assert s.users[ALICE].verdict is None
+    assert s.users[ALICE].applied == op.props
 
 
 def test_the_user_manager_stops_when_the_delay_passes_without_a_job(world):
@@ -587,3 +584,16 @@ def test_a_release_that_must_kill_stops_the_user_manager_at_once(world):
     s.job_start(2, ALICE, R("1"))
     world.answer_lookups()
     assert [op.action for op in world.slice_ops()] == ["prepare"]
+
+
+def test_a_job_with_the_idle_slices_properties_needs_no_operation(world):
+    s = world.scheduler(DELAYED)
+    prepared(world, s, cores="0-1")
+    s.job_end(1)
+    world.complete("release", verdict=Verdict())  # the idle slice, read back
+    s.job_start(2, ALICE, R("0"))  # its union is the idle slice's: core 0
+    world.answer_lookups()
+    assert world.slice_ops() == []
+    s.waiters.attach("attach", ALICE, "flux-pam-7.scope")
+    assert world.answered("attach") == ("reply", {"attached": True})
+    assert s.users[ALICE].verdict == Verdict()
