@@ -32,12 +32,12 @@ from flux_pam_service.broker import (
     admission,
     dispatcher,
     profiling,
-    responses,
     status,
     workers,
 )
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
+from flux_pam_service.broker.sender import Sender
 from flux_pam_service.core import config, rpcs, rv1
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.systemd import enforcement
@@ -114,6 +114,7 @@ class PamModule(BrokerModule):
         self.config_watch: Any = None
         self.journal: Optional[JournalFollower] = None
         self._config_watch()
+        self.sender = Sender(h, self._send_failed)
         if self.rank == 0:
             self.journal = JournalFollower(h, self.size, self._send, self.sched)
             self.journal.start()
@@ -248,16 +249,14 @@ class PamModule(BrokerModule):
         if rank == self.rank:
             self.sched.guard(topic, self._deliver, topic, payload)
             return
+        try:
+            self.sender.send(rank, topic, payload)
+        except OSError as exc:
+            self._send_failed(rank, topic, exc)
 
-        def done(f: Any) -> None:
-            try:
-                responses.payload(f)
-            except OSError as exc:
-                self.sched.stats["message-errors"] += 1
-                text = f"{topic} to rank {rank}: {errtext(exc)}"
-                self.log(log_level(exc), text)
-
-        self.handle.rpc(topic, payload, nodeid=rank).then(done)
+    def _send_failed(self, rank: int, topic: str, exc: OSError) -> None:
+        self.sched.stats["message-errors"] += 1
+        self.log(log_level(exc), f"{topic} to rank {rank}: {errtext(exc)}")
 
     def _deliver(self, topic: str, payload: dict) -> None:
         if topic == dispatcher.JOB_START:

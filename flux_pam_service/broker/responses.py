@@ -2,8 +2,8 @@
 
 ``Future.get()`` of flux-core's bindings makes a Flux handle object for every
 call (its ``@interruptible`` wrapper) and goes through the generic wrapper
-class; for the journal's six responses per job and the acknowledgements of
-``pam.job-*`` that cost more than the rest of their handling.  payload()
+class; for the journal's six responses per job that cost more than the rest
+of their handling.  payload()
 asks libflux-core directly, and falls back to ``get()`` for an error
 response, so that errors read as the bindings make them.
 """
