@@ -38,6 +38,11 @@ def _own(st: Stats, match: Callable[[Key], bool]) -> float:
     return sum(v[2] for k, v in st.items() if match(k))
 
 
+def _cums(*matches: Callable[[Key], bool]) -> Callable[[Stats], float]:
+    """The inclusive time of each of *matches*, summed."""
+    return lambda st: sum(_cum(st, m) for m in matches)
+
+
 def _edge(st: Stats, callee: Callable[[Key], bool], caller: Callable[[Key], bool]):
     """Inclusive time of *callee* when called from *caller*."""
     total = 0.0
@@ -71,7 +76,7 @@ PARTS: List[Tuple[str, str, Callable[[Stats], float]]] = [
     (
         "  dispatcher",
         "Dispatcher.event: per-rank R, messages",
-        lambda st: _cum(st, _is("dispatcher.py", "event")),
+        _cums(_is("dispatcher.py", "event")),
     ),
     (
         "rank-0 RPC",
@@ -94,12 +99,12 @@ PARTS: List[Tuple[str, str, Callable[[Stats], float]]] = [
     ),
     (
         "systemd operations",
-        "prepare/apply/teardown on the worker threads (inclusive)",
-        lambda st: (
-            _cum(st, _is("operations.py", "activate"))
-            + _cum(st, _is("operations.py", "deactivate"))
-            + _cum(st, _is("operations.py", "unconstrain"))
-            + _cum(st, _is("operations.py", "stop_manager"))
+        "prepare/apply/release/teardown on the worker threads (inclusive)",
+        _cums(
+            *(
+                _is("operations.py", name)
+                for name in ("activate", "deactivate", "unconstrain", "release")
+            )
         ),
     ),
     (
@@ -110,12 +115,12 @@ PARTS: List[Tuple[str, str, Callable[[Stats], float]]] = [
     (
         "  read-back (verdict)",
         "UserSlice.read_back after a constraining operation",
-        lambda st: _cum(st, _is("user_slice.py", "read_back")),
+        _cums(_is("user_slice.py", "read_back")),
     ),
     (
         "read-back for pam.status",
         "UserSlice.state after every operation (off the job's path)",
-        lambda st: _cum(st, _is("user_slice.py", "state")),
+        _cums(_is("user_slice.py", "state")),
     ),
     (
         "worker hand-off",
@@ -147,7 +152,7 @@ PARTS: List[Tuple[str, str, Callable[[Stats], float]]] = [
     (
         "pam.prolog requests",
         "the benchmark's probe (one per job), handled (inclusive)",
-        lambda st: _cum(st, _is("module.py", "prolog")),
+        _cums(_is("module.py", "prolog")),
     ),
 ]
 

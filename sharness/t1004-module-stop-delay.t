@@ -8,20 +8,20 @@ the same manager (its InvocationID does not change) and is read back; after
 the delay, the manager is stopped and the slice reverted.'
 
 . "$(dirname "$0")"/lib/init.sh
-
 flux_pam_require_flux
 flux_pam_require_testbed
 
+# a delay long enough for the tests to see the kept manager
 cat >"$(flux_pam_confdir)"/pam.toml <<EOF
+[exec]
+sdexec-constrain-resources = true
+
 [pam]
+user-stop-delay = "4s"
 manage-user-slice = true
 kill-user-slice = true
 kill-slice-grace-time = "2s"
-user-stop-delay = "4s"
 debug = true
-
-[exec]
-sdexec-constrain-resources = true
 EOF
 
 test_under_flux_pam 1

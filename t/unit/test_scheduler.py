@@ -564,19 +564,23 @@ def test_a_stop_delay_set_to_zero_stops_a_kept_user_manager_at_once(world):
     assert [op.action for op in world.slice_ops()] == ["teardown"]
 
 
-def test_survivors_of_the_release_drain_the_node_and_stop_the_manager(world):
+def ended(world):
+    """A scheduler with a stop delay where Alice's only job (0-1) ended."""
     s = world.scheduler(DELAYED)
     prepared(world, s, cores="0-1")
     s.job_end(1)
+    return s
+
+
+def test_survivors_of_the_release_drain_the_node_and_stop_the_manager(world):
+    ended(world)
     world.complete("release", exc=SurvivorsError("user-1000.slice", [(5, "x")]))
     assert len(world.drains) == 1
     assert [op.action for op in world.slice_ops()] == ["teardown"]
 
 
 def test_a_release_that_must_kill_stops_the_user_manager_at_once(world):
-    s = world.scheduler(DELAYED)
-    prepared(world, s, cores="0-1")
-    s.job_end(1)
+    s = ended(world)
     # processes were left outside user@: they and user@ went (operations.release)
     world.complete("release", value="teardown")
     assert s.users.get(ALICE) is None or s.users[ALICE].prepared is False
@@ -587,9 +591,7 @@ def test_a_release_that_must_kill_stops_the_user_manager_at_once(world):
 
 
 def test_a_job_with_the_idle_slices_properties_needs_no_operation(world):
-    s = world.scheduler(DELAYED)
-    prepared(world, s, cores="0-1")
-    s.job_end(1)
+    s = ended(world)
     world.complete("release", verdict=Verdict())  # the idle slice, read back
     s.job_start(2, ALICE, R("0"))  # its union is the idle slice's: core 0
     world.answer_lookups()
