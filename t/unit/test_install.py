@@ -140,9 +140,11 @@ def test_install_without_flux_core_installs_the_rest_and_says_why(tmp_path):
             "install",
             f"DESTDIR={d}",
             "FLUX_CORE_PC=",
+            *NO_FLUX,
         ],
         capture_output=True,
         text=True,
+        env=dict(os.environ, PKG_CONFIG_PATH=""),
     )
     assert proc.returncode == 0, proc.stderr
     assert "pam_flux.so was NOT built or installed: flux-core not found" in proc.stderr
