@@ -2,7 +2,7 @@
 #
 #   make deps       install what the tests need (apt, pip); run as root
 #   make check      run every test tier; the last line is "N passed, N failed, N skipped"
-#   make install    install into $(DESTDIR)$(PREFIX); see doc/guide/install.rst
+#   make install    install into $(DESTDIR)$(PREFIX); see doc/guide/admin.rst
 #   make uninstall  remove what install put there
 #   make bench      run the benchmarks in bench/
 

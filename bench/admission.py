@@ -47,7 +47,7 @@ the host at the largest K, the user-space instructions per pamtester run of
 each stack (perf stat), a figure that does not move with the machine's load.
 
 Output: a table (p50/p95 in ms; pam_flux's p50 and p95 minus pam_permit's),
-bench/results/admission-TIME.json and .png.
+bench/results/admission-latest.json and .png.
 """
 
 import argparse
@@ -106,6 +106,7 @@ def inner_serve(args: dict) -> dict:
     """Hold K jobs for each K in turn; time the broker request alone."""
     import flux
     import flux.job
+    import guestjobs
 
     h = flux.Flux()
     uri = h.attr_get("local-uri")
@@ -113,14 +114,24 @@ def inner_serve(args: dict) -> dict:
     js = flux.job.JobspecV1.from_command(["true"])
     js.setattr("system.exec.test.run_duration", "3h")
     js.cwd = "/tmp"
-    if args["mode"] == "service":
-        js.setattr("system.flux-pam.test-userid", uid)
     spec = js.dumps()
+    if args["mode"] == "service":
+        # the user's own jobs in root's instance (t/guestjobs.py)
+        as_user = guestjobs.handle_as(uid)
+
+        def submit(n: int) -> list:
+            return guestjobs.submit(uid, spec, n, handle=as_user)
+
+    else:
+
+        def submit(n: int) -> list:
+            futures = [flux.job.submit_async(h, spec) for _ in range(n)]
+            return [f.get_id() for f in futures]
+
     active: list = []
     steps = []
     for k in args["counts"]:
-        futures = [flux.job.submit_async(h, spec) for _ in range(k - len(active))]
-        active += [f.get_id() for f in futures]
+        active += submit(k - len(active))
         _wait_count(h, "run", len(active))
         samples, answers = [], None
         if args["mode"] == "service":
@@ -292,6 +303,7 @@ def measure_mode(mode: str, uid: int, places: list, counts: list, samples: int) 
     tomls = resource_toml(work)
     if mode == "service":
         tomls["pam.toml"] = "[pam]\nmanage-user-slice = false\n"
+        tomls["testexec.toml"] = bl.GUESTS_TOML
         owner = None
     else:
         tomls["access.toml"] = "[access]\nallow-root-owner = true\n"

@@ -10,9 +10,11 @@ Test instances are started the way sharness/sharness.d/flux-pam.sh does:
 ``flux start --test-size=N -c CONFDIR`` with this tree's module directory on
 FLUX_MODULE_PATH_PREPEND and its modprobe files on FLUX_MODPROBE_PATH_APPEND,
 so the ``pam`` module is loaded by modprobe whenever the config has a
-``[pam]`` table.  The measuring code runs inside the instance as the initial
-program (``flux python SCRIPT --inner ...``) and hands its figures back in a
-JSON file.
+``[pam]`` table; an instance of root runs in t/node-view (its own
+/run/flux-pam, the test bed's cgroup2 tree).  Jobs of other users are their
+own, submitted as them (t/guestjobs.py; GUESTS_TOML lets them run).  The
+measuring code runs inside the instance as the initial program (``flux
+python SCRIPT --inner ...``) and hands its figures back in a JSON file.
 
 Interface:
     TOP, RESULTS, LOGDIR
@@ -35,6 +37,7 @@ Interface:
     module_pid(broker_pid, name) -> pid | None
     cpu_seconds(pid) -> float; rss_bytes(pid) -> int
     testbed(keep) -> context manager giving the test bed env (or None)
+    GUESTS_TOML                     config letting guests' jobs run (testexec)
 """
 
 import contextlib
@@ -55,6 +58,9 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(TOP, "bench", "results"))
 LOGDIR = os.path.join(RESULTS, "tmp")
 FLUX_CANDIDATES = ("/opt/flux/bin/flux", "/usr/src/flux-core/src/cmd/flux")
+NODE_VIEW = os.path.join(TOP, "t", "node-view")
+#: guests' jobs run under the test execution (t/guestjobs.py)
+GUESTS_TOML = "[exec.testexec]\nallow-guests = true\n"
 
 # ------------------------------------------------------------------ numbers
 
@@ -218,9 +224,9 @@ def machine() -> dict:
 def instance_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The environment of a test instance with this tree's module."""
     env = dict(os.environ)
-    env["FLUX_MODULE_PATH_PREPEND"] = os.path.join(TOP, "flux_pam_service", "brokermod")
+    env["FLUX_MODULE_PATH_PREPEND"] = os.path.join(TOP, "modules")
     env["FLUX_MODPROBE_PATH_APPEND"] = os.path.join(TOP, "etc", "flux", "modprobe")
-    py = [TOP, os.path.join(TOP, "bench")]
+    py = [TOP, os.path.join(TOP, "bench"), os.path.join(TOP, "t")]
     if env.get("PYTHONPATH"):
         py.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = ":".join(py)
@@ -298,6 +304,8 @@ class Inner:
         if user:
             os.chmod(LOGDIR, 0o777)
             argv = ["runuser", "-u", user, "--"] + argv
+        elif os.geteuid() == 0:
+            argv = [NODE_VIEW] + argv
         self.proc = subprocess.Popen(
             argv, env=instance_env(env), stdin=subprocess.DEVNULL
         )

@@ -5,11 +5,11 @@ Against systemd 252 in the test bed (t/testbed.py): reuses the one named by
 $FLUX_PAM_TESTBED, else boots one and takes it down afterwards.  Run as root.
 
     bench/dbus_floor.py [-n N] [--slice-n M]     the raw D-Bus floor (jeepney,
-        through flux_pam_service.systemd) next to UserSlice.apply / prepare /
-        teardown; table on stdout, JSON in bench/results/dbus_floor-TIME.json
+        through flux_pam_service.systemd.client) next to UserSlice.apply / prepare /
+        teardown; table on stdout, JSON in bench/results/dbus_floor-latest.json
     bench/dbus_floor.py --libs [-n N]            GetUnit and SetUnitProperties
         with each D-Bus library that imports (jeepney, dbus-python, dbus-fast,
-        sdbus); JSON in bench/results/dbus-libs-TIME.json.  Run it with a
+        sdbus); JSON in bench/results/dbus-libs-latest.json.  Run it with a
         Python that has the extra libraries (a venv made with
         --system-site-packages) to include them.
 
@@ -27,7 +27,7 @@ Calls (all from the host over the container's system bus socket):
         without read-back   UserSlice.apply
         with read-back      UserSlice.apply, then what the module does after
                             it: UserSlice.read_back (cgroup files below the
-                            container's cgroup root, FLUX_PAM_CGROUP_ROOT, and
+                            container's cgroup root, FLUX_PAM_TESTBED_CGROUP, and
                             two pipelined Gets) and enforcement.compare
         read-back alone     read_back + compare
 """
@@ -47,14 +47,14 @@ sys.path.insert(0, os.path.join(TOP, "t"))
 
 import testbed as tb  # noqa: E402
 
-from flux_pam_service import enforcement, properties  # noqa: E402
-from flux_pam_service.slice import UserSlice  # noqa: E402
-from flux_pam_service.systemd import (  # noqa: E402
+from flux_pam_service.systemd import enforcement, properties  # noqa: E402
+from flux_pam_service.systemd.client import (  # noqa: E402
     MANAGER,
     MANAGER_PATH,
     SYSTEMD,
     Systemd,
 )
+from flux_pam_service.systemd.user_slice import UserSlice  # noqa: E402
 
 RESULTS = os.path.join(TOP, "bench", "results")
 SLICE = "user-1000.slice"
@@ -129,9 +129,10 @@ def table(rows: dict, title: str) -> str:
 def write(kind: str, data: dict) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}.json")
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+    for name in (path, os.path.join(RESULTS, f"{kind}-latest.json")):
+        with open(name, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
     return path
 
 
@@ -181,7 +182,7 @@ def bench_floor(bed: tb.Testbed, n: int, slice_n: int) -> dict:
     us.teardown(kill=True, grace=5)
     rows["UserSlice.apply"] = timeit(lambda: us.apply(UNION), n)
 
-    root = bed.env()["FLUX_PAM_CGROUP_ROOT"]
+    root = bed.env()["FLUX_PAM_TESTBED_CGROUP"]
 
     def read_back() -> None:
         enforcement.compare(UNION, us.read_back(root, UNION))

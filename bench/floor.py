@@ -24,7 +24,7 @@ side) is reported next to it.  Each module operation includes the
 enforcement read-back (on its worker thread, before the prolog is
 answered); the read for pam.status (UserSlice.state()) follows the answer.
 
-Output: a table, bench/results/floor-TIME.json and .png.
+Output: a table, bench/results/floor-latest.json and .png.
 """
 
 import argparse
@@ -50,7 +50,7 @@ PAM_TOML = (
 def inner_module(args: dict) -> dict:
     import flux
 
-    from flux_pam_service import rv1
+    from flux_pam_service.core import rv1
 
     h = flux.Flux()
     host = h.attr_get("hostname")
@@ -127,7 +127,6 @@ def to_ms(row: dict) -> dict:
 
 
 def measure(bed, n: int, slice_n: int, module_n: int, cycles: int) -> dict:
-    import tempfile
 
     import dbus_floor
 
@@ -148,21 +147,16 @@ def measure(bed, n: int, slice_n: int, module_n: int, cycles: int) -> dict:
             ["systemctl", "-M", bed.name, "stop", "flux-pam-bench-anchor.service"],
             capture_output=True,
         )
-    lockdir = tempfile.mkdtemp(prefix="flux-pam-bench-lock.")
     env = dict(bed.env())
-    env["FLUX_PAM_LOCK_DIR"] = lockdir
-    try:
-        mod = bl.run_inner(
-            os.path.abspath(__file__),
-            "module",
-            {"n": module_n, "cycles": cycles},
-            1,
-            {"pam.toml": PAM_TOML},
-            env=env,
-            tag="floor-module",
-        )
-    finally:
-        subprocess.run(["rm", "-rf", lockdir])
+    mod = bl.run_inner(
+        os.path.abspath(__file__),
+        "module",
+        {"n": module_n, "cycles": cycles},
+        1,
+        {"pam.toml": PAM_TOML},
+        env=env,
+        tag="floor-module",
+    )
     rows = {k: to_ms(v) for k, v in raw.items()}
     worker = mod.pop("worker_ms_per_op")
     mod.pop("flux_start_rc", None)

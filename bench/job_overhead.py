@@ -16,10 +16,12 @@ on a machine whose load drifts:
     fallback  perilog.so with the repo's flux-pam-prolog (per rank) and
               flux-pam-housekeeping; the module is not loaded
 
-In each, for every N and user count U: N jobs of ``true`` (1 core) are
-submitted at once, as ``flux submit --cc=1-N`` does (bulk asynchronous
-submission from the measuring process), job i belonging to uid 1000 + i mod U
-through the test-only user mapping (system.flux-pam.test-userid).
+In each, for every N and user count U: N jobs (1 core) are submitted at
+once, as ``flux submit --cc=1-N`` does (bulk asynchronous submission from
+the measuring process), job i belonging to uid 1000 + i mod U: the users'
+own jobs, submitted as them (t/guestjobs.py).  They run under job-exec's
+test execution for RUN_DURATION and start no process, so a job's cost is
+that of the instance and of slice management, without a job shell.
 
 Measured, per job, from the job-manager journal (event timestamps):
     alloc -> start           what the user waits for
@@ -48,7 +50,7 @@ Fallback mode runs a Python prolog and housekeeping per job and manages
 about one job per second on a 2-core machine, so by default it runs only the
 N <= 100 cases (--fallback-max-n 1000 adds about 35 minutes).
 
-Output: a table, bench/results/job_overhead-TIME.json and .png.
+Output: a table, bench/results/job_overhead-latest.json and .png.
 """
 
 import argparse
@@ -76,6 +78,8 @@ JOURNAL_EVENTS = (
     "clean",
 )
 BASE_UID = 1000
+#: how long a job runs under the test execution (it starts no process)
+RUN_DURATION = "0.01s"
 
 
 # ------------------------------------------------------------------ configs
@@ -97,6 +101,10 @@ PAM_TOML = (
 
 
 def boot_config(mode: str) -> dict:
+    return {**_boot_config(mode), "testexec.toml": bl.GUESTS_TOML}
+
+
+def _boot_config(mode: str) -> dict:
     if mode == "service":
         return {"pam.toml": PAM_TOML}
     if mode == "fallback":
@@ -160,14 +168,16 @@ def _wait_quiet(h, mode: str, timeout: float = 120.0) -> None:
 def _batch(h, n: int, users: int, probe: bool) -> dict:
     """Submit n jobs, follow them to clean; return raw per-job records."""
     import flux.job
+    import guestjobs
     from flux.constants import FLUX_RPC_NORESPONSE, FLUX_RPC_STREAMING
 
-    specs = []
-    for u in range(users):
-        js = flux.job.JobspecV1.from_command(["true"])
-        js.setattr("system.flux-pam.test-userid", BASE_UID + u)
-        js.cwd = "/tmp"
-        specs.append(js.dumps())
+    js = flux.job.JobspecV1.from_command(["true"])
+    js.setattr("system.exec.test.run_duration", RUN_DURATION)
+    js.cwd = "/tmp"
+    spec = js.dumps()
+    # each user's own jobs, submitted as them (t/guestjobs.py)
+    signed = [guestjobs.sign_as(BASE_UID + u, spec) for u in range(users)]
+    handles = [guestjobs.handle_as(BASE_UID + u) for u in range(users)]
     events: dict = {}
     submitted: dict = {}
     probes: dict = {}
@@ -218,17 +228,15 @@ def _batch(h, n: int, users: int, probe: bool) -> dict:
     )
     journal.then(journal_cb)
 
-    def submit_cb(f, i: int) -> None:
-        try:
-            submitted[f.get_id()] = BASE_UID + i % users
-        except OSError as exc:
-            state["error"] = f"submit: {exc}"
-            h.reactor_stop()
-        maybe_done()
-
     t0 = time.time()
-    for i in range(n):
-        flux.job.submit_async(h, specs[i % users]).then(submit_cb, i)
+    futures = [
+        flux.job.submit_async(handles[i % users], signed[i % users], pre_signed=True)
+        for i in range(n)
+    ]
+    # the users' handles have reactors of their own: their answers are
+    # awaited here, while the journal's wait in this handle's queue
+    for i, f in enumerate(futures):
+        submitted[f.get_id()] = BASE_UID + i % users
     h.reactor_run()
     t1 = time.time()
     h.rpc(
@@ -389,14 +397,12 @@ def measure(
             runs = [r for r in allruns if mode != "fallback" or r[0] <= fallback_max_n]
             if not runs:
                 continue
-            lockdir = tempfile.mkdtemp(prefix="flux-pam-bench-lock.")
-            tmpdirs.append(lockdir)
             env = dict(bed.env())
-            env["FLUX_PAM_LOCK_DIR"] = lockdir
             env["FLUX_PAM_SCRIPTS_DEBUG"] = "0"
             env["FLUX_BENCH_FLUX"] = bl.find_flux()
             env["PYTHONPATH"] = ":".join(
-                [bl.TOP, os.path.join(bl.TOP, "bench")] + ([fbpath] if fbpath else [])
+                [bl.TOP, os.path.join(bl.TOP, "bench"), os.path.join(bl.TOP, "t")]
+                + ([fbpath] if fbpath else [])
             )
             fallback_conf = None
             if mode == "fallback":

@@ -14,12 +14,12 @@ module   a single-broker test instance with the pam module loaded
          jobs; then it ends every job with pam.job-end and reads it again.
          The slope of a least-squares line through (jobs, RSS) is the cost
          per job; the residuals show whether growth is linear.
-core     in this process, with tracemalloc: flux_pam_service.state.UserTable
-         (the per-rank state) and flux_pam_service.dispatch.Dispatcher
+core     in this process, with tracemalloc: flux_pam_service.core.jobs.UserTable
+         (the per-rank state) and flux_pam_service.broker.dispatcher.Dispatcher
          (rank 0's per-job record, fed submit + alloc events) with the same
          J jobs; bytes per job from the traced allocations.
 
-Output: a table, bench/results/memory-TIME.json and .png.
+Output: a table, bench/results/memory-latest.json and .png.
 """
 
 import argparse
@@ -51,7 +51,7 @@ def fit(xs: list, ys: list) -> dict:
 
 
 def _R(rank: int, core: int, host: str) -> dict:
-    from flux_pam_service import rv1
+    from flux_pam_service.core import rv1
 
     return rv1.make_R(rank, rv1.Resources(cores=frozenset([core])), host)
 
@@ -111,14 +111,16 @@ def inner_module(args: dict) -> dict:
 
 
 def core(jobs: int, users: int) -> dict:
-    from flux_pam_service import dispatch, rv1, state
+    from flux_pam_service.broker import dispatcher
+    from flux_pam_service.core import rv1
+    from flux_pam_service.core.jobs import UserTable
 
     step = max(1, jobs // 10)
     out = {}
     tracemalloc.start()
     # UserTable
     base = tracemalloc.get_traced_memory()[0]
-    table = state.UserTable(0)
+    table = UserTable(0)
     xs, ys = [0], [0]
     for i in range(jobs):
         res = rv1.local(_R(0, i % NCORES, "node0"), 0)
@@ -130,7 +132,7 @@ def core(jobs: int, users: int) -> dict:
     del table
     # Dispatcher (rank 0)
     base = tracemalloc.get_traced_memory()[0]
-    d = dispatch.Dispatcher(False)
+    d = dispatcher.Dispatcher()
     xs, ys = [0], [0]
     for i in range(jobs):
         jobid = 10**12 + i

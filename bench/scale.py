@@ -18,11 +18,11 @@ The same job size in the 4- and the 16-broker instance shows whether the
 per-job cost depends on the instance size.  A least-squares line per job
 (cost = a + b x nodes) over the 16-broker figures gives the estimate for a
 4,000-node system instance at 100 jobs/s.  Also timed in this process:
-flux_pam_service.dispatch.Dispatcher alone (the journal events of one job
+flux_pam_service.broker.dispatcher.Dispatcher alone (the journal events of one job
 of N nodes, N up to 4,000), i.e. the CPU the dispatch logic costs without
 any messaging.
 
-Output: a table, bench/results/scale-TIME.json and .png.
+Output: a table, bench/results/scale-latest.json and .png.
 """
 
 import argparse
@@ -41,6 +41,8 @@ ESTIMATE_NODES = 4000
 ESTIMATE_RATE = 100.0
 ESTIMATE_SIZES = (1, 16, 128)
 CORE_SIZES = [1, 4, 16, 128, 1000, 4000]
+#: the jobs' user: their own jobs, submitted as them (t/guestjobs.py)
+UID = 1000
 
 
 def fit(xs: list, ys: list) -> tuple:
@@ -57,8 +59,10 @@ def fit(xs: list, ys: list) -> tuple:
 def inner_jobs(args: dict) -> dict:
     import flux
     import flux.job
+    import guestjobs
 
     h = flux.Flux()
+    as_user = guestjobs.handle_as(UID)
     size = int(h.attr_get("size"))
     pid = bl.module_pid(int(h.attr_get("broker.pid")))
     if pid is None:
@@ -84,19 +88,16 @@ def inner_jobs(args: dict) -> dict:
     for nodes in [n for n in NODES if n <= size]:
         js = flux.job.JobspecV1.from_command(["true"], num_tasks=nodes, num_nodes=nodes)
         js.setattr("system.exec.test.run_duration", "0.01s")
-        js.setattr("system.flux-pam.test-userid", 1000)
         js.cwd = "/tmp"
         spec = js.dumps()
         # one unmeasured job of this size first
-        flux.job.submit(h, spec, waitable=False)
+        guestjobs.submit(UID, spec, handle=as_user)
         wait_inactive()
         time.sleep(0.5)
         s0 = h.rpc("pam.stats-get", {}).get()
         started0, cpu0 = all_started(), bl.cpu_seconds(pid)
         t0 = time.monotonic()
-        futures = [flux.job.submit_async(h, spec) for _ in range(args["jobs"])]
-        for f in futures:
-            f.get_id()
+        guestjobs.submit(UID, spec, args["jobs"], handle=as_user)
         wait_inactive()
         time.sleep(0.5)  # let the last job-end messages be answered
         wall = time.monotonic() - t0
@@ -124,7 +125,8 @@ def inner_jobs(args: dict) -> dict:
 
 def dispatcher_cost(sizes: list, reps: int) -> list:
     """CPU time (us) of Dispatcher.event for one job's events, per size."""
-    from flux_pam_service import dispatch, idset
+    from flux_pam_service.broker import dispatcher
+    from flux_pam_service.core import idset
 
     out = []
     for nodes in sizes:
@@ -137,7 +139,7 @@ def dispatcher_cost(sizes: list, reps: int) -> list:
                 "nodelist": [f"node[0-{nodes - 1}]"],
             },
         }
-        d = dispatch.Dispatcher(False)
+        d = dispatcher.Dispatcher()
         msgs = 0
         n = max(2, min(reps, 4000 // nodes))
         t0 = time.process_time()
@@ -180,7 +182,10 @@ def measure(sizes: list, jobs: int, core_sizes: list, reps: int) -> dict:
             "jobs",
             {"jobs": jobs},
             size,
-            {"pam.toml": "[pam]\nmanage-user-slice = false\n"},
+            {
+                "pam.toml": "[pam]\nmanage-user-slice = false\n",
+                "testexec.toml": bl.GUESTS_TOML,
+            },
             tag=f"scale-{size}",
         )
         res["wall_s"] = time.monotonic() - t0

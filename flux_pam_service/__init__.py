@@ -1,9 +1,9 @@
 """flux-pam-service: login admission and user-slice management for Flux nodes.
 
-The package is split into a core that imports neither Flux nor systemd
-(:mod:`.fsd`, :mod:`.idset`, :mod:`.rv1`, :mod:`.jobid`, :mod:`.config`,
-:mod:`.state`) and thin adapters around it (D-Bus, broker module, PAM,
-command line).
+``core`` (formats and per-user state, standard library only), ``broker`` (the
+``pam`` broker module), ``systemd`` (the D-Bus side), ``perilog`` (the
+prolog.d and housekeeping.d drop-ins) and ``cli`` (``flux pam``);
+doc/design.rst has the architecture.
 """
 
 __version__ = "0.1.0"

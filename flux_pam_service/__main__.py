@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from flux_pam_service.cli import main
 
 sys.exit(main())

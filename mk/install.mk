@@ -8,7 +8,7 @@
 #   make uninstall-config  removes them again if unchanged
 #
 # Nothing is fetched: the package is copied, not built with pip.  The layout
-# is in doc/guide/admin.rst ("Installing").
+# is in doc/guide/admin.rst ("1. Install").
 #
 # flux's own directories are asked of flux-core and flux-security themselves
 # (mk/fluxdirs.py): pkg-config (flux-core.pc, flux-security.pc; set
@@ -120,7 +120,7 @@ INSTALL_TABLE = \
   $(BUILDDIR)/flux-pam.py,$(FLUXLIBEXECDIR)/cmd/flux-pam.py,0755 \
   libexec/prolog.d/flux-pam-prolog,$(FLUXLIBEXECDIR)/prolog.d/flux-pam-prolog,0755 \
   libexec/housekeeping.d/flux-pam-housekeeping,$(FLUXLIBEXECDIR)/housekeeping.d/flux-pam-housekeeping,0755 \
-  flux_pam_service/brokermod/pam.py,$(FLUXMODDIR)/pam.py,0644 \
+  modules/pam.py,$(FLUXMODDIR)/pam.py,0644 \
   $(foreach f,$(MODPROBE_TOML),$(f),$(FLUXDATADIR)/modprobe/modprobe.d/$(notdir $(f)),0644) \
   $(foreach f,$(MODPROBE_RC1),$(f),$(FLUXLIBEXECDIR)/modprobe/rc1.d/$(notdir $(f)),0644) \
   $(foreach f,$(MODPROBE_RC3),$(f),$(FLUXLIBEXECDIR)/modprobe/rc3.d/$(notdir $(f)),0644) \

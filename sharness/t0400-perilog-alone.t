@@ -20,7 +20,7 @@ U=$PERILOG_UID
 job_cores() {
 	flux job info "$1" R | "${PYTHON:-python3}" -c '
 import json, sys
-from flux_pam_service import idset, rv1
+from flux_pam_service.core import idset, rv1
 print(idset.encode(rv1.local(json.load(sys.stdin), int(sys.argv[1])).cores))
 ' "${2:-0}"
 }
@@ -74,15 +74,15 @@ test_expect_success 'prolog starts user@, constrains the slice and writes the ma
 	slice_cpus_are "$(job_cores $job1)" &&
 	test "$(slice_prop DevicePolicy)" = closed &&
 	marker_exists &&
-	test "$(stat -c %a "$FLUX_PAM_LOCK_DIR")" = 700 &&
-	test "$(stat -c %a "$FLUX_PAM_LOCK_DIR/uid.$U.lock")" = 600
+	test "$(stat -c %a "$PERILOG_LOCK_DIR")" = 700 &&
+	test "$(stat -c %a "$PERILOG_LOCK_DIR/uid.$U.lock")" = 600
 '
 test_expect_success CPUSET 'cpuset: the kernel enforces the union, the marker admits' '
-	test "$(slice_prop AllowedCPUs)" = "$(cat $FLUX_PAM_CGROUP_ROOT/user.slice/user-$U.slice/cpuset.cpus.effective)" &&
-	test ! -s "$FLUX_PAM_LOCK_DIR/uid.$U.active"
+	test "$(slice_prop AllowedCPUs)" = "$(cat $FLUX_PAM_TESTBED_CGROUP/user.slice/user-$U.slice/cpuset.cpus.effective)" &&
+	test ! -s "$PERILOG_LOCK_DIR/uid.$U.active"
 '
 test_expect_success !CPUSET 'no cpuset: the marker denies her logins, the job runs, the prolog says why' '
-	head -1 "$FLUX_PAM_LOCK_DIR/uid.$U.active" >marker.1 &&
+	head -1 "$PERILOG_LOCK_DIR/uid.$U.active" >marker.1 &&
 	test "$(cat marker.1)" = "deny: Access denied: CPU and memory node confinement is not enforced on this node; ask your administrator" &&
 	test "$(flux jobs -no {state} $job1)" = RUN &&
 	perilog_log prolog $job1 >job1.log &&
@@ -93,11 +93,11 @@ test_expect_success !CPUSET 'no cpuset: allow-unconfined-logins writes a marker 
 	pam_on "allow-unconfined-logins = true" &&
 	jobu=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $jobu start &&
-	test ! -s "$FLUX_PAM_LOCK_DIR/uid.$U.active" &&
+	test ! -s "$PERILOG_LOCK_DIR/uid.$U.active" &&
 	perilog_log prolog $jobu | grep "admitted unconfined" &&
 	pam_on &&
 	end_job $jobu &&
-	head -1 "$FLUX_PAM_LOCK_DIR/uid.$U.active" | grep "^deny: "
+	head -1 "$PERILOG_LOCK_DIR/uid.$U.active" | grep "^deny: "
 '
 test_expect_success 'a second job of the user on the rank widens the slice to the union' '
 	job2=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
@@ -130,10 +130,10 @@ test_expect_success 'prolog got an F58 id and housekeeping a decimal one: same j
 test_expect_success 'the executables accept FLUX_JOB_ID as F58 and as decimal' '
 	job3=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $job3 start &&
-	FLUX_JOB_ID=$(flux job id --to=dec $job3) FLUX_JOB_USERID=$(id -u) \
+	FLUX_JOB_ID=$(flux job id --to=dec $job3) FLUX_JOB_USERID=$U \
 		"$PERILOG_PROLOG" 2>dec.err &&
 	grep -E "$(perilog_tag prolog $job3)" dec.err &&
-	FLUX_JOB_ID=ƒ$(perilog_f58digits $job3) FLUX_JOB_USERID=$(id -u) \
+	FLUX_JOB_ID=ƒ$(perilog_f58digits $job3) FLUX_JOB_USERID=$U \
 		"$PERILOG_PROLOG" 2>f58.err &&
 	grep "0 other active job" f58.err &&
 	slice_cpus_are "$(job_cores $job3)" &&
@@ -213,8 +213,8 @@ test_expect_success 'linger off again: the next job of the user is managed' '
 '
 for mode in 0770 0707; do
 test_expect_success "lock directory mode $mode: prolog exception, rank drained, 'writable' logged" '
-	chmod '$mode' "$FLUX_PAM_LOCK_DIR" &&
-	test_when_finished "chmod 0700 \"$FLUX_PAM_LOCK_DIR\"" &&
+	chmod '$mode' "$PERILOG_LOCK_DIR" &&
+	test_when_finished "chmod 0700 \"$PERILOG_LOCK_DIR\"" &&
 	id=$(perilog_submit -n1 -c1 --requires=rank:0 sleep inf) &&
 	flux job wait-event -t 30 $id exception &&
 	flux job wait-event -t 30 -f json $id prolog-finish | jq -e ".context.status != 0" &&
@@ -224,7 +224,7 @@ test_expect_success "lock directory mode $mode: prolog exception, rank drained, 
 	flux resource drain -no {ranks} | grep -w 0 &&
 	! marker_exists &&
 	flux job wait-event -t 30 $id clean &&
-	chmod 0700 "$FLUX_PAM_LOCK_DIR" &&
+	chmod 0700 "$PERILOG_LOCK_DIR" &&
 	perilog_wait_hk_idle &&
 	flux resource undrain 0
 '

@@ -12,7 +12,7 @@ PERILOG_UID=1001
 . "$SHARNESS_TEST_DIRECTORY"/lib/perilog-stress.sh
 
 flux_pam_require_flux
-if ! test -f "$FLUX_PAM_SRCDIR/flux_pam_service/brokermod/pam.py"; then
+if ! test -f "$FLUX_PAM_SRCDIR/modules/pam.py"; then
 	skip_all="pam module not present"
 	test_done
 fi

@@ -9,9 +9,9 @@ Every case runs twice: with the pam broker module loaded, when pam_flux asks
 pam.check, and without it, when pam_flux falls back to job-list.
 
 The job user differs between the two: the module ignores the instance
-owner'"'"'s jobs, so with the module the job user is bob (jobs mapped to him
-with the test-only system.flux-pam.test-userid attribute), and without it the
-job user is alice, the instance owner, whose jobs are what job-list reports.
+owner'"'"'s jobs, so with the module the job user is bob (alice submits his
+jobs as him, as flux-core'"'"'s tests do: pam_submit), and without it the job
+user is alice, the instance owner, whose jobs are what job-list reports.
 The guest is nobody; the sub-instances that admit guests are alice'"'"'s.'
 
 . "$(dirname "$0")"/lib/init.sh
@@ -30,8 +30,7 @@ pamflux_users
 # job_submit [flux submit options] COMMAND...: a job of $JOBUSER
 job_submit() {
 	if test "$MODE" = module; then
-		as_owner flux submit \
-			--setattr=system.flux-pam.test-userid="$PAMFLUX_BOB_UID" "$@"
+		PAM_SUBMIT_VIA=as_owner pam_submit "$PAMFLUX_BOB_UID" "$@"
 	else
 		as_owner flux submit "$@"
 	fi

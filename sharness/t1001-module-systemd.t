@@ -6,8 +6,8 @@ All four brokers of the test instance share the one systemd of the test bed,
 so a user slice is shared by the ranks too.  The tests keep each user on one
 rank, except for a symmetric job spanning two ranks (the same local cores on
 each, so both ranks ask for the same properties and end together).  A
-restarted module only scans for slices marked with its own rank (test
-instances only).  The instance reaches the bus through a proxy
+restarted module only scans for slices marked with its own rank, as it does
+wherever several brokers share a node.  The instance reaches the bus through a proxy
 (lib/busproxy.py) that the tests stop to make systemd unreachable.'
 
 . "$(dirname "$0")"/lib/init.sh
@@ -75,7 +75,7 @@ test_expect_success CPUSET 'cpuset: the kernel enforces the union, pam.attach co
 	jq -e ".users[0].enforcement.state == \"enforced\"" enf &&
 	jq -e ".enforcement.state == \"enforced\" and .enforcement.uid == 1000" enf &&
 	cpus=$(prop user-1000.slice AllowedCPUs) &&
-	cg=$FLUX_PAM_CGROUP_ROOT/user.slice/user-1000.slice &&
+	cg=$FLUX_PAM_TESTBED_CGROUP/user.slice/user-1000.slice &&
 	test "$(cat $cg/cpuset.cpus.effective)" = "$cpus" &&
 	test "$(jq -r .users[0].enforcement.effective.cpus enf)" = "$cpus"
 '

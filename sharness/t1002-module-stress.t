@@ -41,13 +41,12 @@ test_expect_success 'setup: users 1002 and 1003 exist in the test bed' '
 test_expect_success "submit $N short jobs per rank, one user per rank" '
 	t0=$(date +%s) &&
 	for r in 0 1 2 3; do
-		flux submit --cc=1-$N --quiet -n1 --requires=rank:$r \
-			--setattr=system.flux-pam.test-userid=$(uid_of_rank $r) \
-			true || return 1
+		pam_submit $(uid_of_rank $r) --count=$N -n1 --requires=rank:$r \
+			true >/dev/null || return 1
 	done &&
 	flux queue drain --timeout=600 &&
 	echo "jobs done in $(($(date +%s) - t0))s" &&
-	test $(flux jobs -a -n -f completed | wc -l) -eq $((4 * N))
+	test $(flux jobs -A -a -n -f completed | wc -l) -eq $((4 * N))
 '
 test_expect_success 'every rank settles with no job and no pending operation' '
 	for r in 0 1 2 3; do pam_wait_users $r "" 60 || return 1; done &&

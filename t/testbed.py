@@ -90,9 +90,9 @@ another bed holds the hand-over).
 Environment: FLUX_PAM_TESTBED_CACHE overrides CACHE_DIR; FLUX_PAM_TESTBED is the
 default --name (else DEFAULT_NAME); FLUX_PAM_TESTBED_REPO the default --repo;
 FLUX_PAM_TESTBED_CPUSET=1 the cpuset switch (above).  `up` also exports
-FLUX_PAM_CGROUP_ROOT, the container's cgroup2 root seen from the host (a test
-instance of Flux on the host reads user slices there; honoured only by test
-instances).
+FLUX_PAM_TESTBED_CGROUP, the container's cgroup2 root seen from the host
+(t/node-view shows it to a test instance of Flux in place of the host's
+cgroup2 tree).
 """
 
 import argparse
@@ -124,7 +124,6 @@ PACKAGES = [
     "libubsan1",
     "python3",
     "python3-jeepney",
-    "python3-psutil",
     "python3-pytest",
     "procps",
 ]
@@ -464,7 +463,7 @@ class Testbed:
             "FLUX_PAM_TESTBED": self.name,
             "FLUX_PAM_TESTBED_ROOT": self.root,
             "FLUX_PAM_TESTBED_REPO": self.repo,
-            "FLUX_PAM_CGROUP_ROOT": os.path.join(
+            "FLUX_PAM_TESTBED_CGROUP": os.path.join(
                 _cgroup_dir(self.name) or "", "payload"
             ),
         }

@@ -1,7 +1,8 @@
 """The ``flux-pam`` command (also run as ``flux pam``).
 
 Each subcommand is a module of this package with ``add_parser(subparsers)``
-that registers it and sets ``func(args) -> int`` as its handler.
+that registers it and sets ``func(args) -> int`` as its handler; SUBCOMMANDS
+maps the subcommand to its module.
 """
 
 import argparse
@@ -9,7 +10,12 @@ import importlib
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ["config", "check", "status", "slice"]
+SUBCOMMANDS = {
+    "config": "config",
+    "check": "check",
+    "status": "status",
+    "slice": "slice_cmd",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    for module in SUBCOMMANDS.values():
+        importlib.import_module(f"{__name__}.{module}").add_parser(sub)
     return parser
 
 

@@ -15,18 +15,14 @@ import argparse
 import json
 import sys
 
-from .. import config
-from . import instance
+from flux_pam_service.cli import instance, options
+from flux_pam_service.core import config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
     p = sub.add_parser("config", help="validate the configuration and print it")
-    p.add_argument(
-        "--config-path",
-        metavar="PATH",
-        help="TOML file or conf.d directory (default: the broker's config.path)",
-    )
+    options.config_path(p, "TOML file or conf.d directory")
     p.set_defaults(func=run)
 
 

@@ -20,13 +20,6 @@ confdir, libexecdir
     bindings, else from ``flux config builtin`` (the flux on PATH, as
     ``make install`` asks it), else those of a flux-core in /usr
 
-Interface:
-    Where               the paths, ``source`` (what answered, or why no
-                        broker did) and ``broker_config`` (``config.get``,
-                        None without a broker)
-    locate() -> Where   never raises
-    imp_confdir(imp) -> str or None   the IMP config dir for an IMP path
-
 The flux bindings are imported lazily: ``flux-pam --help`` works without them.
 """
 
@@ -36,7 +29,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .. import config
+from flux_pam_service.core import config
+from flux_pam_service.core.errors import errtext
 
 DEFAULT_CONFDIR = "/etc/flux"
 DEFAULT_LIBEXECDIR = "/usr/libexec/flux"
@@ -102,7 +96,7 @@ def _ask_broker() -> "tuple[Optional[str], Optional[dict], str]":
         return None, None, f"flux-core's Python bindings do not import ({exc})"
     except OSError as exc:
         uri = os.environ.get("FLUX_URI", "the system instance")
-        return None, None, f"no broker answered at {uri} ({exc.strerror or exc})"
+        return None, None, f"no broker answered at {uri} ({errtext(exc)})"
     return path, conf if isinstance(conf, dict) else {}, ""
 
 

@@ -1,52 +1,22 @@
-"""``flux-pam status``: what the pam broker module knows, per user.
+"""``flux pam status``: what the pam broker module knows, per user and rank.
 
-    flux pam status [-r RANK | --all] [--json] [USER]
-
-Sends ``pam.status`` (``{"uid": UID}`` when USER is given) to the broker of
-RANK (default: the local one, ``FLUX_NODEID_ANY``), or with ``--all`` to
-every rank of the instance (its ``size`` attribute) at once, and prints one
-row per user:
-
-    RANK USER JOBS CORES GPUS ENFORCED SLICE USER@ SCOPES LAST
-
-JOBS is running/total on the rank, CORES and GPUS the union the slice is
-constrained to, ENFORCED whether the kernel enforces it as read back after
-the last slice operation (``yes``; ``no``: the user's logins are refused;
-``unconfined``: not enforced, logins admitted by
-``pam.allow-unconfined-logins``; ``?`` not read back yet; ``-`` slices not
-constrained), SLICE and USER@ the ActiveState of ``user-UID.slice`` and
-``user@UID.service``, SCOPES the number of login scopes (``flux-pam-*.scope``),
-LAST the last action, its result and its age.  SLICE, USER@ and SCOPES are
-read from systemd when asked (pam.status reads them live, at a bounded cost;
-``-`` when it could not).  What is not enforced, and why, and a user's
-errors follow its row; a rank whose latest read-back was not enforced says
-so after its users, and a rank whose module is closed by an invalid
-configuration says so, with the file and the key, before its rows.
-``--json`` prints the responses as a JSON array instead (``enforcement`` per
-user and per rank; job IDs as integers, ``id``, and in F58, ``f58``).
-
-When the module is not loaded (ENOSYS) or the broker cannot be reached, it
-says so on stderr and shows what this node has without the module: the
-marker files ``uid.UID.active`` in the lock directory (``--lock-dir``,
-default /run/flux-pam, readable by root only), with the deny line of those
-that refuse their user's logins, and the systemd units
-``user-*.slice``, ``user@*.service`` and ``flux-pam-*.scope``.
-The exit code is 0 when every rank answered, else 1.
-
-The flux and systemd modules are imported lazily: ``flux-pam --help`` works
-without either.
+Sends ``pam.status`` to one rank or, with ``--all``, to every rank at once,
+and prints a row per user; without the module it shows what the node has
+(the markers in the lock directory, the units in systemd).  The columns and
+the exit code are flux-pam(1)'s.  The flux and systemd modules are imported
+lazily: ``flux-pam --help`` works without either.
 """
 
 import argparse
 import errno
 import json
-import os
 import pwd
 import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from .. import lockdir
+from flux_pam_service.cli import options
+from flux_pam_service.core import lockdir
 
 UNIT_PATTERNS = ["user-*.slice", "user@*.service", "flux-pam-*.scope"]
 
@@ -230,14 +200,9 @@ def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
     """uids with a marker in the lock directory, or the error reading it;
     "denied" maps those whose marker refuses their logins to its text."""
     try:
-        names = os.listdir(path)
+        uids = lockdir.marker_uids(path)
     except OSError as exc:
         return {"path": path, "error": f"{path}: {exc.strerror}"}
-    uids = sorted(
-        int(n[4:-7])
-        for n in names
-        if n.startswith("uid.") and n.endswith(".active") and n[4:-7].isdigit()
-    )
     denied = {}
     for uid in uids:
         try:
@@ -251,10 +216,10 @@ def markers(path: str = lockdir.DEFAULT) -> Dict[str, Any]:
 
 def units() -> Dict[str, Any]:
     """Loaded user slices, user managers and login scopes, from systemd."""
-    from .. import systemd  # noqa: PLC0415 - lazy: jeepney
+    from flux_pam_service.systemd import client  # noqa: PLC0415 - lazy: jeepney
 
     try:
-        with systemd.Systemd() as sd:
+        with client.Systemd() as sd:
             listing = sd.list_units(UNIT_PATTERNS)
     except OSError as exc:
         return {"error": f"systemd: {exc}"}
@@ -304,12 +269,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     where.add_argument("-r", "--rank", type=int, metavar="RANK", help="ask RANK")
     where.add_argument("-a", "--all", action="store_true", help="ask every rank")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument(
-        "--lock-dir",
-        default=lockdir.DEFAULT,
-        metavar="DIR",
-        help="where the markers are, without the module (default %(default)s)",
-    )
+    options.lock_dir(p, "where the markers are, without the module")
     p.add_argument(
         "user", nargs="?", metavar="USER", help="only this user (name or uid)"
     )

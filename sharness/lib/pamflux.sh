@@ -19,14 +19,14 @@
 # job could ever admit anybody through job-list.  The instance is therefore
 # started as PAMFLUX_OWNER_UID (a uid without a passwd entry on the host) with
 # access.allow-root-owner, the way a system instance owned by `flux` is run
-# (DESIGN.md section 3), and pamtester runs as root, as sshd does.
+# (doc/design.rst, "Privilege"), and pamtester runs as root, as sshd does.
 #
 # Users.  pamtester and the instance run with libnss_wrapper preloaded and a
 # passwd file in the trash directory, so no account is added to the host:
 #   alice  PAMFLUX_OWNER_UID  the instance owner; her jobs are what job-list
 #                             reports (the pam module ignores the owner)
-#   bob    PAMFLUX_BOB_UID    a job user only through the test-only mapping
-#                             system.flux-pam.test-userid (module only)
+#   bob    PAMFLUX_BOB_UID    a job user whose jobs alice submits as him
+#                             (pam_submit; module only)
 #   nobody 65534              never has a job; the guest
 #
 # The PAM stack is read from the trash directory's pam.d (libpam_wrapper).
@@ -81,11 +81,13 @@ pamflux_require() {
 pamflux_world() {
 	test -n "$PAMFLUX_WORLD" && return 0
 	PAMFLUX_WORLD=$(mktemp -d "${TMPDIR:-/tmp}/flux-pam-pamflux.XXXXXX") &&
-	mkdir -p "$PAMFLUX_WORLD/src/etc/flux" &&
-	cp -R "$FLUX_PAM_SRCDIR/flux_pam_service" "$PAMFLUX_WORLD/src/" &&
+	mkdir -p "$PAMFLUX_WORLD/src/etc/flux" "$PAMFLUX_WORLD/src/t" &&
+	cp -R "$FLUX_PAM_SRCDIR/flux_pam_service" "$FLUX_PAM_SRCDIR/modules" \
+		"$PAMFLUX_WORLD/src/" &&
+	cp "$FLUX_PAM_SRCDIR/t/guestjobs.py" "$PAMFLUX_WORLD/src/t/" &&
 	cp -R "$FLUX_PAM_SRCDIR/etc/flux/modprobe" "$PAMFLUX_WORLD/src/etc/flux/" &&
 	chmod -R u=rwX,go=rX "$PAMFLUX_WORLD" &&
-	export PAMFLUX_WORLD
+	export PAMFLUX_WORLD FLUX_PAM_GUESTJOBS="$PAMFLUX_WORLD/src/t/guestjobs.py"
 }
 
 pamflux_cleanup() {
@@ -196,13 +198,16 @@ pamflux_start() {
 		cat >"$dir/conf/pam.toml" <<-EOF
 		[pam]
 		manage-user-slice = false
+
+		[exec.testexec]
+		allow-guests = true
 		EOF
 	fi
 	chmod 0644 "$dir"/conf/*.toml
 	(
 		unset FLUX_URI
 		cd "$dir/home" || exit 1
-		export FLUX_MODULE_PATH_PREPEND="$PAMFLUX_WORLD/src/flux_pam_service/brokermod"
+		export FLUX_MODULE_PATH_PREPEND="$PAMFLUX_WORLD/src/modules"
 		export FLUX_MODPROBE_PATH_APPEND="$PAMFLUX_WORLD/src/etc/flux/modprobe"
 		export PYTHONPATH="$PAMFLUX_WORLD/src${PYTHONPATH:+:$PYTHONPATH}"
 		exec setsid env HOME="$dir/home" LD_PRELOAD=libnss_wrapper.so \

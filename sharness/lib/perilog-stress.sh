@@ -32,7 +32,7 @@ perilog_stress_config() {
 # The stress tests.  $1 describes the mode ("alone" or "module").
 perilog_stress_tests() {
 	test_expect_success "$1: $PERILOG_NJOBS jobs of one user start together" '
-		perilog_submit --cc=1-$PERILOG_NJOBS -n1 -c1 --requires=rank:0 \
+		perilog_submit --count=$PERILOG_NJOBS -n1 -c1 --requires=rank:0 \
 			sleep inf >jobids &&
 		test $(wc -l <jobids) -eq $PERILOG_NJOBS &&
 		for id in $(cat jobids); do

@@ -16,11 +16,13 @@
 # included, on every rank (each broker has its own config).
 #
 # Variables exported to the instance (the executables inherit them):
-#   FLUX_PAM_LOCK_DIR       "$SHARNESS_TRASH_DIRECTORY/lock" (test-only knob)
 #   FLUX_PAM_SCRIPTS_DEBUG  1: the action trace lands in the broker log
 #   PERILOG_UID             the job user (alice, 1000, in the test bed)
+# The executables keep their locks and markers in /run/flux-pam, the
+# instance's own (t/node-view).
 
 PERILOG_PROLOG="$FLUX_PAM_SRCDIR/libexec/prolog.d/flux-pam-prolog"
+PERILOG_LOCK_DIR=/run/flux-pam
 PERILOG_HOUSEKEEPING="$FLUX_PAM_SRCDIR/libexec/housekeeping.d/flux-pam-housekeeping"
 : "${PERILOG_UID:=1000}"
 export PERILOG_UID
@@ -76,7 +78,6 @@ perilog_jobmanager_toml() {
 # Usage: perilog_write_config [housekeeping-extra-line]
 perilog_write_config() {
 	test -n "$FLUX_PAM_UNDER_FLUX" && return 0
-	export FLUX_PAM_LOCK_DIR="$SHARNESS_TRASH_DIRECTORY/lock"
 	export FLUX_PAM_SCRIPTS_DEBUG=1
 	# The executables run under /usr/bin/python3: give them flux's bindings
 	# the way `flux python` would.
@@ -115,7 +116,7 @@ perilog_remove_mapper() {
 	flux exec -r all flux module remove sdexec-mapper
 }
 
-# Submit a job of PERILOG_UID (test-only user mapping); prints its id.
+# Submit a job of PERILOG_UID (pam_submit); prints its id.
 perilog_submit() {
 	pam_submit "$PERILOG_UID" "$@"
 }
@@ -180,7 +181,7 @@ slice_is_unit_free() {
 }
 
 marker_exists() {
-	test -f "$FLUX_PAM_LOCK_DIR/uid.${1:-$PERILOG_UID}.active"
+	test -f "$PERILOG_LOCK_DIR/uid.${1:-$PERILOG_UID}.active"
 }
 
 # Put the user back to the test bed's defaults (what an earlier, failed
@@ -193,7 +194,7 @@ perilog_reset_user() {
 	$sd reset-failed "$(perilog_manager "$1")" 2>/dev/null
 	$sd set-property --runtime "$(perilog_slice "$1")" \
 		AllowedCPUs= AllowedMemoryNodes= DevicePolicy=auto DeviceAllow= &&
-	rm -f "$FLUX_PAM_LOCK_DIR/uid.${1:-$PERILOG_UID}.active"
+	rm -f "$PERILOG_LOCK_DIR/uid.${1:-$PERILOG_UID}.active"
 }
 
 # The torn-down state: no marker, user@ not active, the slice unit-free and

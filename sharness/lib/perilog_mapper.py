@@ -4,7 +4,8 @@
 ``mapper-searchpath`` pointing here maps logical core N to CPU N and every
 core to memory node 0, so a fake R (``[resource] noverify``) can hold 50
 cores on a 2-CPU machine.  systemd stores AllowedCPUs as given; this VM does
-not enforce cpusets (DESIGN.md section 8), so nothing runs differently.
+not enforce cpusets (doc/design.rst, "Facts measured"), so nothing runs
+differently.
 """
 
 from flux.sdexec.map import ResourceMapper

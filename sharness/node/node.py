@@ -124,7 +124,6 @@ NODE_PACKAGES = [
     "munge",
     "sudo",
     "python3-jeepney",
-    "python3-psutil",
     # what the admin guide's install step needs, pam_flux.so's build
     # dependencies included (scripts/install-deps installs the same)
     "make",

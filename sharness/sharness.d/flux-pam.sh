@@ -23,8 +23,8 @@
 #
 # The pam module is loaded the production way, by modprobe: the repo's
 # etc/flux/modprobe is on FLUX_MODPROBE_PATH_APPEND (modprobe.d/pam.toml,
-# rc1.d/pam.py) and flux_pam_service/brokermod on FLUX_MODULE_PATH_PREPEND,
-# so `pam` resolves to brokermod/pam.py.  The module loads only if the config
+# rc1.d/pam.py) and the modules/ directory on FLUX_MODULE_PATH_PREPEND,
+# so `pam` resolves to modules/pam.py.  The module loads only if the config
 # has a [pam] table (needs-config), so a script that writes none gets an
 # instance without it.
 
@@ -99,26 +99,34 @@ flux_pam_confdir() {
 }
 
 # Re-execute this script inside `flux start --test-size=SIZE`.
+#
+# As root, the instance runs in t/node-view: with a /run/flux-pam of its own,
+# and the test bed's cgroup2 tree (if one is up) where the module and the
+# drop-ins read user slices, as on a node of the test bed.  Its config lets
+# guests' jobs run under the test execution (pam_submit).
 # Usage: test_under_flux_pam SIZE [flux-start options]
 test_under_flux_pam() {
-	local size=$1 rc flags=""
+	local size=$1 rc flags="" view=""
 	shift
 	if test -n "$FLUX_PAM_UNDER_FLUX"; then
 		flux_pam_find_flux
 		return 0
 	fi
 	flux_pam_confdir >/dev/null
+	printf '[exec.testexec]\nallow-guests = true\n' \
+		>"$FLUX_PAM_CONFDIR/testexec.toml"
+	test "$(id -u)" = 0 && view="$FLUX_PAM_SRCDIR/t/node-view"
 	test "$verbose" = "t" && flags="$flags --verbose"
 	test "$debug" = "t" && flags="$flags --debug"
 	test "$immediate" = "t" && flags="$flags --immediate"
 	export FLUX_PAM_UNDER_FLUX=1
-	export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/flux_pam_service/brokermod"
+	export FLUX_MODULE_PATH_PREPEND="$FLUX_PAM_SRCDIR/modules"
 	export FLUX_MODPROBE_PATH_APPEND="$FLUX_PAM_SRCDIR/etc/flux/modprobe"
 	export PYTHONPATH="$FLUX_PAM_SRCDIR${PYTHONPATH:+:$PYTHONPATH}"
 	export FLUX_PAM_BROKER_LOG="$SHARNESS_TEST_DIRECTORY/$(basename "$0" .t).broker.log"
 	cd "$SHARNESS_TEST_DIRECTORY" || exit 1
 	rm -f "$FLUX_PAM_BROKER_LOG"
-	"$FLUX" start --test-size="$size" -c "$FLUX_PAM_CONFDIR" \
+	$view "$FLUX" start --test-size="$size" -c "$FLUX_PAM_CONFDIR" \
 		-Slog-filename="$FLUX_PAM_BROKER_LOG" -Slog-level=7 \
 		"$@" bash "$SHARNESS_TEST_FILE" $flags
 	rc=$?
@@ -131,10 +139,10 @@ test_under_flux_pam() {
 
 # The CPUSET prereq: the test bed's container has the cpuset controller
 # (t/testbed.py up with FLUX_PAM_TESTBED_CPUSET=1, where the host allows it);
-# FLUX_PAM_CGROUP_ROOT is its cgroup2 root seen from the host.  Without it,
+# FLUX_PAM_TESTBED_CGROUP is its cgroup2 root (t/node-view).  Without it,
 # say why once (the tests that need it are then skipped).
 testbed_cpuset_prereq() {
-	if grep -qw cpuset "$FLUX_PAM_CGROUP_ROOT/cgroup.controllers" 2>/dev/null; then
+	if grep -qw cpuset "$FLUX_PAM_TESTBED_CGROUP/cgroup.controllers" 2>/dev/null; then
 		test_set_prereq CPUSET
 	elif test -z "$FLUX_PAM_UNDER_FLUX"; then
 		local why
@@ -195,12 +203,23 @@ pam_wait_users() {
 	done
 }
 
-# Submit a job as UID (test-only mapping); prints the job id.
-# Usage: pam_submit UID [flux submit options] COMMAND...
+# Submit a job of UID, which is UID's own: signed as UID and submitted with
+# FLUX_HANDLE_USERID, as flux-core's tests do (t/guestjobs.py).  It runs
+# under the test execution, which starts no process: the COMMAND `true` ends
+# at once, any other (`sleep inf`) runs until cancelled.  Prints the job ID
+# (one per copy with --count=N).  PAM_SUBMIT_VIA prefixes the flux commands
+# (t0500: as_owner); FLUX_PAM_GUESTJOBS is where t/guestjobs.py is.
+# Usage: pam_submit UID [--count=N] [flux run options] COMMAND...
 pam_submit() {
-	local uid=$1
+	local uid=$1 count=1 duration=0s
 	shift
-	flux submit --setattr=system.flux-pam.test-userid="$uid" "$@"
+	case "$1" in --count=*) count=${1#--count=} && shift ;; esac
+	test "${*: -1}" = true && duration=0.01s
+	$PAM_SUBMIT_VIA flux run --dry-run \
+		--setattr=system.exec.test.run_duration=$duration "$@" |
+		$PAM_SUBMIT_VIA flux python \
+			"${FLUX_PAM_GUESTJOBS:-$FLUX_PAM_SRCDIR/t/guestjobs.py}" \
+			--count="$count" "$uid"
 }
 
 # systemd in the test bed --------------------------------------------------

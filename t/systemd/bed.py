@@ -18,8 +18,8 @@ def container_path(testbed, path):
 
 def reset_user(testbed, uid, user):
     """Put a user's slice back to nothing: no processes, no units, no linger."""
-    from flux_pam_service import properties
-    from flux_pam_service.systemd import NO_SUCH_UNIT, DBusError, Systemd
+    from flux_pam_service.systemd import properties
+    from flux_pam_service.systemd.client import NO_SUCH_UNIT, DBusError, Systemd
 
     testbed.run(["rm", "-f", f"/var/lib/systemd/linger/{user}"])
     with Systemd(testbed.address, timeout=10.0) as sd:

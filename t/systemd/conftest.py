@@ -45,7 +45,7 @@ from bed import ALICE, BOB, Spawner, container_path, reset_user  # noqa: E402, F
 @pytest.fixture
 def sd(testbed):
     """A D-Bus client of the container's systemd (from the host, as root)."""
-    from flux_pam_service.systemd import Systemd
+    from flux_pam_service.systemd.client import Systemd
 
     client = Systemd(testbed.address, timeout=5.0)
     yield client

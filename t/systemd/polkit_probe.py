@@ -2,7 +2,7 @@
 """Run systemd D-Bus calls as the calling user; print each outcome as JSON.
 
 Input (stdin): a JSON list of [method, args...] where method is a
-flux_pam_service.systemd.Systemd method name, or "UserSlice.prepare" /
+flux_pam_service.systemd.client.Systemd method name, or "UserSlice.prepare" /
 "UserSlice.teardown" with a uid.  Output: one JSON list of "ok" or the D-Bus
 error name (or "errno:N" for an error without a name), in order.  Used by
 test_polkit.py inside the test bed, as users flux and bob.
@@ -11,14 +11,14 @@ test_polkit.py inside the test bed, as users flux and bob.
 import json
 import sys
 
-from flux_pam_service.slice import UserSlice
-from flux_pam_service.systemd import (
+from flux_pam_service.systemd.client import (
     MANAGER,
     MANAGER_PATH,
     SYSTEMD,
     DBusError,
     Systemd,
 )
+from flux_pam_service.systemd.user_slice import UserSlice
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ from bed import ALICE, container_path
 from test_slice import PROPS, assert_reverted, settled_processes
 
 from flux_pam_service.cli import main
-from flux_pam_service.slice import UserSlice
+from flux_pam_service.systemd.user_slice import UserSlice
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="flux pam slice is root only")
 

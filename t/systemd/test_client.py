@@ -1,4 +1,4 @@
-"""The D-Bus client (flux_pam_service.systemd) against the test bed's systemd."""
+"""The D-Bus client (flux_pam_service.systemd.client) against the test bed's systemd."""
 
 import errno
 import os
@@ -10,8 +10,8 @@ import time
 import pytest
 from bed import ALICE, container_path
 
-from flux_pam_service.slice import UserSlice
-from flux_pam_service.systemd import DBusError, Systemd, unit_path
+from flux_pam_service.systemd.client import DBusError, Systemd, unit_path
+from flux_pam_service.systemd.user_slice import UserSlice
 
 SLOW_UNIT = "flux-pam-test-slow.service"
 FAIL_UNIT = "flux-pam-test-fail.service"
@@ -221,7 +221,7 @@ def test_stuck_bus_call_returns_within_timeout_and_connection_recovers(testbed):
 
 SCOPE_SCRIPT = """
 import subprocess, sys
-from flux_pam_service.systemd import Systemd
+from flux_pam_service.systemd.client import Systemd
 child = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 name = f"flux-pam-{child.pid}.scope"

@@ -132,7 +132,7 @@ class Session:
 
     def marker(self, present, content=""):
         py = (
-            "from flux_pam_service import lockdir\n"
+            "from flux_pam_service.core import lockdir\n"
             f"with lockdir.user_lock(1000, {LOCKDIR!r}):\n"
             + (
                 f"    lockdir.set_marker(1000, {LOCKDIR!r}, {content!r})\n"
@@ -355,7 +355,7 @@ def test_login_refused_when_lock_dir_is_group_writable(session, testbed, mode, m
 
 RACE = r"""
 import json, os, subprocess, sys, threading, time
-from flux_pam_service import lockdir
+from flux_pam_service.core import lockdir
 
 SERVICE, LOCKDIR, SLICE_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 with lockdir.user_lock(1000, LOCKDIR):

@@ -7,8 +7,8 @@ import time
 import pytest
 from bed import ALICE, container_path
 
-from flux_pam_service import properties
-from flux_pam_service.slice import LingerError, SurvivorsError, UserSlice
+from flux_pam_service.systemd import properties
+from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError, UserSlice
 
 SLICE = "org.freedesktop.systemd1.Slice"
 PROPS = {

@@ -39,7 +39,9 @@ def test_testbed_has_users_flux_alice_bob(testbed):
 def test_testbed_mounts_repo_read_only(testbed):
     p = testbed.run(["touch", f"{testbed.repo}/t/.write-probe"])
     assert p.returncode != 0
-    p = testbed.run(["test", "-f", f"{testbed.repo}/flux_pam_service/properties.py"])
+    p = testbed.run(
+        ["test", "-f", f"{testbed.repo}/flux_pam_service/systemd/properties.py"]
+    )
     assert p.returncode == 0
 
 
@@ -55,7 +57,7 @@ def test_testbed_systemctl_machine_option_reaches_container(testbed):
 
 def test_testbed_repo_is_readable_by_every_uid_at_shared_repo(testbed):
     # the checkout may be below a directory only root may enter
-    path = f"{testbed.shared_repo}/flux_pam_service/properties.py"
+    path = f"{testbed.shared_repo}/flux_pam_service/systemd/properties.py"
     p = testbed.run(["test", "-r", path], uid="alice")
     assert p.returncode == 0, f"alice cannot read {path}"
     p = testbed.run(["touch", f"{testbed.shared_repo}/t/.write-probe"])

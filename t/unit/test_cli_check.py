@@ -11,6 +11,7 @@ import checktree
 import pytest
 
 from flux_pam_service.cli import check, main
+from flux_pam_service.cli.check import node
 
 
 @pytest.fixture
@@ -301,9 +302,9 @@ def test_systemd_check_is_skipped_with_warning_under_root(root):
 
 
 def test_systemd_version_parsing():
-    assert check.parse_systemd_version("systemd 252 (252.39-1~deb12u2)\n+PAM") == 252
+    assert node.parse_systemd_version("systemd 252 (252.39-1~deb12u2)\n+PAM") == 252
     with pytest.raises(ValueError):
-        check.parse_systemd_version("upstart 1.0")
+        node.parse_systemd_version("upstart 1.0")
 
 
 def test_systemd_check_fails_live_on_old_systemd(tmp_path):

@@ -9,8 +9,7 @@ import os
 
 import pytest
 
-from flux_pam_service.cli import main
-from flux_pam_service.cli import slice as slice_cmd
+from flux_pam_service.cli import main, slice_cmd
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The [pam] and [exec] configuration (flux_pam_service.config)."""
+"""The [pam] and [exec] configuration (flux_pam_service.core.config)."""
 
 import math
 import os
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_pam_service import config
-from flux_pam_service.config import ConfigError, PamConfig
+from flux_pam_service.core import config
+from flux_pam_service.core.config import ConfigError, PamConfig
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(TOP, "etc", "flux", "system", "conf.d", "pam.toml")

@@ -1,7 +1,7 @@
-"""Rank-0 dispatch of journal events (flux_pam_service.dispatch)."""
+"""Rank-0 dispatch of journal events (flux_pam_service.broker.dispatcher)."""
 
-from flux_pam_service import dispatch
-from flux_pam_service.dispatch import JOB_CLEANUP, JOB_END, JOB_START, Message
+from flux_pam_service.broker import dispatcher
+from flux_pam_service.broker.dispatcher import JOB_CLEANUP, JOB_END, JOB_START, Message
 
 
 def R(*entries):
@@ -22,12 +22,12 @@ def local(rank, cores):
     }
 
 
-def submit(d, jobid, userid=1000, jobspec=None):
-    return d.event(jobid, "submit", {"userid": userid}, jobspec=jobspec)
+def submit(d, jobid, userid=1000):
+    return d.event(jobid, "submit", {"userid": userid})
 
 
 def test_alloc_sends_job_start_only_to_ranks_in_R_with_local_R():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     assert submit(d, 1) == []
     msgs = d.event(1, "alloc", {}, R=R(("0", "0-1"), ("2-3", "1")))
     assert msgs == [
@@ -38,7 +38,7 @@ def test_alloc_sends_job_start_only_to_ranks_in_R_with_local_R():
 
 
 def test_full_lifecycle_cleanup_then_end_at_release():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     submit(d, 7)
     d.event(7, "alloc", {}, R=R(("0-1", "0")))
     assert [m.topic for m in d.event(7, "start")] == []
@@ -56,7 +56,7 @@ def test_full_lifecycle_cleanup_then_end_at_release():
 
 
 def test_partial_release_ends_only_those_ranks_then_free_ends_the_rest():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     submit(d, 8)
     d.event(8, "alloc", {}, R=R(("0-3", "0")))
     d.event(8, "finish", {"status": 0})
@@ -71,7 +71,7 @@ def test_partial_release_ends_only_those_ranks_then_free_ends_the_rest():
 
 
 def test_job_cancelled_before_alloc_sends_nothing():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     submit(d, 9)
     out = d.event(9, "exception", {"severity": 0, "type": "cancel"})
     out += d.event(9, "clean")
@@ -80,7 +80,7 @@ def test_job_cancelled_before_alloc_sends_nothing():
 
 
 def test_prolog_failure_cleans_up_and_ends_at_free():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     submit(d, 10)
     d.event(10, "alloc", {}, R=R(("1", "0")))
     assert d.event(10, "exception", {"severity": 0, "type": "prolog"}) == [
@@ -90,45 +90,28 @@ def test_prolog_failure_cleans_up_and_ends_at_free():
 
 
 def test_non_fatal_exception_is_not_cleanup():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     submit(d, 11)
     d.event(11, "alloc", {}, R=R(("0", "0")))
     assert d.event(11, "exception", {"severity": 1, "type": "timeout"}) == []
     assert d.jobs[11].running
 
 
-def test_test_userid_mapping_only_in_test_instance():
-    spec = {"attributes": {"system": {"flux-pam": {"test-userid": 1001}}}}
-    for test, expected in ((True, 1001), (False, 0)):
-        d = dispatch.Dispatcher(test_instance=test)
-        submit(d, 12, userid=0, jobspec=spec)
-        (msg,) = d.event(12, "alloc", {}, R=R(("0", "0")))
-        assert msg.payload["userid"] == expected
-
-
-def test_bad_test_userid_is_an_error_and_keeps_submitter():
-    spec = {"attributes": {"system": {"flux-pam": {"test-userid": "bob"}}}}
-    d = dispatch.Dispatcher(test_instance=True)
-    submit(d, 13, userid=5, jobspec=spec)
-    assert d.jobs[13].userid == 5
-    assert "test-userid" in d.errors[-1]
-
-
 def test_malformed_R_is_an_error_and_sends_nothing():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     submit(d, 14)
     assert d.event(14, "alloc", {}, R={"version": 2}) == []
     assert "version" in d.errors[-1]
 
 
 def test_events_of_unknown_jobs_are_ignored():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     assert d.event(99, "alloc", {}, R=R(("0", "0"))) == []
     assert d.event(99, "release", {"ranks": "all"}) == []
 
 
 def test_jobs_on_and_by_rank_describe_what_each_rank_holds():
-    d = dispatch.Dispatcher()
+    d = dispatcher.Dispatcher()
     submit(d, 1)
     d.event(1, "alloc", {}, R=R(("0-1", "0")))
     submit(d, 2, userid=1001)

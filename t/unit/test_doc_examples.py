@@ -1,6 +1,6 @@
 """Every example in doc/ is run through the code that consumes it.
 
-Configuration examples go through flux_pam_service.config and through the
+Configuration examples go through flux_pam_service.core.config and through the
 `flux pam check` checks in a node tree built from the shipped files; PAM
 stacks through the stack checks (and, in the pam tier, t/pam/test_doc_stacks.py,
 their pam_flux options through pam_flux.so itself); command lines through the
@@ -17,8 +17,8 @@ import checktree
 import docexamples
 import pytest
 
-from flux_pam_service import config
 from flux_pam_service.cli import build_parser, check
+from flux_pam_service.core import config
 
 try:
     import tomllib

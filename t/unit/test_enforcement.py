@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from flux_pam_service import enforcement as en
-from flux_pam_service.enforcement import Reading
+from flux_pam_service.systemd import enforcement as en
+from flux_pam_service.systemd.enforcement import Reading
 
 PROPS = {"AllowedCPUs": "0-1", "AllowedMemoryNodes": "0", "DevicePolicy": "closed"}
 GPU_PROPS = dict(PROPS, DeviceAllow="/dev/nvidia0 rw,/dev/nvidiactl rw")
@@ -179,12 +179,6 @@ def test_the_cgroup2_mount_is_found_in_mountinfo():
     other = "1 2 0:3 / /mnt/cg rw - cgroup2 cgroup2 rw\n"
     assert en.cgroup_root(other) == "/mnt/cg"
     assert en.cgroup_root("") is None
-
-
-def test_the_root_override_is_honoured_in_a_test_instance_only():
-    env = {en.CGROUP_ROOT_ENV: "/tmp/bed/payload"}
-    assert en.find_root(env, test_instance=True) == "/tmp/bed/payload"
-    assert en.find_root(env, test_instance=False) != "/tmp/bed/payload"
 
 
 def test_a_slice_cgroup_follows_from_its_name():

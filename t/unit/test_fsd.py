@@ -1,4 +1,4 @@
-"""RFC 23 Flux Standard Duration (flux_pam_service.fsd)."""
+"""RFC 23 Flux Standard Duration (flux_pam_service.core.fsd)."""
 
 import math
 import re
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_pam_service import fsd
+from flux_pam_service.core import fsd
 
 
 @pytest.mark.parametrize(

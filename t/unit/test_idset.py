@@ -1,10 +1,10 @@
-"""RFC 22 idsets (flux_pam_service.idset)."""
+"""RFC 22 idsets (flux_pam_service.core.idset)."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_pam_service import idset
+from flux_pam_service.core import idset
 
 ids = st.frozensets(st.integers(min_value=0, max_value=300), max_size=60)
 

@@ -137,6 +137,7 @@ def test_install_without_flux_core_installs_the_rest_and_says_why(tmp_path):
             "-C",
             REPO,
             f"PYTHON={PYTHON}",
+            *NO_FLUX,
             "install",
             f"DESTDIR={d}",
             "FLUX_CORE_PC=",
@@ -289,7 +290,7 @@ def test_install_honours_prefix_and_libexecdir(tmp_path):
         "opt/flux/libexec/flux/cmd/flux-pam.py",
         "opt/flux/libexec/flux/prolog.d/flux-pam-prolog",
         "usr/local/share/man/man8/pam_flux.8",
-        pythondir("/usr/local").lstrip("/") + "/flux_pam_service/config.py",
+        pythondir("/usr/local").lstrip("/") + "/flux_pam_service/core/config.py",
     ):
         assert os.path.exists(os.path.join(d, rel)), rel
     assert os.listdir(os.path.join(d, "opt/flux/share/flux/modprobe/modprobe.d"))

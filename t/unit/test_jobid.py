@@ -1,10 +1,10 @@
-"""Flux job IDs in decimal and F58 (flux_pam_service.jobid)."""
+"""Flux job IDs in decimal and F58 (flux_pam_service.core.jobid)."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_pam_service import jobid
+from flux_pam_service.core import jobid
 
 jobids = st.integers(min_value=0, max_value=jobid.MAX_JOBID)
 

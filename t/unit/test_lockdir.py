@@ -1,4 +1,4 @@
-"""The root-owned lock directory (flux_pam_service.lockdir).
+"""The root-owned lock directory (flux_pam_service.core.lockdir).
 
 Every test passes owner=os.getuid(), so the suite runs as root (CI) and as an
 ordinary user alike; the "foreign owner" cases use a uid that is not ours.
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from flux_pam_service import lockdir
+from flux_pam_service.core import lockdir
 
 ME = os.getuid()
 NOT_ME = ME + 1

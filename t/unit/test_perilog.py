@@ -6,67 +6,69 @@ import os
 
 import pytest
 
-from flux_pam_service import jobid, perilog
-from flux_pam_service.config import PamConfig
-from flux_pam_service.rv1 import Resources
+from flux_pam_service import perilog
+from flux_pam_service.core import jobid
+from flux_pam_service.core.config import ConfigError, PamConfig
+from flux_pam_service.core.rv1 import Resources
+from flux_pam_service.perilog import calls, env, work
 
 F58 = "ƒ2Mxq3uHK"
 DEC = str(jobid.parse(F58))
 
 
-def env(**kw):
+def environ(**kw):
     base = {"FLUX_JOB_ID": F58, "FLUX_JOB_USERID": "1000"}
     base.update(kw)
     return {k: v for k, v in base.items() if v is not None}
 
 
 def test_parse_env_accepts_f58_from_prolog():
-    assert perilog.parse_env(env()).jobid == jobid.parse(F58)
+    assert env.parse_env(environ()).jobid == jobid.parse(F58)
 
 
 def test_parse_env_accepts_ascii_f58():
-    assert perilog.parse_env(env(FLUX_JOB_ID="f2Mxq3uHK")).jobid == int(DEC)
+    assert env.parse_env(environ(FLUX_JOB_ID="f2Mxq3uHK")).jobid == int(DEC)
 
 
 def test_parse_env_accepts_decimal_from_housekeeping():
-    e = perilog.parse_env(env(FLUX_JOB_ID=DEC))
+    e = env.parse_env(environ(FLUX_JOB_ID=DEC))
     assert e.jobid == jobid.parse(F58)
     assert e.userid == 1000
 
 
 def test_parse_env_keeps_flux_uri():
-    e = perilog.parse_env(env(FLUX_URI="local:///tmp/x/local-1"))
+    e = env.parse_env(environ(FLUX_URI="local:///tmp/x/local-1"))
     assert e.uri == "local:///tmp/x/local-1"
 
 
 @pytest.mark.parametrize("var", ["FLUX_JOB_ID", "FLUX_JOB_USERID"])
 def test_parse_env_names_missing_variable(var):
-    with pytest.raises(perilog.PerilogError, match=f"{var} is not set"):
-        perilog.parse_env(env(**{var: None}))
+    with pytest.raises(env.PerilogError, match=f"{var} is not set"):
+        env.parse_env(environ(**{var: None}))
 
 
 @pytest.mark.parametrize("bad", ["", "ƒ0OIl", "12abc", "-5"])
 def test_parse_env_refuses_bad_jobid_naming_variable(bad):
-    with pytest.raises(perilog.PerilogError, match="FLUX_JOB_ID"):
-        perilog.parse_env(env(FLUX_JOB_ID=bad))
+    with pytest.raises(env.PerilogError, match="FLUX_JOB_ID"):
+        env.parse_env(environ(FLUX_JOB_ID=bad))
 
 
 @pytest.mark.parametrize("bad", ["", "alice", "-1", "1.5", "4294967295"])
 def test_parse_env_refuses_bad_userid_naming_variable(bad):
-    with pytest.raises(perilog.PerilogError, match="FLUX_JOB_USERID"):
-        perilog.parse_env(env(FLUX_JOB_USERID=bad))
+    with pytest.raises(env.PerilogError, match="FLUX_JOB_USERID"):
+        env.parse_env(environ(FLUX_JOB_USERID=bad))
 
 
 def test_message_prefix_is_program_and_f58_jobid():
-    line = perilog.message(perilog.PROLOG, int(DEC), "lock directory is writable")
+    line = env.message(perilog.PROLOG, int(DEC), "lock directory is writable")
     assert line == f"flux-pam-prolog[{F58}]: lock directory is writable"
-    line = perilog.message(perilog.HOUSEKEEPING, int(DEC), "x")
+    line = env.message(perilog.HOUSEKEEPING, int(DEC), "x")
     assert line.startswith(f"flux-pam-housekeeping[{F58}]: ")
 
 
 def test_log_debug_lines_only_when_enabled():
     out = io.StringIO()
-    log = perilog.Log(perilog.PROLOG, int(DEC), debug=False, stream=out)
+    log = env.Log(perilog.PROLOG, int(DEC), debug=False, stream=out)
     log.debug("trace")
     log.error("failure")
     assert out.getvalue() == f"flux-pam-prolog[{F58}]: failure\n"
@@ -77,7 +79,7 @@ def test_log_debug_lines_only_when_enabled():
 
 def test_log_prefixes_every_line_of_a_multiline_message():
     out = io.StringIO()
-    perilog.Log(perilog.HOUSEKEEPING, 1, stream=out).error("a\nb")
+    env.Log(perilog.HOUSEKEEPING, 1, stream=out).error("a\nb")
     lines = out.getvalue().splitlines()
     assert lines == ["flux-pam-housekeeping[ƒ2]: a", "flux-pam-housekeeping[ƒ2]: b"]
 
@@ -96,35 +98,23 @@ def test_log_prefixes_every_line_of_a_multiline_message():
 )
 def test_debug_from_env_or_pam_debug(value, cfg_debug, expected):
     environ = {} if value is None else {"FLUX_PAM_SCRIPTS_DEBUG": value}
-    assert perilog.debug_enabled(environ, PamConfig(debug=cfg_debug)) is expected
-
-
-def test_lock_dir_override_only_in_test_instance():
-    environ = {"FLUX_PAM_LOCK_DIR": "/tmp/t/lock"}
-    assert perilog.lock_dir(environ, test_instance=True) == "/tmp/t/lock"
-    assert perilog.lock_dir(environ, test_instance=False) == "/run/flux-pam"
-    assert perilog.lock_dir({}, test_instance=True) == "/run/flux-pam"
-
-
-def test_lock_dir_override_must_be_absolute():
-    with pytest.raises(perilog.PerilogError, match="FLUX_PAM_LOCK_DIR"):
-        perilog.lock_dir({"FLUX_PAM_LOCK_DIR": "lock"}, test_instance=True)
+    assert env.debug_enabled(environ, PamConfig(debug=cfg_debug)) is expected
 
 
 @pytest.mark.parametrize(
     "code, verdict",
     [
-        (errno.ENOSYS, perilog.ALONE),
-        (errno.ETIMEDOUT, perilog.ALONE),
-        (errno.EHOSTUNREACH, perilog.ALONE),
-        (errno.EIO, perilog.FAIL),
-        (errno.EBUSY, perilog.FAIL),
-        (errno.EPERM, perilog.FAIL),
-        (errno.EPROTO, perilog.FAIL),
+        (errno.ENOSYS, calls.ALONE),
+        (errno.ETIMEDOUT, calls.ALONE),
+        (errno.EHOSTUNREACH, calls.ALONE),
+        (errno.EIO, calls.FAIL),
+        (errno.EBUSY, calls.FAIL),
+        (errno.EPERM, calls.FAIL),
+        (errno.EPROTO, calls.FAIL),
     ],
 )
 def test_module_error_decides_alone_or_fail(code, verdict):
-    assert perilog.module_verdict(OSError(code, "x")) == verdict
+    assert calls.module_verdict(OSError(code, "x")) == verdict
 
 
 def R(rlite):
@@ -135,11 +125,11 @@ def test_local_union_takes_only_this_rank_of_each_job():
     a = R([{"rank": "0-1", "children": {"core": "0"}}])
     b = R([{"rank": "0", "children": {"core": "1", "gpu": "0"}}])
     c = R([{"rank": "1", "children": {"core": "1"}}])
-    assert perilog.local_union([a, b, c], 0) == Resources(
+    assert work.local_union([a, b, c], 0) == Resources(
         frozenset({0, 1}), frozenset({0})
     )
-    assert perilog.local_union([a, b, c], 1) == Resources(frozenset({0, 1}))
-    assert not perilog.local_union([], 0)
+    assert work.local_union([a, b, c], 1) == Resources(frozenset({0, 1}))
+    assert not work.local_union([], 0)
 
 
 class FakeFuture:
@@ -172,8 +162,8 @@ class FakeHandle:
 
 def broker(answer):
     out = io.StringIO()
-    log = perilog.Log(perilog.PROLOG, 7, debug=True, stream=out)
-    return perilog.Broker(FakeHandle({"pam.prolog": answer}), log), out
+    log = env.Log(perilog.PROLOG, 7, debug=True, stream=out)
+    return calls.FluxCalls(FakeHandle({"pam.prolog": answer}), log), out
 
 
 def test_ask_module_returns_answer_when_module_applied():
@@ -190,7 +180,7 @@ def test_ask_module_absent_means_alone():
 
 def test_ask_module_error_is_final_and_names_cause():
     b, _ = broker(FakeFuture(error=OSError(errno.EIO, "AllowedCPUs: refused")))
-    with pytest.raises(perilog.PerilogError, match="pam module: AllowedCPUs: refused"):
+    with pytest.raises(env.PerilogError, match="pam module: AllowedCPUs: refused"):
         b.ask_module(perilog.PROLOG, 7)
 
 
@@ -201,7 +191,7 @@ def test_run_with_bad_env_exits_1_naming_variable(capsys):
 
 def test_log_lines_also_go_to_the_sink_with_the_f58_job():
     out, sunk = io.StringIO(), []
-    log = perilog.Log(perilog.PROLOG, int(DEC), debug=False, stream=out)
+    log = env.Log(perilog.PROLOG, int(DEC), debug=False, stream=out)
     log.sink = lambda level, text: sunk.append((level, text))
     log.error("linger is on\nsecond line")
     log.debug("not shown")
@@ -211,7 +201,7 @@ def test_log_lines_also_go_to_the_sink_with_the_f58_job():
 
 def test_a_broken_sink_leaves_stderr_alone():
     out = io.StringIO()
-    log = perilog.Log(perilog.PROLOG, 1, stream=out)
+    log = env.Log(perilog.PROLOG, 1, stream=out)
 
     def gone(level, text):
         raise OSError(errno.ECONNRESET, "gone")
@@ -237,9 +227,9 @@ class ConfigHandle(FakeHandle):
 def test_a_bad_instance_config_names_the_file_of_config_path_and_the_key(tmp_path):
     (tmp_path / "pam.toml").write_text('[pam]\nkill-slice-grace-time = "abc"\n')
     conf = {"pam": {"kill-slice-grace-time": "abc"}}
-    log = perilog.Log(perilog.PROLOG, 7, stream=io.StringIO())
-    b = perilog.Broker(ConfigHandle(conf, str(tmp_path)), log)
-    with pytest.raises(perilog.config.ConfigError) as info:
+    log = env.Log(perilog.PROLOG, 7, stream=io.StringIO())
+    b = calls.FluxCalls(ConfigHandle(conf, str(tmp_path)), log)
+    with pytest.raises(ConfigError) as info:
         b.config()
     (problem,) = info.value.problems
     assert problem.startswith(f"{tmp_path}/pam.toml: pam.kill-slice-grace-time: ")
@@ -247,7 +237,7 @@ def test_a_bad_instance_config_names_the_file_of_config_path_and_the_key(tmp_pat
 
 def test_a_failed_job_gets_a_fatal_prolog_exception_with_the_reason():
     h = FakeHandle({"job-manager.raise": FakeFuture({})})
-    b = perilog.Broker(h, perilog.Log(perilog.PROLOG, 7, stream=io.StringIO()))
+    b = calls.FluxCalls(h, env.Log(perilog.PROLOG, 7, stream=io.StringIO()))
     b.raise_exception(7, "flux-pam-prolog: linger is on")
     assert h.sent == [
         (
@@ -264,7 +254,7 @@ def test_a_failed_job_gets_a_fatal_prolog_exception_with_the_reason():
 
 def test_stderr_is_the_journal_only_when_journal_stream_names_it():
     st = os.fstat(2)
-    assert perilog.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
-    assert not perilog.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:1"})
-    assert not perilog.stderr_is_journal({"JOURNAL_STREAM": "x:y"})
-    assert not perilog.stderr_is_journal({})
+    assert env.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    assert not env.stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:1"})
+    assert not env.stderr_is_journal({"JOURNAL_STREAM": "x:y"})
+    assert not env.stderr_is_journal({})

@@ -2,8 +2,8 @@
 
 import pytest
 
-from flux_pam_service import properties
-from flux_pam_service.properties import REVERT, UINT64_MAX, to_dbus
+from flux_pam_service.systemd import properties
+from flux_pam_service.systemd.properties import REVERT, UINT64_MAX, to_dbus
 
 
 def as_dict(dbus_props):

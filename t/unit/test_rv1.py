@@ -1,4 +1,4 @@
-"""RFC 20 R version 1: one rank's share of a job (flux_pam_service.rv1)."""
+"""RFC 20 R version 1: one rank's share of a job (flux_pam_service.core.rv1)."""
 
 import json
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_pam_service import rv1
-from flux_pam_service.rv1 import Resources
+from flux_pam_service.core import rv1
+from flux_pam_service.core.rv1 import Resources
 
 
 def R(*entries, **extra):

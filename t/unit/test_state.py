@@ -1,4 +1,4 @@
-"""Per-rank, per-user job state and its actions (flux_pam_service.state)."""
+"""Each user's jobs on a rank and when the slice must change (core.jobs)."""
 
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -14,9 +14,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from flux_pam_service import idset, rv1
-from flux_pam_service.rv1 import EMPTY, Resources
-from flux_pam_service.state import APPLY, PREPARE, TEARDOWN, Action, UserTable
+from flux_pam_service.core import idset, rv1
+from flux_pam_service.core.jobs import UserTable
+from flux_pam_service.core.rv1 import EMPTY, Resources
 
 OWNER = 999
 
@@ -26,6 +26,47 @@ def res(cores="", gpus=""):
 
 
 # -- a model of what the actions do to systemd ---------------------------
+
+
+PREPARE, APPLY, TEARDOWN = "prepare", "apply", "teardown"
+
+
+@dataclass(frozen=True)
+class Action:
+    """A slice operation a transition implied, as the model sees it."""
+
+    kind: str
+    uid: int
+    resources: Resources = EMPTY
+
+
+def implied(table: UserTable, uid: int, changed: bool, before: set) -> List[Action]:
+    """The slice operation that *changed* (a transition's answer) implies for
+    *uid*, whose slice was active before iff *uid* is in *before*."""
+    if not changed:
+        return []
+    if uid not in before:
+        return [Action(PREPARE, uid, table.union(uid))]
+    if uid not in table.users():
+        return [Action(TEARDOWN, uid)]
+    return [Action(APPLY, uid, table.union(uid))]
+
+
+def start(table: UserTable, jobid: int, uid: int, r: Resources) -> List[Action]:
+    """table.start(), with what it implies as an Action list."""
+    before = set(table.users())
+    return implied(table, uid, table.start(jobid, uid, r), before)
+
+
+def end(table: UserTable, jobid: int) -> List[Action]:
+    """table.end(), with what it implies as an Action list."""
+    before = set(table.users())
+    uid = table.uid_of(jobid)
+    changed = table.end(jobid)
+    if uid is None:
+        assert changed is False
+        return []
+    return implied(table, uid, changed, before)
 
 
 @dataclass
@@ -84,7 +125,7 @@ def state_of(table: UserTable) -> dict:
 
 def test_first_job_prepares_the_user_with_its_resources():
     t = UserTable(OWNER)
-    assert t.start(1, 1000, res("0-1")) == [Action(PREPARE, 1000, res("0-1"))]
+    assert start(t, 1, 1000, res("0-1")) == [Action(PREPARE, 1000, res("0-1"))]
     assert t.users() == [1000]
     assert t.admitted(1000)
     assert t.uid_of(1) == 1000
@@ -94,21 +135,21 @@ def test_first_job_prepares_the_user_with_its_resources():
 def test_second_job_with_new_resources_applies_the_union():
     t = UserTable(OWNER)
     t.start(1, 1000, res("0-1"))
-    assert t.start(2, 1000, res("2", "0")) == [Action(APPLY, 1000, res("0-2", "0"))]
+    assert start(t, 2, 1000, res("2", "0")) == [Action(APPLY, 1000, res("0-2", "0"))]
     assert t.union(1000) == res("0-2", "0")
 
 
 def test_second_job_within_the_union_implies_nothing():
     t = UserTable(OWNER)
     t.start(1, 1000, res("0-3", "0-1"))
-    assert t.start(2, 1000, res("1", "1")) == []
+    assert start(t, 2, 1000, res("1", "1")) == []
 
 
 def test_ending_a_job_shrinks_the_union():
     t = UserTable(OWNER)
     t.start(1, 1000, res("0-1"))
     t.start(2, 1000, res("2-3"))
-    assert t.end(1) == [Action(APPLY, 1000, res("2-3"))]
+    assert end(t, 1) == [Action(APPLY, 1000, res("2-3"))]
     assert list(t.jobs(1000)) == [2]
 
 
@@ -116,7 +157,7 @@ def test_ending_a_job_whose_resources_others_cover_implies_nothing():
     t = UserTable(OWNER)
     t.start(1, 1000, res("0-1"))
     t.start(2, 1000, res("0-1"))
-    assert t.end(2) == []
+    assert end(t, 2) == []
     assert t.union(1000) == res("0-1")
 
 
@@ -125,7 +166,7 @@ def test_last_job_tears_the_user_down():
     t.start(1, 1000, res("0"))
     t.start(2, 1000, res("1"))
     t.end(1)
-    assert t.end(2) == [Action(TEARDOWN, 1000)]
+    assert end(t, 2) == [Action(TEARDOWN, 1000)]
     assert t.users() == []
     assert t.union(1000) == EMPTY
     assert not t.admitted(1000)
@@ -134,55 +175,55 @@ def test_last_job_tears_the_user_down():
 
 def test_users_are_independent():
     t = UserTable(OWNER)
-    assert t.start(1, 1000, res("0")) == [Action(PREPARE, 1000, res("0"))]
-    assert t.start(2, 1001, res("0")) == [Action(PREPARE, 1001, res("0"))]
-    assert t.end(1) == [Action(TEARDOWN, 1000)]
+    assert start(t, 1, 1000, res("0")) == [Action(PREPARE, 1000, res("0"))]
+    assert start(t, 2, 1001, res("0")) == [Action(PREPARE, 1001, res("0"))]
+    assert end(t, 1) == [Action(TEARDOWN, 1000)]
     assert t.users() == [1001]
     assert t.union(1001) == res("0")
 
 
 def test_a_job_with_no_local_resources_still_prepares_the_user():
     t = UserTable(OWNER)
-    assert t.start(1, 1000, EMPTY) == [Action(PREPARE, 1000, EMPTY)]
+    assert start(t, 1, 1000, EMPTY) == [Action(PREPARE, 1000, EMPTY)]
     assert t.admitted(1000)
 
 
 def test_owner_jobs_are_never_managed():
     t = UserTable(OWNER)
-    assert t.start(1, OWNER, res("0-3")) == []
+    assert start(t, 1, OWNER, res("0-3")) == []
     assert t.users() == []
     assert not t.admitted(OWNER)
     assert t.uid_of(1) is None
-    assert t.cleanup(1) == []
-    assert t.end(1) == []
+    assert t.cleanup(1) is None
+    assert end(t, 1) == []
 
 
 def test_duplicate_start_is_ignored_even_with_other_resources():
     t = UserTable(OWNER)
     t.start(1, 1000, res("0"))
-    assert t.start(1, 1000, res("0-7")) == []
-    assert t.start(1, 1001, res("0")) == []
+    assert start(t, 1, 1000, res("0-7")) == []
+    assert start(t, 1, 1001, res("0")) == []
     assert t.union(1000) == res("0")
     assert t.users() == [1000]
 
 
 def test_ending_an_unknown_job_is_ignored():
     t = UserTable(OWNER)
-    assert t.end(42) == []
+    assert end(t, 42) == []
     t.start(1, 1000, res("0"))
-    assert t.end(42) == []
-    assert t.end(1) == [Action(TEARDOWN, 1000)]
-    assert t.end(1) == []
+    assert end(t, 42) == []
+    assert end(t, 1) == [Action(TEARDOWN, 1000)]
+    assert end(t, 1) == []
 
 
 def test_cleanup_stops_admission_but_keeps_the_union():
     t = UserTable(OWNER)
     t.start(1, 1000, res("0-1", "0"))
-    assert t.cleanup(1) == []
+    assert t.cleanup(1) is None
     assert not t.admitted(1000)
     assert t.users() == [1000]
     assert t.union(1000) == res("0-1", "0")
-    assert t.end(1) == [Action(TEARDOWN, 1000)]
+    assert end(t, 1) == [Action(TEARDOWN, 1000)]
 
 
 def test_one_running_job_keeps_the_user_admitted():
@@ -197,7 +238,7 @@ def test_one_running_job_keeps_the_user_admitted():
 
 def test_cleanup_of_an_unknown_job_is_ignored():
     t = UserTable(OWNER)
-    assert t.cleanup(7) == []
+    assert t.cleanup(7) is None
     assert len(t) == 0
 
 
@@ -241,11 +282,11 @@ def test_add_then_remove_returns_to_the_empty_state(jobs, random):
     t = UserTable(OWNER)
     slices = Slices()
     for jobid, (uid, r) in enumerate(jobs):
-        slices.carry_out(t.start(jobid, uid, r))
+        slices.carry_out(start(t, jobid, uid, r))
     order = list(range(len(jobs)))
     random.shuffle(order)
     for jobid in order:
-        slices.carry_out(t.end(jobid))
+        slices.carry_out(end(t, jobid))
         slices.agrees_with(t)
     assert len(t) == 0
     assert t.users() == []
@@ -282,7 +323,7 @@ def test_any_interleaving_ends_in_the_same_state(case):
     slices = Slices()
     for kind, j in events:
         uid, r = jobs[j]
-        actions = t.start(j, uid, r) if kind == "start" else t.end(j)
+        actions = start(t, j, uid, r) if kind == "start" else end(t, j)
         slices.carry_out(actions)
         slices.agrees_with(t)
 
@@ -307,7 +348,7 @@ def test_each_user_episode_has_one_prepare_and_one_teardown(case):
     for kind, j in events:
         uid, r = jobs[j]
         before = set(t.users())
-        actions = t.start(j, uid, r) if kind == "start" else t.end(j)
+        actions = start(t, j, uid, r) if kind == "start" else end(t, j)
         after = set(t.users())
         kinds = [a.kind for a in actions]
         if uid == OWNER:
@@ -347,7 +388,7 @@ class UserTableMachine(RuleBasedStateMachine):
         jobid = self.next_id
         self.next_id += 1
         self.uid[jobid] = uid
-        self.slices.carry_out(self.table.start(jobid, uid, r))
+        self.slices.carry_out(start(self.table, jobid, uid, r))
         if uid != OWNER:
             self.model[jobid] = (uid, r, True)
         return jobid
@@ -355,23 +396,23 @@ class UserTableMachine(RuleBasedStateMachine):
     @rule(jobid=jobids, r=resources)
     def start_again(self, jobid, r):
         """A repeated start (e.g. a replayed journal) implies nothing."""
-        assert self.table.start(jobid, self.uid[jobid], r) == []
+        assert self.table.start(jobid, self.uid[jobid], r) is False
 
     @rule(jobid=jobids)
     def cleanup(self, jobid):
-        assert self.table.cleanup(jobid) == []
+        assert self.table.cleanup(jobid) is None
         if jobid in self.model:
             uid, r, _ = self.model[jobid]
             self.model[jobid] = (uid, r, False)
 
     @rule(jobid=consumes(jobids))
     def end(self, jobid):
-        self.slices.carry_out(self.table.end(jobid))
+        self.slices.carry_out(end(self.table, jobid))
         self.model.pop(jobid, None)
 
     @rule(jobid=st.integers(10_000, 10_010))
     def end_unknown(self, jobid):
-        assert self.table.end(jobid) == []
+        assert self.table.end(jobid) is False
 
     @invariant()
     def actions_match_the_table(self):

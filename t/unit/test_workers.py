@@ -1,4 +1,4 @@
-"""Worker pool with completions on the owner's thread (flux_pam_service.workers)."""
+"""The worker pool: completions on the owner's thread (broker.workers)."""
 
 import select
 import threading
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from flux_pam_service import workers
+from flux_pam_service.broker import workers
 
 
 def wait_drain(pool, n, timeout=5.0):

@@ -1,0 +1,1 @@
+"""The pam broker module: journal follower, dispatcher, per-user scheduler."""

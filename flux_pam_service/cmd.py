@@ -1,5 +1,0 @@
-"""Entry point of the ``flux-pam`` console script."""
-
-from .cli import main
-
-__all__ = ["main"]
