@@ -141,7 +141,6 @@ def test_install_without_flux_core_installs_the_rest_and_says_why(tmp_path):
             "install",
             f"DESTDIR={d}",
             "FLUX_CORE_PC=",
-            *NO_FLUX,
         ],
         capture_output=True,
         text=True,
