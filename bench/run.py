@@ -363,11 +363,22 @@ def markdown_targets(ts: list) -> str:
     )
 
 
-def summary_markdown(ts: list, res: dict, ts17: Optional[list] = None) -> str:
+def load_line(status: dict) -> str:
+    """Each benchmark's wall time and the 1-minute load before and after."""
+    return "Run: " + "; ".join(
+        f"{k} {v['wall_s']} s (exit {v['rc']}, load {v['load'][0]} -> {v['load'][1]})"
+        for k, v in status.items()
+    )
+
+
+def summary_markdown(
+    ts: list, res: dict, ts17: Optional[list] = None, status: Optional[dict] = None
+) -> str:
     """The targets, then each benchmark's table, for bench/README.md."""
     import importlib
 
-    out = [markdown_targets(ts), ""]
+    out = [load_line(status), ""] if status else []
+    out += [markdown_targets(ts), ""]
     if ts17:
         out += ["Job throughput (issue 17):", "", markdown_targets(ts17), ""]
     for kind in ORDER:
@@ -402,8 +413,9 @@ def main(argv=None) -> int:
         ts, ts17 = targets(res), targets17(res)
         print(format_targets(ts))
         print(format_targets(ts17))
+        status = latest("summary").get("status")
         with open(os.path.join(bl.RESULTS, "summary-latest.md"), "w") as f:
-            f.write(summary_markdown(ts, res, ts17))
+            f.write(summary_markdown(ts, res, ts17, status))
         return 0
     if bl.find_flux() is None:
         print("bench: flux-core not found (/opt/flux/bin/flux or FLUX): nothing run")
@@ -450,16 +462,10 @@ def main(argv=None) -> int:
     print()
     print(format_targets(ts))
     print(format_targets(ts17))
-    print(
-        f"\ntotal {summary['wall_s']} s; "
-        + ", ".join(
-            f"{k} {v['wall_s']} s (exit {v['rc']}, load {v['load'][0]}->{v['load'][1]})"
-            for k, v in status.items()
-        )
-    )
+    print(f"\ntotal {summary['wall_s']} s; {load_line(status)}")
     print(bl.write_json("summary", summary))
     with open(os.path.join(bl.RESULTS, "summary-latest.md"), "w") as f:
-        f.write(summary_markdown(ts, res, ts17))
+        f.write(summary_markdown(ts, res, ts17, status))
     failed = [k for k, v in status.items() if v["rc"] != 0]
     return 1 if failed else 0
 

@@ -490,3 +490,10 @@ def test_the_profile_is_reported_next_to_the_one_before(tmp_path):
     # 0.1 s over 100 jobs: 1 ms per job
     journal = next(line for line in text.splitlines() if line.startswith("journal"))
     assert journal.split()[1:] == ["1.00", "1.00"]
+
+
+def test_the_summary_says_each_benchmarks_time_and_load():
+    status = {"floor": {"wall_s": 9.0, "rc": 0, "load": [6.7, 6.4]}}
+    res = {"floor": floor_data()}
+    text = run.summary_markdown(run.targets(res), res, None, status)
+    assert text.startswith("Run: floor 9.0 s (exit 0, load 6.7 -> 6.4)")
