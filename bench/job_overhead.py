@@ -55,17 +55,24 @@ Output: a table, bench/results/job_overhead-latest.json and .png.
 
 import argparse
 import errno
+import json
 import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib as bl  # noqa: E402
 
 KIND = "job_overhead"
-MODES = ("off", "service", "fallback")
+MODES = ("off", "service", "delay", "fallback")
+#: the modes with the module loaded
+MODULE_MODES = ("service", "delay")
+#: pam.user-stop-delay of the "delay" mode: longer than a sparse user's gap
+#: between jobs here (8 users at 30-60 jobs/s), short enough to wait for
+STOP_DELAY = "5s"
 JOURNAL_EVENTS = (
     "submit",
     "alloc",
@@ -98,6 +105,15 @@ def jobmanager_toml() -> str:
 PAM_TOML = (
     "[pam]\nmanage-user-slice = true\n\n[exec]\nsdexec-constrain-resources = true\n"
 )
+PAM_TOML_DELAY = PAM_TOML.replace(
+    "\n\n[exec]", f'\nuser-stop-delay = "{STOP_DELAY}"\n\n[exec]'
+)
+#: the profile of the module before issue 17's changes (commit, load, profiles)
+PROFILE_BEFORE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "results",
+    "job_overhead-profile-before.json",
+)
 
 
 def boot_config(mode: str) -> dict:
@@ -107,6 +123,8 @@ def boot_config(mode: str) -> dict:
 def _boot_config(mode: str) -> dict:
     if mode == "service":
         return {"pam.toml": PAM_TOML}
+    if mode == "delay":
+        return {"pam.toml": PAM_TOML_DELAY}
     if mode == "fallback":
         return {"job-manager.toml": jobmanager_toml()}
     return {"empty.toml": ""}
@@ -157,8 +175,10 @@ def _wait_quiet(h, mode: str, timeout: float = 120.0) -> None:
         st = h.rpc("job-manager.stats-get", {}).get()
         if st.get("housekeeping", {}).get("running"):
             busy = True
-        if mode == "service" and h.rpc("pam.stats-get", {}).get().get("pending"):
-            busy = True
+        if mode in MODULE_MODES:
+            st = h.rpc("pam.stats-get", {}).get()
+            # and, with a stop delay, until the kept user managers are stopped
+            busy = busy or bool(st.get("pending") or st.get("users-kept"))
         if not busy:
             return
         time.sleep(0.1)
@@ -274,7 +294,7 @@ def _per_job(raw: dict, mode: str) -> dict:
         if mode == "fallback" and "prolog-finish" in ev:
             constrained.append((ev["prolog-finish"] - ev["alloc"]) * 1000)
         probe = job.get("probe")
-        if mode == "service" and probe:
+        if mode in MODULE_MODES and probe:
             if probe.get("result") == "applied":
                 constrained.append((probe["t"] - ev["alloc"]) * 1000)
             else:
@@ -317,10 +337,10 @@ def inner_jobs(args: dict) -> dict:
         confdir = args["fallback_conf"]
         _flux_cmd("config", "load", confdir)
         _flux_cmd("module", "load", "sdexec-mapper")
-    modpid = bl.module_pid(broker) if mode == "service" else None
-    if mode == "service" and modpid is None:
+    modpid = bl.module_pid(broker) if mode in MODULE_MODES else None
+    if mode in MODULE_MODES and modpid is None:
         raise RuntimeError("the pam module's process was not found")
-    probe = mode == "service"
+    probe = mode in MODULE_MODES
     _batch(h, args.get("warmup", 4), 1, probe)  # warm up: imports, user@
     _wait_quiet(h, mode)
     sync = Sync(args["sync_dir"], mode)
@@ -328,7 +348,7 @@ def inner_jobs(args: dict) -> dict:
     runs = []
     for i, (n, users) in enumerate(args["runs"]):
         sync.wait(f"go-{i}")
-        stats0 = h.rpc("pam.stats-get", {}).get() if mode == "service" else None
+        stats0 = h.rpc("pam.stats-get", {}).get() if mode in MODULE_MODES else None
         cpu0 = bl.cpu_seconds(modpid) if modpid else None
         forks = bl.ForkCounter([broker]).start()
         try:
@@ -348,9 +368,41 @@ def inner_jobs(args: dict) -> dict:
             res["module"]["forks"] = forks.by_parent.get(modpid, 0)
         runs.append(res)
         sync.post(f"done-{i}")
+    profiles = [_profiled(h, broker, mode, *p) for p in args.get("profile", [])]
     if mode == "fallback":
         _flux_cmd("module", "remove", "sdexec-mapper")
-    return {"mode": mode, "broker_pid": broker, "module_pid": modpid, "runs": runs}
+    out = {"mode": mode, "broker_pid": broker, "module_pid": modpid, "runs": runs}
+    if mode in MODULE_MODES:
+        out["profiles"] = profiles
+    return out
+
+
+def _profiled(h, broker: int, mode: str, n: int, users: int) -> dict:
+    """One more batch with the module loaded with ``profile=PATH``, after
+    the measured ones: the module's CPU per job, by part
+    (bench/modprofile.py)."""
+    import modprofile
+
+    path = os.path.join(bl.LOGDIR, f"job_overhead-profile-{mode}-{n}-{users}.pstats")
+    if os.path.exists(path):
+        os.unlink(path)
+    _flux_cmd("module", "reload", "pam", f"profile={path}")
+    modpid = bl.module_pid(broker)
+    _batch(h, 4, 1, True)  # warm up after the reload
+    _wait_quiet(h, mode)
+    cpu0 = bl.cpu_seconds(modpid)
+    _batch(h, n, users, True)
+    _wait_quiet(h, mode)
+    cpu = bl.cpu_seconds(modpid) - cpu0
+    _flux_cmd("module", "reload", "pam")  # the profile is written at unload
+    seconds = modprofile.breakdown(path)
+    return {
+        "n": n,
+        "users": users,
+        "seconds": seconds,
+        "cpu_ms_per_job": cpu * 1000 / n,
+        "profile": os.path.relpath(path, bl.RESULTS),
+    }
 
 
 # ------------------------------------------------------------------ outer side
@@ -379,7 +431,13 @@ def reset_users(bed) -> None:
 
 
 def measure(
-    bed, ns: list, users: list, modes: list, warmup: int, fallback_max_n: int
+    bed,
+    ns: list,
+    users: list,
+    modes: list,
+    warmup: int,
+    fallback_max_n: int,
+    profile_n: int = 0,
 ) -> dict:
     """Start one instance per mode, then run each (N, users) batch in every
     mode in turn (off, service, fallback), one instance busy at a time, so
@@ -388,6 +446,7 @@ def measure(
 
     allruns = [(n, u) for n in ns for u in users]
     out = {"modes": {}, "runs": allruns, "fallback_max_n": fallback_max_n}
+    profiled = [(profile_n, u) for u in users] if profile_n else []
     sync_dir = tempfile.mkdtemp(prefix="flux-pam-bench-sync.")
     fbpath = flux_pythonpath()
     inners, tmpdirs, syncs, runs_of = {}, [sync_dir], {}, {}
@@ -418,6 +477,7 @@ def measure(
                     "mode": mode,
                     "runs": runs,
                     "warmup": warmup,
+                    "profile": profiled if mode in MODULE_MODES else [],
                     "fallback_conf": fallback_conf,
                     "sync_dir": sync_dir,
                 },
@@ -497,7 +557,7 @@ def rows(data: dict) -> list:
                     "constrained_p95": a2c.get("p95"),
                     "constrained_n": a2c.get("n", 0),
                     "ended_first": r.get("unmeasured", 0)
-                    if mode == "service"
+                    if mode in MODULE_MODES
                     else None,
                     "forks_per_job": r["forks_per_job"],
                     "module_forks": mod.get("forks") if mod else None,
@@ -553,11 +613,53 @@ def table_rows(data: dict) -> list:
 
 
 def report(data: dict) -> str:
-    return bl.format_table(
+    out = bl.format_table(
         "per-job overhead (times in ms; 'added' = alloc>start median minus"
         " management off's)",
         HEADERS,
         table_rows(data),
+    )
+    columns = profile_columns(data)
+    if columns:
+        out += "\n\n" + profile_report(columns)
+    return out
+
+
+def profile_before() -> dict:
+    """The committed profile of the module before issue 17 ({} if none)."""
+    try:
+        with open(PROFILE_BEFORE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def profile_columns(data: dict, before: Optional[dict] = None) -> list:
+    """(label, profile) of the committed "before" and of this run's modes."""
+    before = profile_before() if before is None else before
+    cols = [(f"before U={p['users']}", p) for p in (before.get("profiles") or [])]
+    for mode in MODULE_MODES:
+        for p in (data["modes"].get(mode) or {}).get("profiles") or []:
+            cols.append((f"{mode} U={p['users']}", p))
+    return cols
+
+
+def profile_report(columns: list) -> str:
+    """The module's CPU per job by part (its profile), one column per batch."""
+    import modprofile
+
+    parts = [p for p, _, _ in modprofile.PARTS] + ["total"]
+    cols = [modprofile.per_job_ms(p["seconds"], p["n"]) for _, p in columns]
+    rows_ = [[part] + [c.get(part, 0.0) for c in cols] for part in parts]
+    rows_.append(
+        ["process cpu (schedstat)"] + [p["cpu_ms_per_job"] for _, p in columns]
+    )
+    return bl.format_table(
+        "module CPU per job by part (ms, under the profiler: one more batch of"
+        " N jobs per column, the module loaded with profile=PATH; 'before':"
+        " bench/results/job_overhead-profile-before.json)",
+        ["part"] + [f"{label} N={p['n']}" for label, p in columns],
+        rows_,
     )
 
 
@@ -613,8 +715,16 @@ def main(argv=None) -> int:
         default=100,
         help="largest N run in fallback mode (about 1 job/s on 2 cores)",
     )
+    ap.add_argument(
+        "--profile-n",
+        type=int,
+        default=500,
+        help="jobs of the extra service-mode batch per user count sampled by"
+        " py-spy (0: none)",
+    )
     args = ap.parse_args(argv)
     ns = [20] if args.quick else [int(x) for x in args.n.split(",")]
+    profile_n = min(args.profile_n, 20) if args.quick else args.profile_n
     users = [int(x) for x in args.users.split(",")]
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
@@ -629,7 +739,13 @@ def main(argv=None) -> int:
             return 0
         t0 = time.monotonic()
         data = measure(
-            bed, ns, users, modes, 2 if args.quick else 4, args.fallback_max_n
+            bed,
+            ns,
+            users,
+            modes,
+            2 if args.quick else 4,
+            args.fallback_max_n,
+            profile_n,
         )
         data["wall_s"] = time.monotonic() - t0
     return bl.publish(KIND, data, report, plot)

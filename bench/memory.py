@@ -136,7 +136,7 @@ def core(jobs: int, users: int) -> dict:
     xs, ys = [0], [0]
     for i in range(jobs):
         jobid = 10**12 + i
-        d.event(jobid, "submit", {"userid": BASE_UID + i % users}, jobspec={})
+        d.event(jobid, "submit", {"userid": BASE_UID + i % users})
         d.event(jobid, "alloc", {}, R=_R(0, i % NCORES, "node0"))
         if (i + 1) % step == 0:
             xs.append(i + 1)

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -214,6 +215,126 @@ def targets(res: dict) -> list:
     return out
 
 
+#: job_overhead's modes with the module: default config, and with
+#: pam.user-stop-delay (issue 17)
+MODULE_MODES = (("service", "stop at once"), ("delay", "user-stop-delay"))
+
+
+def _floor_ms(res: dict, row: str) -> Optional[float]:
+    return (((res.get("floor") or {}).get("rows") or {}).get(row) or {}).get("median")
+
+
+def targets17(res: dict) -> list:
+    """The targets of issue 17 (job throughput), for each configuration the
+    job_overhead benchmark ran the module in; met None when not measured."""
+    out = []
+    jobs = res.get("job_overhead") or {}
+    modes = jobs.get("modes") or {}
+    off = {
+        (r["n"], r["users"]): r["jobs_per_s"]
+        for r in (modes.get("off") or {}).get("runs", [])
+    }
+    apply_ms = _floor_ms(res, "UserSlice.apply")
+    prepare_ms = _floor_ms(res, "UserSlice.prepare (+user@ start)")
+    for mode, label in MODULE_MODES:
+        runs = (modes.get(mode) or {}).get("runs") or []
+        if not runs:
+            out.append(_target(f"[{label}] job_overhead", None, "-", "job_overhead"))
+            continue
+        ratios = [
+            (r["jobs_per_s"] / off[(r["n"], r["users"])], r["n"], r["users"])
+            for r in runs
+            if off.get((r["n"], r["users"]))
+        ]
+        out.append(
+            _target(
+                f"[{label}] throughput >= 90% of management off, every row",
+                all(x >= 0.9 for x, _, _ in ratios) if ratios else None,
+                "; ".join(f"N={n} U={u}: {x:.0%}" for x, n, u in ratios) or "-",
+                "job_overhead: N / (last clean - first submit), same run",
+            )
+        )
+        cpu = [
+            (
+                (r.get("module") or {}).get("cpu_s", 0) * 1000 / r["n"],
+                r["n"],
+                r["users"],
+            )
+            for r in runs
+        ]
+        out.append(
+            _target(
+                f"[{label}] module CPU per job <= 1.5 ms",
+                max(c for c, _, _ in cpu) <= 1.5,
+                "; ".join(f"N={n} U={u}: {c:.2f} ms" for c, n, u in cpu),
+                "job_overhead: module process CPU (schedstat) / N",
+            )
+        )
+        for users, name, limit, how in (
+            (
+                1,
+                "user with a job already here: <= 2 x UserSlice.apply",
+                2 * apply_ms if apply_ms else None,
+                f"2 x {apply_ms:.2f} ms (floor)" if apply_ms else "floor not run",
+            ),
+            (
+                8,
+                "8 users, sparse jobs: <= user@ start + 2 x apply",
+                prepare_ms + apply_ms if prepare_ms and apply_ms else None,
+                f"prepare {prepare_ms:.2f} + apply {apply_ms:.2f} ms (floor)"
+                if prepare_ms and apply_ms
+                else "floor not run",
+            ),
+        ):
+            rows_ = [r for r in runs if r["users"] == users]
+            meds = [
+                (
+                    r["alloc_to_constrained_ms"].get("median"),
+                    r["n"],
+                    r.get("unmeasured", 0),
+                )
+                for r in rows_
+            ]
+            meds = [m for m in meds if m[0] is not None]
+            if not meds:
+                out.append(
+                    _target(
+                        f"[{label}] alloc -> slice ready, {name}",
+                        None,
+                        "-",
+                        "job_overhead",
+                    )
+                )
+                continue
+            worst = max(m for m, _, _ in meds)
+            out.append(
+                _target(
+                    f"[{label}] alloc -> slice ready, {name}",
+                    worst <= limit if limit else None,
+                    "; ".join(
+                        f"N={n}: median {m:.1f} ms ({e} of {n} ended first)"
+                        for m, n, e in meds
+                    )
+                    + f" vs {how}",
+                    "job_overhead: pam.prolog answer time minus alloc event time",
+                )
+            )
+    scale = (res.get("scale") or {}).get("estimate") or {}
+    b = (scale.get("cpu_ms_per_job") or {}).get("b_per_node")
+    out.append(
+        _target(
+            "rank-0 CPU per job per node of the job <= 0.1 ms",
+            b <= 0.1 if b is not None else None,
+            f"{b:.3f} ms (fit a + b x nodes over the"
+            f" {scale.get('from_instance')}-broker instance)"
+            if b is not None
+            else "-",
+            "scale: rank-0 module CPU per job for 1-, 4-, 16-node jobs",
+        )
+    )
+    return out
+
+
 def format_targets(ts: list) -> str:
     return bl.format_table(
         "targets",
@@ -242,11 +363,24 @@ def markdown_targets(ts: list) -> str:
     )
 
 
-def summary_markdown(ts: list, res: dict) -> str:
+def load_line(status: dict) -> str:
+    """Each benchmark's wall time and the 1-minute load before and after."""
+    return "Run: " + "; ".join(
+        f"{k} {v['wall_s']} s (exit {v['rc']}, load {v['load'][0]} -> {v['load'][1]})"
+        for k, v in status.items()
+    )
+
+
+def summary_markdown(
+    ts: list, res: dict, ts17: Optional[list] = None, status: Optional[dict] = None
+) -> str:
     """The targets, then each benchmark's table, for bench/README.md."""
     import importlib
 
-    out = [markdown_targets(ts), ""]
+    out = [load_line(status), ""] if status else []
+    out += [markdown_targets(ts), ""]
+    if ts17:
+        out += ["Job throughput (issue 17):", "", markdown_targets(ts17), ""]
     for kind in ORDER:
         if not res.get(kind):
             continue
@@ -276,10 +410,12 @@ def main(argv=None) -> int:
             ap.error(f"unknown benchmark {k}")
     if args.report_only:
         res = {k: latest(k) for k in only}
-        ts = targets(res)
+        ts, ts17 = targets(res), targets17(res)
         print(format_targets(ts))
+        print(format_targets(ts17))
+        status = latest("summary").get("status")
         with open(os.path.join(bl.RESULTS, "summary-latest.md"), "w") as f:
-            f.write(summary_markdown(ts, res))
+            f.write(summary_markdown(ts, res, ts17, status))
         return 0
     if bl.find_flux() is None:
         print("bench: flux-core not found (/opt/flux/bin/flux or FLUX): nothing run")
@@ -314,26 +450,22 @@ def main(argv=None) -> int:
             print(f"=== {kind}: exit {rc} in {status[kind]['wall_s']} s", flush=True)
     # only what ran to completion now: never a stale result
     res = {k: latest(k) for k, v in status.items() if v["rc"] == 0}
-    ts = targets(res)
+    ts, ts17 = targets(res), targets17(res)
     summary = {
         "quick": args.quick,
         "status": status,
         "targets": ts,
+        "targets17": ts17,
         "wall_s": round(time.monotonic() - t_all, 1),
         "machine": bl.machine(),
     }
     print()
     print(format_targets(ts))
-    print(
-        f"\ntotal {summary['wall_s']} s; "
-        + ", ".join(
-            f"{k} {v['wall_s']} s (exit {v['rc']}, load {v['load'][0]}->{v['load'][1]})"
-            for k, v in status.items()
-        )
-    )
+    print(format_targets(ts17))
+    print(f"\ntotal {summary['wall_s']} s; {load_line(status)}")
     print(bl.write_json("summary", summary))
     with open(os.path.join(bl.RESULTS, "summary-latest.md"), "w") as f:
-        f.write(summary_markdown(ts, res))
+        f.write(summary_markdown(ts, res, ts17, status))
     failed = [k for k, v in status.items() if v["rc"] != 0]
     return 1 if failed else 0
 

@@ -146,7 +146,7 @@ def dispatcher_cost(sizes: list, reps: int) -> list:
         for i in range(n):
             jobid = 10**12 + i
             for name, ctx, kw in (
-                ("submit", {"userid": 1000}, {"jobspec": {}}),
+                ("submit", {"userid": 1000}, {}),
                 ("alloc", {}, {"R": R}),
                 ("finish", {"status": 0}, {}),
                 ("release", {"ranks": "all", "final": True}, {}),

@@ -72,7 +72,7 @@ def decide(s: "Scheduler", uid: int) -> tuple:
         return False, f"uid {uid} is the instance owner (not managed)", None
     if not s.table.admitted(uid):
         return False, f"user {uid} has no running job on rank {s.rank}", None
-    if user is not None and user.busy == "teardown":
+    if user is not None and user.busy in ("teardown", "release"):
         return False, f"user {uid}: teardown in progress on rank {s.rank}", None
     message = refusal(s, user)
     if message is not None and s.closed is not None:

@@ -15,6 +15,7 @@ from typing import Any, Callable, List, Optional
 
 from flux.constants import FLUX_RPC_NORESPONSE, FLUX_RPC_STREAMING
 
+from flux_pam_service.broker import responses
 from flux_pam_service.broker.dispatcher import Dispatcher
 from flux_pam_service.core.errors import errtext
 
@@ -63,7 +64,7 @@ class JournalFollower:
 
     def _cb(self, f: Any) -> None:
         try:
-            resp = f.get()
+            resp = responses.payload(f)
         except OSError as exc:
             self.future = None
             if exc.errno in (errno.ENOSYS, errno.ENODATA):

@@ -8,7 +8,9 @@ log.  Rank 0 also follows the job-manager journal
 (flux_pam_service.broker.journal).  The architecture and the RPC protocol
 are in doc/design.rst.
 
-Module arguments: ``nthreads=N`` (worker threads, default 4).
+Module arguments: ``nthreads=N`` (worker threads, default 4);
+``profile=PATH`` (write a CPU profile of every thread to PATH at unload:
+flux_pam_service.broker.profiling).
 """
 
 import errno
@@ -26,9 +28,16 @@ from flux.constants import (
 )
 from flux.hostlist import Hostlist
 
-from flux_pam_service.broker import admission, dispatcher, status, workers
+from flux_pam_service.broker import (
+    admission,
+    dispatcher,
+    profiling,
+    status,
+    workers,
+)
 from flux_pam_service.broker.journal import JournalFollower, log_level
 from flux_pam_service.broker.scheduler import Operation, Scheduler
+from flux_pam_service.broker.sender import Sender
 from flux_pam_service.core import config, rpcs, rv1
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.systemd import enforcement
@@ -61,10 +70,13 @@ class PamModule(BrokerModule):
         self.hostname = h.attr_get("hostname")
         self.shared_node = shares_node(h)
         nthreads = DEFAULT_NTHREADS
+        self.profiler: Optional[profiling.Profiler] = None
         for arg in args:
             key, _, value = arg.partition("=")
             if key == "nthreads" and value.isdigit() and int(value) > 0:
                 nthreads = int(value)
+            elif key == "profile" and value:
+                self.profiler = profiling.Profiler(value)
             else:
                 raise ValueError(f"pam: unknown or bad module argument: {arg}")
         closed = None
@@ -74,11 +86,12 @@ class PamModule(BrokerModule):
             cfg = config.PamConfig()
             closed = "; ".join(exc.problems)
         self.timers: list = []
-        self.pool = workers.Pool(nthreads, name="pam")
+        around = self.profiler.run if self.profiler else None
+        self.pool = workers.Pool(nthreads, name="pam", around=around)
         self.pool_watcher = self._watch(self.pool, "pool")
         # pam.status reads slices on a thread of its own, never queued
         # behind a slow slice operation
-        self.status_pool = workers.Pool(1, name="pam-status")
+        self.status_pool = workers.Pool(1, name="pam-status", around=around)
         self.status_watcher = self._watch(self.status_pool, "status pool")
         self.sched = Scheduler(
             self.rank,
@@ -101,6 +114,7 @@ class PamModule(BrokerModule):
         self.config_watch: Any = None
         self.journal: Optional[JournalFollower] = None
         self._config_watch()
+        self.sender = Sender(h, self._send_failed)
         if self.rank == 0:
             self.journal = JournalFollower(h, self.size, self._send, self.sched)
             self.journal.start()
@@ -235,16 +249,14 @@ class PamModule(BrokerModule):
         if rank == self.rank:
             self.sched.guard(topic, self._deliver, topic, payload)
             return
+        try:
+            self.sender.send(rank, topic, payload)
+        except OSError as exc:
+            self._send_failed(rank, topic, exc)
 
-        def done(f: Any) -> None:
-            try:
-                f.get()
-            except OSError as exc:
-                self.sched.stats["message-errors"] += 1
-                text = f"{topic} to rank {rank}: {errtext(exc)}"
-                self.log(log_level(exc), text)
-
-        self.handle.rpc(topic, payload, nodeid=rank).then(done)
+    def _send_failed(self, rank: int, topic: str, exc: OSError) -> None:
+        self.sched.stats["message-errors"] += 1
+        self.log(log_level(exc), f"{topic} to rank {rank}: {errtext(exc)}")
 
     def _deliver(self, topic: str, payload: dict) -> None:
         if topic == dispatcher.JOB_START:
@@ -449,9 +461,14 @@ class PamModule(BrokerModule):
     def run(self) -> None:
         """Run the reactor; at the end, stop the journal and the workers."""
         try:
-            super().run()
+            if self.profiler is not None:
+                self.profiler.run(super().run)
+            else:
+                super().run()
         finally:
             if self.journal is not None:
                 self.journal.cancel()
             self.pool.close(timeout=2.0)
             self.status_pool.close(timeout=1.0)
+            if self.profiler is not None:
+                self.profiler.dump()

@@ -15,6 +15,7 @@ flux_pam_service.broker.waiters'.
 
 import errno
 import json
+import math
 import syslog
 import time
 import traceback
@@ -29,10 +30,10 @@ from flux_pam_service.core import config, lockdir, rv1
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.jobid import f58
 from flux_pam_service.core.jobs import UserTable
-from flux_pam_service.systemd import enforcement, operations
+from flux_pam_service.systemd import enforcement, operations, properties
 from flux_pam_service.systemd.client import unreachable
 from flux_pam_service.systemd.operations import Outcome
-from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError, UserSlice
+from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError
 
 RETRY_MIN = 1.0
 RETRY_MAX = 30.0
@@ -53,7 +54,7 @@ class Operation:
     and returns a flux_pam_service.systemd.operations.Outcome.
     """
 
-    action: str  # prepare, apply, unconstrain, teardown, read, scan
+    action: str  # prepare, apply, unconstrain, release, teardown, live, scan
     uid: int
     run: Callable[[dict], Any]
     props: Optional[dict] = None
@@ -78,10 +79,13 @@ class User:
     attach_waiters: List[Any] = field(default_factory=list)
     retry_delay: float = 0.0
     retry_timer: Any = None
-    slice_state: Optional[dict] = None
-    slice_epoch: int = 0  # bumped by every operation; stale read-backs are dropped
+    # pam.user-stop-delay: released (user@ kept, the slice idle) until this
+    # time.monotonic() value, when user@ is stopped unless a job reuses it
+    stop_at: Optional[float] = None
+    stop_timer: Any = None
     # what the kernel enforces for the applied union (None: not read back)
     verdict: Optional[enforcement.Verdict] = None
+    reading: Optional[enforcement.Reading] = None  # the verdict's read-back
 
     @property
     def pending(self) -> bool:
@@ -277,6 +281,7 @@ class Scheduler:
         uid = user.uid
         jobs = self.table.jobs(uid)
         if jobs:
+            self._keep_manager(user)
             if not self.managing():
                 self._finished(user, snap, "skipped")
                 return
@@ -296,16 +301,59 @@ class Scheduler:
                 # never managed here (or unknown while not managing): keep off
                 self._finished(user, snap, "skipped")
                 return
-            kill, grace = self.cfg.kill_user_slice, self.cfg.kill_slice_grace_time
-            self._submit(
-                user,
-                snap,
-                Operation(
-                    "teardown",
-                    uid,
-                    lambda state: operations.deactivate(state, uid, kill, grace),
-                ),
+            self._release_or_teardown(user, snap)
+
+    def _release_or_teardown(self, user: User, snap: int) -> None:
+        """The user has no job here: tear down, or with pam.user-stop-delay,
+        release at once and stop the user manager once the delay has passed
+        with no new job (doc/design.rst, "The user manager's stop delay")."""
+        uid = user.uid
+        kill, grace = self.cfg.kill_user_slice, self.cfg.kill_slice_grace_time
+        delay = self.cfg.user_stop_delay
+        if delay > 0 and user.prepared and user.stop_at is None:
+            idle = properties.idle(user.applied)
+            run = partial(
+                operations.release,
+                uid=uid,
+                kill=kill,
+                grace=grace,
+                idle=idle,
+                cgroup_root=self.cgroup_root,
+                since=user.applied,
+                last=user.reading,
             )
+            self._submit(user, snap, Operation("release", uid, run, idle))
+            return
+        if user.stop_at is not None and delay > 0:
+            left = user.stop_at - time.monotonic()
+            if left > 0:  # released: nothing to do until then
+                if user.stop_timer is None:
+                    user.stop_timer = self.timer(left, self._stop_due, user)
+                self._finished(user, snap, "torn-down")
+                return
+        self._submit(
+            user,
+            snap,
+            Operation(
+                "teardown",
+                uid,
+                lambda state: operations.deactivate(state, uid, kill, grace),
+            ),
+        )
+
+    def _stop_due(self, user: User) -> None:
+        """The stop delay has passed: stop the user manager unless reused."""
+        user.stop_timer = None
+        if user.stop_at is not None and not self.table.jobs(user.uid):
+            user.stop_at = -math.inf
+            user.seq += 1
+            self.kick(user)
+
+    def _keep_manager(self, user: User) -> None:
+        """A job arrived: a user manager kept by the stop delay is reused."""
+        user.stop_at = None
+        self.cancel(user.stop_timer)
+        user.stop_timer = None
 
     def _activate(self, user: User, snap: int, props: Optional[dict]) -> None:
         uid = user.uid
@@ -323,9 +371,12 @@ class Scheduler:
             return
         desc = operations.description(uid, self.rank)
         root = self.cgroup_root
+        since, last = user.applied, user.reading
 
         def run(state: dict) -> Outcome:
-            return operations.activate(state, uid, props, first, verify, desc, root)
+            return operations.activate(
+                state, uid, props, first, verify, desc, root, since, last
+            )
 
         action = "prepare" if first or verify else "apply"
         self._submit(user, snap, Operation(action, uid, run, props, verify))
@@ -384,19 +435,33 @@ class Scheduler:
             for text in out.repairs:
                 self.stats["repairs"] += 1
                 self.log(syslog.LOG_WARNING, f"repair: {text}")
-            user.slice_epoch += 1
-            if action == "teardown":
+            stopped = action == "teardown" or out.value == "teardown"
+            if stopped:  # a release that had to kill stopped user@ too
                 user.prepared = False
                 user.applied = None
-                user.slice_state = None
                 user.verdict = None
+                user.reading = None
+                user.stop_at = None
                 self._clear_marker(uid)
+            elif action == "release":
+                # user@ runs on and the slice holds op.props, read back: a
+                # next job with the same properties needs no operation
+                user.applied = op.props
+                user.reading = out.reading
+                admission.record_verdict(self, user, out.verdict)
+                if not self.table.jobs(uid):
+                    delay = self.cfg.user_stop_delay
+                    user.stop_at = time.monotonic() + delay
+                    self.cancel(user.stop_timer)
+                    user.stop_timer = self.timer(delay, self._stop_due, user)
             elif action == "unconstrain":
                 user.applied = None
                 user.verdict = None
+                user.reading = None
             else:
                 user.prepared = True
                 user.applied = op.props
+                user.reading = out.reading
                 admission.record_verdict(self, user, out.verdict)
             self.systemd_status = "ok"
             user.errors = []
@@ -406,37 +471,15 @@ class Scheduler:
                 f"uid {uid}: {action} user-{uid}.slice"
                 + (
                     f" {self.table.union(uid).to_dict()}"
-                    if action != "teardown"
+                    if action not in ("teardown", "release")
                     else ""
                 )
                 + f" ({elapsed * 1000:.0f} ms)",
             )
-            result = "torn-down" if action == "teardown" else "applied"
+            result = "applied" if action not in ("teardown", "release") else "torn-down"
             self._finished(user, snap, result, action)
-            if action != "teardown":
-                self._read_back(user)
 
         self.submit(op, lambda o, e: self.guard(action, done, o, e))
-
-    def _read_back(self, user: User) -> None:
-        """Read the slice for pam.status after the waiters were answered.
-
-        Off the operation's path (a job's prolog does not wait for it); a
-        read that an operation finished after has overtaken is dropped.
-        """
-        uid, epoch = user.uid, user.slice_epoch
-
-        def run(state: dict) -> dict:
-            return UserSlice(operations.connection(state), uid).state()
-
-        def done(value: Optional[dict], exc: Optional[BaseException]) -> None:
-            if user.slice_epoch == epoch:
-                user.slice_state = value if exc is None else None
-
-        self.submit(
-            Operation("read", uid, run),
-            lambda v, e: self.guard("read-back", done, v, e),
-        )
 
     def _failed(
         self, user: User, snap: int, action: str, exc: BaseException, elapsed: float
@@ -456,8 +499,13 @@ class Scheduler:
         if isinstance(exc, SurvivorsError):
             self.stats["drains"] += 1
             self.drain_rank(f"flux-pam: user {user.uid}: {text}")
-            user.prepared = False
-            user.applied = None
+            if action == "release":
+                # no delay for a node being drained: the teardown follows
+                user.stop_at = -math.inf
+                user.seq += 1
+            else:
+                user.prepared = False
+                user.applied = None
         # answer the requests this operation was to satisfy
         failure = (None, errnum, f"user {user.uid}: {text}")
         self.waiters.resolve(user, snap, failure)

@@ -27,7 +27,7 @@ def user_status(s: "Scheduler", uid: int) -> dict:
     jobs = s.table.jobs(uid)
     return {
         "uid": uid,
-        "active": bool(jobs) and user.busy != "teardown",
+        "active": bool(jobs) and user.busy not in ("teardown", "release"),
         "admitted": admission.decide(s, uid)[0],
         "jobs": [
             {
@@ -39,7 +39,7 @@ def user_status(s: "Scheduler", uid: int) -> dict:
             for j, job in sorted(jobs.items())
         ],
         "union": s.table.union(uid).to_dict(),
-        "slice": user.slice_state,
+        "slice": None,  # filled in by the live read
         "enforcement": admission.enforcement_state(s, user.verdict),
         "last_action": user.last_action,
         "errors": list(user.errors),
@@ -80,6 +80,8 @@ def stats(s: "Scheduler", workers_busy: int, dispatcher_jobs: Optional[int]) -> 
             "users": len(s.users),
             "jobs": len(s.table),
             "pending": s.npending(),
+            # user managers kept running by pam.user-stop-delay
+            "users-kept": sum(1 for u in s.users.values() if u.stop_at is not None),
             "workers-busy": workers_busy,
             "synced": s.synced,
         }
@@ -118,7 +120,7 @@ class LiveRead:
             self.sched.cancel(timer)
             for u in answer["users"]:
                 read = (value or {}).get(u["uid"])
-                sl = dict(u["slice"] or {})
+                sl = {}
                 for key in ("slice_state", "service_state", "processes", "orphans"):
                     sl[key] = read[key] if read else None
                 sl["scopes"] = u["scopes"] = read["scopes"] if read else None

@@ -25,7 +25,12 @@ _STOP = object()
 class Pool:
     """Worker threads with completions delivered through a pipe."""
 
-    def __init__(self, nthreads: int, name: str = "worker") -> None:
+    def __init__(
+        self,
+        nthreads: int,
+        name: str = "worker",
+        around: Optional[Callable[[Callable[[], None]], None]] = None,
+    ) -> None:
         if nthreads < 1:
             raise ValueError("a pool needs at least one thread")
         self._rfd, self._wfd = os.pipe()
@@ -39,8 +44,10 @@ class Pool:
         self._busy = 0
         self._closed = False
         self._threads: List[threading.Thread] = []
+        # *around* runs each thread's loop (the module's profiler)
+        target = (lambda: around(self._run)) if around else self._run
         for i in range(nthreads):
-            t = threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            t = threading.Thread(target=target, name=f"{name}-{i}", daemon=True)
             t.start()
             self._threads.append(t)
 

@@ -49,7 +49,7 @@ def age(then: float, now: Optional[float] = None) -> str:
 
 
 def _unit_state(slice_state: Optional[dict], key: str) -> str:
-    """``slice_state`` or ``service_state`` of UserSlice.state(), or "-"."""
+    """``slice_state`` or ``service_state`` of the live read, or "-"."""
     if not isinstance(slice_state, dict):
         return "-"
     return str(slice_state.get(key) or "-")

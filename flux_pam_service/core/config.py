@@ -51,6 +51,7 @@ class PamConfig:
     debug: bool = False
     constrain_resources: bool = False
     allow_unconfined_logins: bool = False
+    user_stop_delay: float = 0.0
 
     def to_dict(self) -> dict:
         """Return the settings as the TOML tables they come from."""
@@ -59,6 +60,7 @@ class PamConfig:
                 "manage-user-slice": self.manage_user_slice,
                 "kill-user-slice": self.kill_user_slice,
                 "kill-slice-grace-time": fsd.encode(self.kill_slice_grace_time),
+                "user-stop-delay": fsd.encode(self.user_stop_delay),
                 "debug": self.debug,
                 "allow-unconfined-logins": self.allow_unconfined_logins,
             },
@@ -73,9 +75,12 @@ _BOOL_KEYS = {
     ("pam", "allow-unconfined-logins"): "allow_unconfined_logins",
     ("exec", "sdexec-constrain-resources"): "constrain_resources",
 }
-_PAM_KEYS = {key for table, key in _BOOL_KEYS if table == "pam"} | {
-    "kill-slice-grace-time"
+#: [pam] keys holding a Flux Standard Duration (finite)
+_DURATION_KEYS = {
+    "kill-slice-grace-time": "kill_slice_grace_time",
+    "user-stop-delay": "user_stop_delay",
 }
+_PAM_KEYS = {key for table, key in _BOOL_KEYS if table == "pam"} | set(_DURATION_KEYS)
 
 
 def _show(value: Any) -> str:
@@ -123,21 +128,22 @@ def from_dict(
                 )
             else:
                 values[field] = value
-        if table == "pam" and "kill-slice-grace-time" in section:
-            key = "pam.kill-slice-grace-time"
-            value = section["kill-slice-grace-time"]
+        for key, field in _DURATION_KEYS.items():
+            if table != "pam" or key not in section:
+                continue
+            value = section[key]
             try:
                 seconds = fsd.parse(value)
                 if math.isinf(seconds):
                     raise ValueError(f"{_show(value)} is infinite")
-                values["kill_slice_grace_time"] = seconds
+                values[field] = seconds
             except ValueError as exc:
                 if isinstance(value, str):
-                    problems.append(f"{where(key)}: {exc}")
+                    problems.append(f"{where('pam.' + key)}: {exc}")
                 else:
                     problems.append(
-                        f"{where(key)}: {_show(value)} is not a Flux Standard"
-                        " Duration string"
+                        f"{where('pam.' + key)}: {_show(value)} is not a Flux"
+                        " Standard Duration string"
                     )
     if problems:
         raise ConfigError(problems)

@@ -79,6 +79,8 @@ def encode(seconds: float) -> str:
         return "infinity"
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{seconds!r} is not a valid duration")
+    if seconds == 0:
+        return "0s"
     for unit in ("d", "h", "m", "s", "ms"):
         n = seconds / _UNITS[unit]
         if 1 <= n < 2**53 and n == int(n):

@@ -36,6 +36,9 @@ class Outcome:
     logs: List[LogLine] = field(default_factory=list)
     repairs: List[str] = field(default_factory=list)
     verdict: Optional[enforcement.Verdict] = None
+    # the read-back the verdict came from (its device part is reused while
+    # the device properties are not sent again)
+    reading: Optional[enforcement.Reading] = None
 
 
 def description(uid: int, rank: int) -> str:
@@ -134,6 +137,8 @@ def activate(
     verify: bool,
     desc: str,
     cgroup_root: Optional[str] = None,
+    since: Optional[dict] = None,
+    last: Optional[enforcement.Reading] = None,
 ) -> Outcome:
     """The user has jobs here: bring the slice to *props*.
 
@@ -144,7 +149,10 @@ def activate(
     every difference from *props* as a repair.  Otherwise only *props* are
     applied.  The Description *desc* marks the slice as this module's (the
     restart scan looks for it).  With *props* and *cgroup_root* the slice is
-    read back and Outcome.verdict is what the kernel enforces.
+    read back and Outcome.verdict is what the kernel enforces.  An apply
+    given *since* (the properties last applied) sends only what changed
+    (UserSlice.apply); when that leaves the device properties alone, the
+    device part of *last* (the reading of that apply) stands.
     """
     out = Outcome()
 
@@ -153,16 +161,18 @@ def activate(
         if verify and _compare(us, props, out) and props is None:
             # constraints are off but the slice still has some: revert
             us.systemd.set_unit_properties(us.slice, properties.REVERT)
+        devices = None
         if first or verify:
             us.prepare(props)
             _set_description(us, desc)
             out.value = "prepare"
         else:
-            if props is not None:
-                us.apply(props)
+            if props is not None and not us.apply(props, since):
+                devices = last
             out.value = "apply"
         if props is not None and cgroup_root is not None:
-            out.verdict = enforcement.compare(props, us.read_back(cgroup_root, props))
+            out.reading = us.read_back(cgroup_root, props, devices)
+            out.verdict = enforcement.compare(props, out.reading)
 
     _run(state, uid, out, body)
     return out
@@ -176,6 +186,39 @@ def deactivate(state: dict, uid: int, kill: bool, grace: float) -> Outcome:
     def body(us: UserSlice) -> None:
         us.teardown(kill=kill, grace=grace)
         _set_description(us, default_description(uid))
+
+    _run(state, uid, out, body)
+    return out
+
+
+def release(
+    state: dict,
+    uid: int,
+    kill: bool,
+    grace: float,
+    idle: Optional[dict],
+    cgroup_root: Optional[str] = None,
+    since: Optional[dict] = None,
+    last: Optional[enforcement.Reading] = None,
+) -> Outcome:
+    """The user's last job here ended and the user manager's stop is
+    delayed: UserSlice.release(kill, grace), then the slice shrinks to
+    *idle* (properties.idle; only what changed since *since* is sent) and is
+    read back as an apply is.  .value is "release" (user@UID keeps running)
+    or "teardown" (it had to be stopped with what was killed; systemd's
+    Description is then restored as by deactivate)."""
+    out = Outcome(value="release")
+
+    def body(us: UserSlice) -> None:
+        if not us.release(kill=kill, grace=grace):
+            _set_description(us, default_description(uid))
+            out.value = "teardown"
+            return
+        if idle:
+            devices = None if us.apply(idle, since) else last
+            if cgroup_root is not None:
+                out.reading = us.read_back(cgroup_root, idle, devices)
+                out.verdict = enforcement.compare(idle, out.reading)
 
     _run(state, uid, out, body)
     return out

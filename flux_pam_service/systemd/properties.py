@@ -6,7 +6,7 @@ properties as strings, e.g. ``{"AllowedCPUs": "0-3", "DeviceAllow":
 SetUnitProperties takes an ``a(sv)`` list.  No I/O, no D-Bus.
 """
 
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 from flux_pam_service.core import idset
 
@@ -211,6 +211,48 @@ def to_dbus(props: dict) -> list:
     return out
 
 
+DEVICE_PROPERTIES = frozenset(("DevicePolicy", "DeviceAllow"))
+
+
+def changed(since: Optional[dict], props: dict) -> Optional[dict]:
+    """The properties of *props* whose value differs from *since*, or None
+    when only a full apply will do: no *since*, other property names, or
+    either of them constraining nothing (the device defaults come and go
+    with the constraints)."""
+    if (
+        not since
+        or set(since) != set(props)
+        or not has_constraints(since)
+        or not has_constraints(props)
+    ):
+        return None
+    return {k: v for k, v in props.items() if since[k] != v}
+
+
 def has_constraints(props: dict) -> bool:
     """True if *props* restricts anything (some property has a value)."""
     return any(v not in ("", None, [], ()) for v in (props or {}).values())
+
+
+def idle(props: Optional[dict]) -> Optional[dict]:
+    """The slice's properties while its user manager's stop is delayed.
+
+    The user has no job left, so the slice shrinks from *props* (what it
+    had, sdexec-mapper form) to the least systemd can express: the lowest
+    of its CPUs (an empty AllowedCPUs would lift the limit), its memory
+    nodes and memory limits, and no device (an empty DeviceAllow; the
+    policy stays closed).  The names are those of *props*, so that
+    changed() sends only what shrank.  None if *props* constrained nothing.
+    """
+    if not props or not has_constraints(props):
+        return None
+    out = dict(props)
+    cpus = props.get("AllowedCPUs")
+    if cpus:
+        ids = idset.decode(cpus) if isinstance(cpus, str) else set(cpus)
+        out["AllowedCPUs"] = str(min(ids))
+    if "DeviceAllow" in out:
+        out["DeviceAllow"] = ""
+    if out.get("DevicePolicy", "closed") == "auto" or not has_constraints(out):
+        out["DevicePolicy"] = "closed"
+    return out

@@ -150,13 +150,24 @@ class UserSlice:
         except DBusError as exc:
             self.log(syslog.LOG_WARNING, f"start {self.service}: {exc}")
 
-    def apply(self, props: dict) -> None:
+    def apply(self, props: dict, since: Optional[dict] = None) -> bool:
         """Set *props* (sdexec-mapper form) on the slice, at runtime.
 
         DevicePolicy=closed when they constrain anything and name no policy,
         an empty DeviceAllow when they name no device (systemd would keep the
-        old entries).  ValueError for bad *props*, before any change.
+        old entries).  With *since*, the properties the slice was last given
+        (with the same names, all constraining), only those that changed are
+        sent: a union change of cores alone costs systemd a SetUnitProperties
+        of AllowedCPUs, without re-applying the device list.  Returns whether
+        the device properties were sent.  ValueError for bad *props*, before
+        any change.
         """
+        delta = properties.changed(since, props)
+        if delta is not None:
+            dbus_props = properties.to_dbus(delta)
+            if dbus_props:
+                self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
+            return bool(properties.DEVICE_PROPERTIES & set(delta))
         dbus_props = properties.to_dbus(props)
         if properties.has_constraints(props):
             if "DevicePolicy" not in props:
@@ -164,6 +175,7 @@ class UserSlice:
             if "DeviceAllow" not in props:
                 dbus_props.append(("DeviceAllow", ("a(ss)", [])))
         self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
+        return True
 
     # ------------------------------------------------------------ teardown
 
@@ -252,24 +264,44 @@ class UserSlice:
         if errors:
             raise errors[0]
 
+    def release(self, kill: bool = False, grace: float = 30.0) -> bool:
+        """The teardown's first half, for a user manager whose stop is delayed.
+
+        Nothing to do but return True, unless *kill* finds processes outside
+        user@UID.service: then this is teardown(kill, grace), which returns
+        False, since systemd signals the whole slice (the units a login
+        leaves behind are not the module's to signal), manager included.
+        The caller shrinks the slice (properties.idle) and keeps the manager.
+        """
+        if kill and self.orphans():
+            self.teardown(kill=True, grace=grace)
+            return False
+        return True
+
     # ------------------------------------------------------------ read-back
 
     def read_back(
-        self, cgroup_root: str, props: Optional[dict]
+        self,
+        cgroup_root: str,
+        props: Optional[dict],
+        devices: Optional["enforcement.Reading"] = None,
     ) -> "enforcement.Reading":
         """What the kernel enforces for the slice: its cgroup files below the
         cgroup2 mount *cgroup_root*, and the device policy systemd reports
-        (DevicePolicy and DeviceAllow, two Gets sent together)."""
+        (DevicePolicy and DeviceAllow, two Gets sent together), or that of
+        *devices*, an earlier reading, when the device properties have not
+        been sent since it was made."""
         path = enforcement.slice_cgroup(cgroup_root, self.uid)
         files = enforcement.read_cgroup(path, enforcement.wants_memory(props))
-        reported = self.systemd.unit_property_values(
-            self.slice, ("DevicePolicy", "DeviceAllow"), SLICE
-        )
-        return enforcement.Reading(
-            device_policy=reported.get("DevicePolicy"),
-            device_allow=tuple(tuple(e) for e in reported.get("DeviceAllow", ())),
-            **files,
-        )
+        if devices is not None:
+            policy, allow = devices.device_policy, devices.device_allow
+        else:
+            reported = self.systemd.unit_property_values(
+                self.slice, ("DevicePolicy", "DeviceAllow"), SLICE
+            )
+            policy = reported.get("DevicePolicy")
+            allow = tuple(tuple(e) for e in reported.get("DeviceAllow", ()))
+        return enforcement.Reading(device_policy=policy, device_allow=allow, **files)
 
     # ------------------------------------------------------------ state
 

@@ -112,6 +112,19 @@ def test_apply_of_a_union_without_devices_drops_the_old_ones(us, sd):
     assert got["DevicePolicy"] == "closed"
 
 
+def test_apply_since_sends_only_what_changed(us, sd):
+    us.prepare(PROPS)
+    fewer = dict(PROPS, AllowedCPUs="1")
+    assert us.apply(fewer, since=PROPS) is False  # no device property sent
+    got = slice_props(sd)
+    assert got["AllowedCPUs"] == {1}
+    assert got["DeviceAllow"] == {("/dev/null", "rw"), ("/dev/zero", "r")}
+    assert got["DevicePolicy"] == "closed" and got["MemoryMax"] == 1073741824
+    other = dict(fewer, DeviceAllow="/dev/zero r")
+    assert us.apply(other, since=fewer) is True
+    assert slice_props(sd)["DeviceAllow"] == {("/dev/zero", "r")}
+
+
 def test_apply_keeps_mapper_device_policy(us, sd):
     us.apply(dict(PROPS, DevicePolicy="strict"))
     assert slice_props(sd)["DevicePolicy"] == "strict"
@@ -226,6 +239,44 @@ def test_teardown_kills_sigterm_ignorer_with_sigkill(us, sd, spawn):
     assert 1.0 <= elapsed < 5
     assert any("SIGKILL" in m for _, m in us.logged)
     assert_reverted(sd)
+
+
+def test_release_shrinks_the_slice_and_keeps_the_user_manager(us, sd):
+    us.prepare(PROPS)
+    invocation = sd.unit_property(us.service, "InvocationID")
+    assert us.release(kill=True, grace=10) is True
+    assert us.apply(properties.idle(PROPS), since=PROPS) is True  # DeviceAllow
+    assert active(sd, us.service) == "active"
+    assert slice_props(sd) == {
+        "AllowedCPUs": {0},
+        "AllowedMemoryNodes": {0},
+        "DevicePolicy": "closed",
+        "DeviceAllow": set(),
+        "MemoryMax": 1073741824,
+    }
+    # a job within the delay reuses it; after the delay, the teardown stops it
+    us.apply(PROPS)
+    assert sd.unit_property(us.service, "InvocationID") == invocation
+    us.teardown(kill=True, grace=10)
+    assert active(sd, us.service) == "inactive"
+    assert_reverted(sd)
+
+
+def test_release_with_processes_to_kill_is_the_teardown(us, sd, spawn):
+    us.prepare(PROPS)
+    spawn(us.slice, ["sleep", "600"])
+    assert us.release(kill=True, grace=10) is False
+    assert settled_processes(us) == []
+    assert active(sd, us.service) == "inactive"
+    assert_reverted(sd)
+
+
+def test_release_without_kill_leaves_what_the_user_left(us, sd, spawn):
+    us.prepare(PROPS)
+    spawn(us.slice, ["sleep", "600"])
+    assert us.release(kill=False) is True
+    assert active(sd, us.service) == "active"
+    assert "sleep 600" in [cmd for _, _, cmd in us.orphans()]
 
 
 def test_teardown_with_kill_but_no_orphans_sends_no_signal(us, sd):

@@ -407,3 +407,93 @@ def test_summary_markdown_has_each_table_and_plot():
     assert "### floor" in text and "### memory" in text
     assert "![memory](results/memory-latest.png)" in text
     assert "### scale" not in text
+
+
+def job_data17():
+    """job_overhead with both module modes, 1 and 8 users."""
+
+    def run_(n, users, tput, cons=None, cpu_s=None, ended=0):
+        r = {
+            "n": n,
+            "users": users,
+            "jobs_per_s": tput,
+            "alloc_to_start_ms": summ(5.0, 10.0),
+            "alloc_to_constrained_ms": summ(*cons) if cons else {"n": 0},
+            "forks_per_job": 0.0,
+            "unmeasured": ended,
+        }
+        if cpu_s is not None:
+            r["module"] = {"forks": 0, "operations": {"apply": n}, "cpu_s": cpu_s}
+        return r
+
+    profile = {"n": 100, "users": 1, "seconds": {"journal": 0.1, "total": 0.3}}
+    profile["cpu_ms_per_job"] = 3.1
+    return {
+        "modes": {
+            "off": {"runs": [run_(100, 1, 50.0), run_(100, 8, 40.0)]},
+            "service": {
+                "runs": [
+                    run_(100, 1, 46.0, (3.0, 9.0), 0.12),
+                    run_(100, 8, 30.0, (400.0, 900.0), 0.2, ended=40),
+                ],
+                "profiles": [profile],
+            },
+            "delay": {
+                "runs": [
+                    run_(100, 1, 47.0, (3.5, 9.0), 0.14),
+                    run_(100, 8, 38.0, (4.0, 20.0), 0.14, ended=2),
+                ]
+            },
+        }
+    }
+
+
+def test_issue_17_targets_for_each_configuration_of_the_module():
+    floor = floor_data()
+    floor["rows"]["UserSlice.prepare (+user@ start)"] = summ(100.0, 150.0)
+    scale_ = scale_data()
+    scale_["estimate"] = scale.estimate(scale_)
+    res = {"floor": floor, "job_overhead": job_data17(), "scale": scale_}
+    ts = run.targets17(res)
+    got = {t["target"]: t["met"] for t in ts}
+    # stop at once: 92% and 75% of off; 1.2 and 2.0 ms of CPU per job;
+    # 3.0 ms <= 2 x 2.0 ms apply; 400 ms > prepare 100 + apply 2 ms
+    assert got["[stop at once] throughput >= 90% of management off, every row"] is False
+    assert got["[stop at once] module CPU per job <= 1.5 ms"] is False
+    name1 = "alloc -> slice ready, user with a job already here: <= 2 x UserSlice.apply"
+    name8 = "alloc -> slice ready, 8 users, sparse jobs: <= user@ start + 2 x apply"
+    assert got[f"[stop at once] {name1}"] is True
+    assert got[f"[stop at once] {name8}"] is False
+    # with the delay: 94% and 95%; 1.4 ms; 3.5 ms; 4.0 ms
+    assert got["[user-stop-delay] throughput >= 90% of management off, every row"]
+    assert got["[user-stop-delay] module CPU per job <= 1.5 ms"] is True
+    assert got[f"[user-stop-delay] {name1}"] is True
+    assert got[f"[user-stop-delay] {name8}"] is True
+    # the scale fit: 0.5 ms per node
+    assert got["rank-0 CPU per job per node of the job <= 0.1 ms"] is False
+    text = run.format_targets(ts)
+    assert "N=100: median 400.0 ms (40 of 100 ended first)" in text
+    assert "prepare 100.00 + apply 2.00 ms (floor)" in text
+
+
+def test_issue_17_targets_without_results_are_not_measured():
+    assert {t["met"] for t in run.targets17({})} == {None}
+
+
+def test_the_profile_is_reported_next_to_the_one_before(tmp_path):
+    data = job_data17()
+    before = {"profiles": [dict(data["modes"]["service"]["profiles"][0])]}
+    cols = job_overhead.profile_columns(data, before)
+    assert [label for label, _ in cols] == ["before U=1", "service U=1"]
+    text = job_overhead.profile_report(cols)
+    assert "before U=1 N=100" in text and "service U=1 N=100" in text
+    # 0.1 s over 100 jobs: 1 ms per job
+    journal = next(line for line in text.splitlines() if line.startswith("journal"))
+    assert journal.split()[1:] == ["1.00", "1.00"]
+
+
+def test_the_summary_says_each_benchmarks_time_and_load():
+    status = {"floor": {"wall_s": 9.0, "rc": 0, "load": [6.7, 6.4]}}
+    res = {"floor": floor_data()}
+    text = run.summary_markdown(run.targets(res), res, None, status)
+    assert text.startswith("Run: floor 9.0 s (exit 0, load 6.7 -> 6.4)")

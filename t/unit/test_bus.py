@@ -77,3 +77,30 @@ def test_a_bus_that_does_not_answer_times_out(tmp_path, answer_auth):
 def test_a_missing_socket_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         Bus(os.path.join(tmp_path, "none"), 0.3)
+
+
+def messages():
+    """Calls the module sends: the same few, again and again."""
+    from jeepney import DBusAddress, new_method_call
+
+    sd = DBusAddress(
+        "/org/freedesktop/systemd1",
+        bus_name="org.freedesktop.systemd1",
+        interface="org.freedesktop.systemd1.Manager",
+    )
+    props = [("AllowedCPUs", ("ay", b"\x03")), ("DeviceAllow", ("a(ss)", []))]
+    yield new_method_call(sd, "SetUnitProperties", "sba(sv)", ("u.slice", True, props))
+    props2 = [("AllowedCPUs", ("ay", b"\x01"))]
+    yield new_method_call(sd, "SetUnitProperties", "sba(sv)", ("u.slice", True, props2))
+    yield new_method_call(sd, "GetUnitProcesses", "s", ("user-1000.slice",))
+    yield new_method_call(sd, "ListUnits")
+
+
+def test_a_cached_message_is_the_bytes_jeepney_makes_with_its_serial():
+    from flux_pam_service.systemd.bus import WireCache
+
+    cache = WireCache(size=3)
+    for serial in (1, 2, 70000, 2**32 - 1):
+        for msg in messages():
+            assert cache.serialise(msg, serial) == msg.serialise(serial=serial)
+    assert len(cache._wire) == 3  # the oldest was dropped

@@ -18,6 +18,7 @@ DEFAULTS = {
         "manage-user-slice": False,
         "kill-user-slice": False,
         "kill-slice-grace-time": "30s",
+        "user-stop-delay": "0s",
         "debug": False,
         "allow-unconfined-logins": False,
     },
@@ -62,9 +63,12 @@ def test_every_key_is_read(tmp_path):
         "pam.toml",
         "[pam]\nmanage-user-slice = true\nkill-user-slice = true\n"
         'kill-slice-grace-time = "1.5m"\ndebug = true\n'
+        'user-stop-delay = "10s"\n'
         "[exec]\nsdexec-constrain-resources = true\n",
     )
-    assert config.load(path) == PamConfig(True, True, 90.0, True, True)
+    assert config.load(path) == PamConfig(
+        True, True, 90.0, True, True, user_stop_delay=10.0
+    )
 
 
 def test_to_dict_shows_the_toml_tables():
@@ -157,8 +161,13 @@ def test_pam_not_a_table_is_an_error(tmp_path):
 
 
 KEY = "pam.kill-slice-grace-time"
+DURATIONS = {
+    "kill-slice-grace-time": "kill_slice_grace_time",
+    "user-stop-delay": "user_stop_delay",
+}
 
 
+@pytest.mark.parametrize("name", sorted(DURATIONS))
 @pytest.mark.parametrize(
     "value, message",
     [
@@ -176,17 +185,25 @@ KEY = "pam.kill-slice-grace-time"
         ("true", "true is not a Flux Standard Duration string"),
     ],
 )
-def test_bad_grace_time_is_an_error(tmp_path, value, message):
-    path = write(tmp_path, "pam.toml", f"[pam]\nkill-slice-grace-time = {value}\n")
-    assert problems(path) == [f"pam.toml: {KEY}: {message}"]
+def test_a_bad_duration_is_an_error_naming_the_key(tmp_path, name, value, message):
+    path = write(tmp_path, "pam.toml", f"[pam]\n{name} = {value}\n")
+    assert problems(path) == [f"pam.toml: pam.{name}: {message}"]
 
 
-@given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
-def test_any_finite_grace_time_is_kept_exactly(seconds):
+@pytest.mark.parametrize("name", sorted(DURATIONS))
+@given(seconds=st.floats(min_value=0, max_value=1e9, allow_nan=False))
+def test_any_finite_duration_is_kept_exactly(name, seconds):
     text = config.fsd.encode(seconds)
-    cfg = config.from_dict({"pam": {"kill-slice-grace-time": text}})
-    assert cfg.kill_slice_grace_time == seconds
-    assert cfg.to_dict()["pam"]["kill-slice-grace-time"] == text
+    cfg = config.from_dict({"pam": {name: text}})
+    assert getattr(cfg, DURATIONS[name]) == seconds
+    assert cfg.to_dict()["pam"][name] == text
+
+
+def test_the_user_manager_is_stopped_at_once_by_default():
+    assert PamConfig().user_stop_delay == 0
+    assert config.from_dict({"pam": {}}).to_dict()["pam"]["user-stop-delay"] == "0s"
+    cfg = config.from_dict({"pam": {"user-stop-delay": "10s"}})
+    assert cfg.user_stop_delay == 10.0
 
 
 def test_every_problem_is_reported_one_line_each(tmp_path):

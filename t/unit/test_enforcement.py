@@ -241,3 +241,30 @@ def test_a_cgroup_that_cannot_be_read_enforces_nothing(tmp_path):
     v = en.compare(PROPS, Reading(**got, device_policy="closed"))
     assert v.missing == (en.CPU, en.MEMORY_NODE, en.DEVICE)
     assert "cannot read the slice's cgroup" in v.reasons[0]
+
+
+class Bus:
+    """A systemd client that records the property reads (no D-Bus)."""
+
+    def __init__(self):
+        self.reads = []
+
+    def unit_property_values(self, unit, names, iface):
+        self.reads.append((unit, tuple(names)))
+        return {"DevicePolicy": "closed", "DeviceAllow": [["/dev/null", "rw"]]}
+
+
+def test_the_device_read_back_is_reused_while_no_device_property_is_sent(tmp_path):
+    from flux_pam_service.systemd.user_slice import UserSlice
+
+    bus = Bus()
+    us = UserSlice(bus, 1000, "alice")
+    props = {"AllowedCPUs": "0", "DeviceAllow": "/dev/null rw"}
+    first = us.read_back(str(tmp_path), props)
+    assert len(bus.reads) == 1
+    again = us.read_back(str(tmp_path), props, devices=first)
+    assert len(bus.reads) == 1  # the slice's cgroup files only
+    assert (again.device_policy, again.device_allow) == (
+        "closed",
+        (("/dev/null", "rw"),),
+    )

@@ -192,3 +192,59 @@ def test_has_constraints():
     assert properties.has_constraints({"AllowedCPUs": "0"})
     assert not properties.has_constraints({"AllowedCPUs": "", "DeviceAllow": ""})
     assert not properties.has_constraints({})
+
+
+def test_an_idle_slice_keeps_one_cpu_its_memory_and_no_device():
+    had = {
+        "AllowedCPUs": "3-5,9",
+        "AllowedMemoryNodes": "0-1",
+        "DeviceAllow": "/dev/nvidia0 rw",
+        "MemoryMax": "1G",
+    }
+    idle = properties.idle(had)
+    assert idle == {
+        "AllowedCPUs": "3",
+        "AllowedMemoryNodes": "0-1",
+        "DeviceAllow": "",
+        "MemoryMax": "1G",
+    }
+    # the same names: only what shrank is sent
+    assert properties.changed(had, idle) == {"AllowedCPUs": "3", "DeviceAllow": ""}
+    assert ("DeviceAllow", ("a(ss)", [])) in to_dbus(idle)
+
+
+@pytest.mark.parametrize("had", [None, {}, {"AllowedCPUs": ""}])
+def test_an_unconstrained_slice_has_nothing_to_shrink(had):
+    assert properties.idle(had) is None
+
+
+def test_a_gpu_only_slice_shrinks_to_no_device_with_a_closed_policy():
+    assert properties.idle({"DeviceAllow": "/dev/nvidia0 rw"}) == {
+        "DeviceAllow": "",
+        "DevicePolicy": "closed",
+    }
+    assert properties.idle({"DevicePolicy": "auto", "AllowedCPUs": "1-2"}) == {
+        "DevicePolicy": "closed",
+        "AllowedCPUs": "1",
+    }
+
+
+def test_only_the_properties_that_changed_are_sent_again():
+    was = {"AllowedCPUs": "0-1", "AllowedMemoryNodes": "0", "DeviceAllow": "/dev/a r"}
+    now = dict(was, AllowedCPUs="0-2")
+    assert properties.changed(was, now) == {"AllowedCPUs": "0-2"}
+    assert properties.changed(now, now) == {}
+
+
+@pytest.mark.parametrize(
+    "was, now",
+    [
+        (None, {"AllowedCPUs": "0"}),
+        ({"AllowedCPUs": "0"}, {"AllowedCPUs": "0", "DeviceAllow": "/dev/a r"}),
+        ({"AllowedCPUs": "0", "MemoryMax": "1G"}, {"AllowedCPUs": "0"}),
+        ({"AllowedCPUs": ""}, {"AllowedCPUs": "0"}),
+        ({"AllowedCPUs": "0"}, {"AllowedCPUs": ""}),
+    ],
+)
+def test_a_change_of_names_or_of_constraining_is_a_full_apply(was, now):
+    assert properties.changed(was, now) is None

@@ -16,8 +16,9 @@ from flux_pam_service.core import idset, rv1
 from flux_pam_service.core.config import PamConfig
 from flux_pam_service.core.rv1 import Resources
 from flux_pam_service.systemd.client import DBusError
+from flux_pam_service.systemd.enforcement import Verdict
 from flux_pam_service.systemd.operations import Outcome, description
-from flux_pam_service.systemd.user_slice import LingerError
+from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError
 
 OWNER = 999
 ALICE = 1000
@@ -114,8 +115,8 @@ class World:
         return s
 
     def slice_ops(self):
-        """The operations in flight on user slices (not reads or scans)."""
-        return [op for op, _ in self.ops if op.action not in ("read", "scan")]
+        """The operations in flight on user slices (not scans)."""
+        return [op for op, _ in self.ops if op.action != "scan"]
 
     def answer_lookups(self):
         """Answer every pending sdexec-mapper lookup, as the mapper would."""
@@ -132,12 +133,6 @@ class World:
                 done(None if exc else Outcome(**outcome), exc)
                 return op
         raise AssertionError(f"no {action} of {uid} in flight: {self.ops}")
-
-    def finish_reads(self):
-        """Complete the read-backs for pam.status (they change nothing else)."""
-        for op, done in [x for x in self.ops if x[0].action == "read"]:
-            self.ops.remove([op, done])
-            done({}, None)
 
     def fire(self, after=None):
         """Fire the pending timers (those of *after* seconds only, if given)."""
@@ -172,7 +167,6 @@ def prepared(world, sched, jobid=1, uid=ALICE, cores="0"):
     sched.job_start(jobid, uid, R(cores))
     world.answer_lookups()
     world.complete("prepare", uid)
-    world.finish_reads()
     return sched.users[uid]
 
 
@@ -206,8 +200,8 @@ def test_changes_during_an_operation_coalesce_into_one_next_operation(world):
     (op,) = world.slice_ops()
     assert (op.action, op.props) == ("apply", props_of(R("0,2")))
     world.complete("apply")
-    world.finish_reads()
-    assert world.slice_ops() == [] and world.lookups == []
+    # nothing more: no read of the slice follows an operation
+    assert world.ops == [] and world.lookups == []
     assert s.stats["operations"] == {"prepare": 1, "apply": 1}
     assert not s.users[ALICE].pending
 
@@ -274,7 +268,6 @@ def test_the_last_job_ends_in_a_teardown_after_the_running_operation(world):
     world.complete("prepare")
     assert [op.action for op in world.slice_ops()] == ["teardown"]
     world.complete("teardown")
-    world.finish_reads()
     assert ALICE not in s.users  # forgotten once settled
     assert s.forgotten[ALICE] == ("torn-down", 0, "")
 
@@ -480,3 +473,129 @@ def test_closed_changes_nothing_and_a_valid_config_reconciles(world):
     world.answer_lookups()
     assert sorted(op.action for op, _ in world.ops) == ["prepare", "scan"]
     assert [op.verify for op in world.slice_ops()] == [True]
+
+
+# -- the user manager's stop delay (pam.user-stop-delay) ----------------------
+
+DELAYED = PamConfig(
+    manage_user_slice=True,
+    constrain_resources=True,
+    kill_user_slice=True,
+    user_stop_delay=10.0,
+)
+
+
+def released(world, sched):
+    """Alice's only job (cores 0-1) ended; her release is done."""
+    prepared(world, sched, cores="0-1")
+    sched.job_cleanup(1)
+    sched.job_end(1)
+    return world.complete("release")
+
+
+def test_the_last_job_ends_in_a_teardown_at_once_by_default(world):
+    s = world.scheduler()
+    prepared(world, s)
+    s.job_end(1)
+    assert [op.action for op in world.slice_ops()] == ["teardown"]
+    assert world.pending_timers() == []
+
+
+def test_with_a_stop_delay_the_slice_is_released_at_once_and_logins_refused(world):
+    s = world.scheduler(DELAYED)
+    prepared(world, s, cores="0-1")
+    s.job_cleanup(1)
+    assert s.table.admitted(ALICE) is False  # refused from the first moment
+    s.job_end(1)
+    (op,) = world.slice_ops()
+    # the slice shrinks at once: one CPU of the union, no device
+    assert op.action == "release"
+    assert op.props == {"AllowedCPUs": "0", "AllowedMemoryNodes": "0"}
+    s.waiters.perilog("hk", 1, "housekeeping")
+    world.complete("release")
+    assert world.answered("hk")[1]["result"] == "torn-down"
+    assert world.slice_ops() == []  # user@ is not stopped yet
+    assert world.pending_timers() == [10.0]
+    assert s.users[ALICE].applied == op.props
+
+
+def test_the_user_manager_stops_when_the_delay_passes_without_a_job(world):
+    s = world.scheduler(DELAYED)
+    released(world, s)
+    world.fire(10.0)
+    assert [op.action for op in world.slice_ops()] == ["teardown"]
+    world.complete("teardown")
+    assert s.users.get(ALICE) is None or s.users[ALICE].prepared is False
+
+
+def test_a_job_within_the_delay_reuses_the_user_manager_and_is_read_back(world):
+    s = world.scheduler(DELAYED)
+    released(world, s)
+    s.job_start(2, ALICE, R("1"))
+    assert world.pending_timers() == []  # the stop is called off
+    s.waiters.attach("attach", ALICE, "flux-pam-7.scope")
+    world.answer_lookups()
+    (op,) = world.slice_ops()
+    # an apply (user@ runs): not a prepare, and never skipped as unchanged
+    assert (op.action, op.props) == ("apply", props_of(R("1")))
+    assert world.answered("attach") is None  # waits for the apply
+    world.complete("apply")
+    assert world.answered("attach") == ("reply", {"attached": True})
+    s.job_end(2)
+    assert [op.action for op in world.slice_ops()] == ["release"]
+
+
+def test_a_job_during_the_release_reuses_the_user_manager(world):
+    s = world.scheduler(DELAYED)
+    prepared(world, s, cores="0-1")
+    s.job_end(1)
+    s.job_start(2, ALICE, R("1"))
+    world.complete("release")
+    world.answer_lookups()
+    assert [op.action for op in world.slice_ops()] == ["apply"]
+    assert world.pending_timers() == []
+
+
+def test_a_stop_delay_set_to_zero_stops_a_kept_user_manager_at_once(world):
+    s = world.scheduler(DELAYED)
+    released(world, s)
+    s.configure(MANAGED)
+    s.bring_to_config()
+    assert [op.action for op in world.slice_ops()] == ["teardown"]
+
+
+def ended(world):
+    """A scheduler with a stop delay where Alice's only job (0-1) ended."""
+    s = world.scheduler(DELAYED)
+    prepared(world, s, cores="0-1")
+    s.job_end(1)
+    return s
+
+
+def test_survivors_of_the_release_drain_the_node_and_stop_the_manager(world):
+    ended(world)
+    world.complete("release", exc=SurvivorsError("user-1000.slice", [(5, "x")]))
+    assert len(world.drains) == 1
+    assert [op.action for op in world.slice_ops()] == ["teardown"]
+
+
+def test_a_release_that_must_kill_stops_the_user_manager_at_once(world):
+    s = ended(world)
+    # processes were left outside user@: they and user@ went (operations.release)
+    world.complete("release", value="teardown")
+    assert s.users.get(ALICE) is None or s.users[ALICE].prepared is False
+    assert world.pending_timers() == [] and world.slice_ops() == []
+    s.job_start(2, ALICE, R("1"))
+    world.answer_lookups()
+    assert [op.action for op in world.slice_ops()] == ["prepare"]
+
+
+def test_a_job_with_the_idle_slices_properties_needs_no_operation(world):
+    s = ended(world)
+    world.complete("release", verdict=Verdict())  # the idle slice, read back
+    s.job_start(2, ALICE, R("0"))  # its union is the idle slice's: core 0
+    world.answer_lookups()
+    assert world.slice_ops() == []
+    s.waiters.attach("attach", ALICE, "flux-pam-7.scope")
+    assert world.answered("attach") == ("reply", {"attached": True})
+    assert s.users[ALICE].verdict == Verdict()
