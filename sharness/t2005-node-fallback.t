@@ -26,6 +26,8 @@ scenario_confinement
 scenario_union
 scenario_teardown
 scenario_gpus
+scenario_memory drop-ins
+scenario_leftovers drop-ins
 test_expect_success 'the module stayed unloaded throughout' '
 	node_flux module list >modules &&
 	! grep "^pam " modules

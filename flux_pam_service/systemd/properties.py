@@ -18,9 +18,9 @@ MAX_CPU = 8192 * 8 - 1
 DEVICE_POLICIES = ("auto", "closed", "strict")
 MEMORY_PROPERTIES = ("MemoryHigh", "MemoryMax", "MemorySwapMax")
 BITMAP_PROPERTIES = ("AllowedCPUs", "AllowedMemoryNodes")
-PROPERTY_NAMES = frozenset(
-    BITMAP_PROPERTIES + MEMORY_PROPERTIES + ("DevicePolicy", "DeviceAllow")
-)
+#: what a user slice is confined to (the rest are memory limits)
+CONFINING = BITMAP_PROPERTIES + ("DevicePolicy", "DeviceAllow")
+PROPERTY_NAMES = frozenset(CONFINING + MEMORY_PROPERTIES)
 _SUFFIXES = {
     "K": 1024,
     "M": 1024**2,
@@ -214,3 +214,16 @@ def to_dbus(props: dict) -> list:
 def has_constraints(props: dict) -> bool:
     """True if *props* restricts anything (some property has a value)."""
     return any(v not in ("", None, [], ()) for v in (props or {}).values())
+
+
+def unset_reverted(dbus_props: list) -> list:
+    """The entries of REVERT for the properties *dbus_props* do not set
+    (``MemoryMaxScale`` sets MemoryMax)."""
+    names = {name.removesuffix("Scale") for name, _ in dbus_props}
+    return [p for p in REVERT if p[0].removesuffix("Scale") not in names]
+
+
+def confines(props: dict) -> bool:
+    """True if *props* confine the slice to CPUs, memory nodes or devices
+    (not only limits its memory): its devices are then closed."""
+    return any((props or {}).get(name) not in ("", None, [], ()) for name in CONFINING)

@@ -153,16 +153,19 @@ class UserSlice:
     def apply(self, props: dict) -> None:
         """Set *props* (sdexec-mapper form) on the slice, at runtime.
 
-        DevicePolicy=closed when they constrain anything and name no policy,
+        DevicePolicy=closed when they confine the slice and name no policy,
         an empty DeviceAllow when they name no device (systemd would keep the
-        old entries).  ValueError for bad *props*, before any change.
+        old entries).  Every property of REVERT that *props* do not set is
+        reverted, so the slice holds exactly *props* (login limits alone
+        leave it unconfined).  ValueError for bad *props*, before any change.
         """
         dbus_props = properties.to_dbus(props)
-        if properties.has_constraints(props):
+        if properties.confines(props):
             if "DevicePolicy" not in props:
                 dbus_props.append(("DevicePolicy", ("s", "closed")))
             if "DeviceAllow" not in props:
                 dbus_props.append(("DeviceAllow", ("a(ss)", [])))
+        dbus_props = properties.unset_reverted(dbus_props) + dbus_props
         self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
 
     # ------------------------------------------------------------ teardown

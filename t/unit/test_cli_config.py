@@ -23,6 +23,8 @@ DEFAULTS = {
         "kill-slice-grace-time": "30s",
         "debug": False,
         "allow-unconfined-logins": False,
+        "login-memory-max": "infinity",
+        "remove-ipc": True,
     },
     "exec": {"sdexec-constrain-resources": False},
 }
@@ -61,6 +63,8 @@ def test_accepts_the_example_config_and_prints_it_as_json():
             "kill-slice-grace-time": "30s",
             "debug": False,
             "allow-unconfined-logins": False,
+            "login-memory-max": "infinity",
+            "remove-ipc": True,
         },
         "exec": {"sdexec-constrain-resources": True},
     }

@@ -241,3 +241,29 @@ def test_a_cgroup_that_cannot_be_read_enforces_nothing(tmp_path):
     v = en.compare(PROPS, Reading(**got, device_policy="closed"))
     assert v.missing == (en.CPU, en.MEMORY_NODE, en.DEVICE)
     assert "cannot read the slice's cgroup" in v.reasons[0]
+
+
+LIMITED = dict(PROPS, MemoryMax="1073741824")
+
+
+def test_a_memory_max_read_back_at_most_the_limit_is_enforced():
+    v = en.compare(LIMITED, confined(memory_max="1073741824\n"))
+    assert v.enforced
+    assert v.effective["memory_max"] == "1073741824"
+
+
+def test_without_the_memory_controller_the_memory_limit_is_not_enforced():
+    v = en.compare(LIMITED, confined(controllers="cpuset cpu io pids\n"))
+    assert v.missing == (en.MEMORY_LIMIT,)
+    assert v.message() == (
+        "Access denied: memory limit confinement is not enforced on this node;"
+        " ask your administrator"
+    )
+
+
+def test_a_memory_limit_alone_asks_nothing_of_cpus_or_devices():
+    only = {"MemoryMax": "1073741824"}
+    reading = Reading(controllers="memory pids\n", memory_max="1073741824\n")
+    assert en.compare(only, reading).enforced
+    v = en.compare(only, Reading(controllers="pids\n"))
+    assert v.missing == (en.MEMORY_LIMIT,)

@@ -480,3 +480,43 @@ def test_closed_changes_nothing_and_a_valid_config_reconciles(world):
     world.answer_lookups()
     assert sorted(op.action for op, _ in world.ops) == ["prepare", "scan"]
     assert [op.verify for op in world.slice_ops()] == [True]
+
+
+def test_login_limits_join_the_mappers_properties(world):
+    cfg = PamConfig(
+        manage_user_slice=True,
+        constrain_resources=True,
+        login_memory_max="1G",
+    )
+    s = world.scheduler(cfg)
+    s.job_start(1, ALICE, R("0-1"))
+    world.answer_lookups()
+    (op,) = world.slice_ops()
+    want = dict(props_of(R("0-1")), MemoryMax=str(2**30))
+    assert (op.action, op.props) == ("prepare", want)
+
+
+def test_login_limits_apply_without_constrained_resources(world):
+    cfg = PamConfig(manage_user_slice=True, login_memory_max="1G")
+    s = world.scheduler(cfg)
+    s.job_start(1, ALICE, R("0"))
+    assert world.lookups == []
+    (op,) = world.slice_ops()
+    assert (op.action, op.props) == ("prepare", {"MemoryMax": str(2**30)})
+
+
+def test_a_change_of_what_the_mapper_reads_maps_every_slice_again(world):
+    s = world.scheduler()
+    s.configure(MANAGED, ("null", '{"MemoryMax": "1G"}'))
+    s.bring_to_config()
+    prepared(world, s)
+    s.configure(MANAGED, ("null", '{"MemoryMax": "1G"}'))
+    s.bring_to_config()
+    assert world.lookups == []  # the same inputs: the cache stands
+    s.configure(MANAGED, ("null", '{"MemoryMax": "2G"}'))
+    s.bring_to_config()
+    ((union, done),) = world.lookups
+    assert union == rv1.local(R("0"), 0)
+    done(dict(props_of_union(union), MemoryMax="1073741824"), None)
+    (op,) = world.slice_ops()
+    assert (op.action, op.props["MemoryMax"]) == ("apply", "1073741824")
