@@ -889,12 +889,21 @@ static int uri_to_local (const char *uri, char *buf, size_t size)
     return 0;
 }
 
-/* A job ID as flux commands print it (F58), into buf; decimal if that fails. */
-static const char *f58 (json_int_t id, char *buf, size_t len)
+/* A job ID in encoding (flux_job_id_encode), into buf; decimal if that
+ * fails. */
+static const char *job_id (json_int_t id, const char *encoding, char *buf,
+                           size_t len)
 {
-    if (id < 0 || flux_job_id_encode ((flux_jobid_t)id, "f58", buf, len) < 0)
+    if (id < 0
+        || flux_job_id_encode ((flux_jobid_t)id, encoding, buf, len) < 0)
         (void)snprintf (buf, len, "%" JSON_INTEGER_FORMAT, id);
     return buf;
+}
+
+/* A job ID as flux commands print it (F58). */
+static const char *f58 (json_int_t id, char *buf, size_t len)
+{
+    return job_id (id, "f58", buf, len);
 }
 
 /* Does the sub-instance of job let guests in (access.allow-guest-user)? */
@@ -1095,7 +1104,8 @@ static int read_marker (const struct call *c, uid_t uid, char *deny,
 
 /* ------------------------------------------------------------- account */
 
-/* Add job id (F58) to the verdict's list, if it fits. */
+/* Add job id to the verdict's list, if it fits: F58 with an ASCII "f",
+ * whatever the locale, as the session's FLUX_JOB_ID(S) carry it. */
 static void add_job (struct verdict *v, json_int_t id)
 {
     size_t off = strlen (v->jobs);
@@ -1105,7 +1115,7 @@ static void add_job (struct verdict *v, json_int_t id)
     if (v->nlisted >= CHECK_MAX_JOBS)
         return;
     n = snprintf (v->jobs + off, sizeof (v->jobs) - off, "%s%s",
-                  off ? "," : "", f58 (id, text, sizeof (text)));
+                  off ? "," : "", job_id (id, "f58plain", text, sizeof (text)));
     if (n < 0 || (size_t)n >= sizeof (v->jobs) - off) {
         v->jobs[off] = '\0';
         return;
