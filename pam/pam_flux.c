@@ -1251,6 +1251,10 @@ static int check_joblist (const struct call *c, flux_t *h, uid_t uid,
     json_array_foreach (jobs, i, o) {
         struct job job;
         int r = parse_job (o, rank, &job, e);
+        if (r < 0 && v->kind == VERDICT_OWNER) {
+            v->njobs = -1;       /* admitted; the list is not complete */
+            break;
+        }
         if (r < 0)
             goto done;
         if (r == 0 || !fallback || job.userid != (json_int_t)uid
@@ -1985,8 +1989,8 @@ static void set_job_env (const struct call *c, const struct admitted *a,
     if (a->nlisted > 0 && a->nlisted == a->njobs)
         name = a->njobs == 1 ? "FLUX_JOB_ID" : "FLUX_JOB_IDS";
     else
-        flog (c, LOG_DEBUG, "%s has %d jobs here, %d listed: no FLUX_JOB_IDS",
-              who, a->njobs, a->nlisted);
+        flog (c, LOG_DEBUG, "the jobs of %s here are not all listed (%d of"
+              " %d): no FLUX_JOB_ID(S)", who, a->nlisted, a->njobs);
     if (name) {
         (void)snprintf (ids, sizeof (ids), "%s=%s", name, a->jobs);
         ok = ok && pam_putenv (c->pamh, ids) == PAM_SUCCESS;

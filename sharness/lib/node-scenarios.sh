@@ -518,8 +518,15 @@ MemoryMax = \"2G\"" &&
 		sleep 1 &&
 		test "$(node_prop user-1000.slice MemoryMax)" = 536870912
 	'
+	# a new job after each config change: the drop-ins working alone apply
+	# the config at the next prolog only (flux-config-pam(5))
 	test_expect_success "$1: without allow-unconfined-logins she is refused where memory is not enforced" '
+		node_cancel_jobs mem.job3 mem.job4 &&
 		node_memory_config false "login-memory-max = \"512M\"" &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job5 &&
+		node_job_started $id &&
+		node_wait 10 "test \"\$(node_prop user-1000.slice MemoryMax)\" = 536870912" &&
 		if test_have_prereq MEMORY; then
 			node_ssh alice true
 		else
@@ -533,12 +540,17 @@ MemoryMax = \"2G\"" &&
 			grep "^FAIL  cgroup-controllers: the cgroup2 hierarchy does not offer .*memory" mem.check
 		'
 	test_expect_success "$1: no memory limit configured: her logins are admitted as before" '
+		node_cancel_jobs mem.job5 &&
 		node_pam_default &&
-		node_wait 10 "test \"\$(node_prop user-1000.slice MemoryMax)\" = infinity" &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job6 &&
+		node_job_started $id &&
+		test "$(node_prop user-1000.slice MemoryMax)" = infinity &&
 		node_ssh alice true
 	'
 	test_expect_success "$1: cleanup: the jobs end" '
-		node_cancel_jobs mem.job1 mem.job2 mem.job3 mem.job4 mem.bob
+		node_cancel_jobs mem.job1 mem.job2 mem.job3 mem.job4 mem.job5 \
+			mem.job6 mem.bob
 	'
 }
 

@@ -630,9 +630,8 @@ def test_more_jobs_than_listed_set_no_job_ids_rather_than_a_partial_list(rig):
     rig.stack(["debug"])
     res = rig.expect(USER, SESSION_ENV)
     assert flux_env(res.env) == {"FLUX_URI": rig.env["FLUX_URI"]}
-    assert (LOG_DEBUG, f"{WHO} has 40 jobs here, 16 listed: no FLUX_JOB_IDS") in (
-        res.logs
-    )
+    text = f"the jobs of {WHO} here are not all listed (16 of 40): no FLUX_JOB_ID(S)"
+    assert (LOG_DEBUG, text) in res.logs
 
 
 def test_the_job_ids_of_the_fallback_come_from_job_list(rig):
