@@ -47,7 +47,7 @@ the host at the largest K, the user-space instructions per pamtester run of
 each stack (perf stat), a figure that does not move with the machine's load.
 
 Output: a table (p50/p95 in ms; pam_flux's p50 and p95 minus pam_permit's),
-bench/results/admission-TIME.json and .png.
+bench/results/admission-latest.json and .png.
 """
 
 import argparse

@@ -6,10 +6,10 @@ $FLUX_PAM_TESTBED, else boots one and takes it down afterwards.  Run as root.
 
     bench/dbus_floor.py [-n N] [--slice-n M]     the raw D-Bus floor (jeepney,
         through flux_pam_service.systemd.client) next to UserSlice.apply / prepare /
-        teardown; table on stdout, JSON in bench/results/dbus_floor-TIME.json
+        teardown; table on stdout, JSON in bench/results/dbus_floor-latest.json
     bench/dbus_floor.py --libs [-n N]            GetUnit and SetUnitProperties
         with each D-Bus library that imports (jeepney, dbus-python, dbus-fast,
-        sdbus); JSON in bench/results/dbus-libs-TIME.json.  Run it with a
+        sdbus); JSON in bench/results/dbus-libs-latest.json.  Run it with a
         Python that has the extra libraries (a venv made with
         --system-site-packages) to include them.
 
@@ -129,9 +129,10 @@ def table(rows: dict, title: str) -> str:
 def write(kind: str, data: dict) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}.json")
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+    for name in (path, os.path.join(RESULTS, f"{kind}-latest.json")):
+        with open(name, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
     return path
 
 

@@ -24,7 +24,7 @@ side) is reported next to it.  Each module operation includes the
 enforcement read-back (on its worker thread, before the prolog is
 answered); the read for pam.status (UserSlice.state()) follows the answer.
 
-Output: a table, bench/results/floor-TIME.json and .png.
+Output: a table, bench/results/floor-latest.json and .png.
 """
 
 import argparse

@@ -50,7 +50,7 @@ Fallback mode runs a Python prolog and housekeeping per job and manages
 about one job per second on a 2-core machine, so by default it runs only the
 N <= 100 cases (--fallback-max-n 1000 adds about 35 minutes).
 
-Output: a table, bench/results/job_overhead-TIME.json and .png.
+Output: a table, bench/results/job_overhead-latest.json and .png.
 """
 
 import argparse

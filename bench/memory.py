@@ -19,7 +19,7 @@ core     in this process, with tracemalloc: flux_pam_service.core.jobs.UserTable
          (rank 0's per-job record, fed submit + alloc events) with the same
          J jobs; bytes per job from the traced allocations.
 
-Output: a table, bench/results/memory-TIME.json and .png.
+Output: a table, bench/results/memory-latest.json and .png.
 """
 
 import argparse

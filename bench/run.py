@@ -12,7 +12,7 @@ DBUS_SYSTEM_BUS_ADDRESS) is used.  Each benchmark runs as its own process
 (its table goes to stdout as it finishes; a benchmark that fails is reported
 and the others still run), then the targets are checked against the JSON
 they wrote (bench/results/KIND-latest.json) and the summary is written to
-bench/results/summary-TIME.json and summary-latest.md.
+bench/results/summary-latest.json and summary-latest.md.
 
 --quick runs every benchmark small (a smoke run of a few minutes);
 --report-only runs nothing and rewrites the summary from the latest JSON.

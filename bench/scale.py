@@ -22,7 +22,7 @@ flux_pam_service.broker.dispatcher.Dispatcher alone (the journal events of one j
 of N nodes, N up to 4,000), i.e. the CPU the dispatch logic costs without
 any messaging.
 
-Output: a table, bench/results/scale-TIME.json and .png.
+Output: a table, bench/results/scale-latest.json and .png.
 """
 
 import argparse

@@ -22,7 +22,7 @@ it checks the lock directory, loads sd-bus (libsystemd.so.0), starts
 flux-pam-PID.scope in user-1000.slice, waits for the job, and confirms with
 pam.attach.
 
-Output: a table, bench/results/session-TIME.json and .png.
+Output: a table, bench/results/session-latest.json and .png.
 """
 
 import argparse
