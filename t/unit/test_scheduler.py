@@ -8,6 +8,7 @@ the orders the module may see them.
 """
 
 import errno
+import syslog
 
 import pytest
 
@@ -520,3 +521,18 @@ def test_a_change_of_what_the_mapper_reads_maps_every_slice_again(world):
     done(dict(props_of_union(union), MemoryMax="1073741824"), None)
     (op,) = world.slice_ops()
     assert (op.action, op.props["MemoryMax"]) == ("apply", "1073741824")
+
+
+def test_what_housekeeping_removed_is_logged_and_counted(world):
+    from flux_pam_service.broker import status
+
+    s = world.scheduler()
+    s.leftovers_removed(ALICE, {"shm": 2, "sem": 0, "posix-shm": 1})
+    s.leftovers_removed(BOB, {"shm": 1})
+    assert s.stats["leftovers-removed"] == {"shm": 3, "posix-shm": 1}
+    assert (
+        syslog.LOG_DEBUG,
+        f"uid {ALICE}: housekeeping removed 2 shm, 1 posix-shm",
+    ) in (world.logs)
+    answer = status.status(s, [], shared_node=False)
+    assert answer["leftovers_removed"] == {"shm": 3, "posix-shm": 1}
