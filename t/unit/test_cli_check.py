@@ -377,7 +377,7 @@ def test_controllers_check_wants_memory_only_with_a_memory_limit(root):
 
 
 def test_controllers_check_wants_memory_for_a_login_memory_limit(root):
-    edit = ("[pam]\n", '[pam]\nlogin-memory-max = "4G"\n')
+    edit = ('login-memory-max = "infinity"', 'login-memory-max = "4G"')
     res = controllers_check(root, "cpuset pids\n", edit)
     assert res.status == check.FAIL
     assert "does not offer memory to user.slice" in res.detail
