@@ -443,7 +443,8 @@ GIB=1073741824
 # Memory limits of logins (issue 18, part 1), with the module or the
 # drop-ins alone (MODE: module | drop-ins).  exec.sdexec-properties
 # MemoryMax = "2G" is scaled by the sdexec-mapper to the share of the
-# node's 2 cores: 1 GiB for a 1-core job, 2 GiB for two.  Where the
+# node's 2 cores: 1 GiB for a 1-core job, 2 GiB for two (MemorySwapMax = 0:
+# a login beyond the limit cannot swap instead of being OOM-killed).  Where the
 # replica's cgroup2 has no memory controller (prereq MEMORY) the kernel
 # enforces no memory limit: job users are refused unless
 # allow-unconfined-logins, and the OOM test skips.
@@ -455,7 +456,8 @@ scenario_memory() {
 			"memory limits are not enforced and the OOM test skips" >&5
 	test_expect_success "$1: alice's slice follows her job's memory share" '
 		node_memory_config true "" "[exec.sdexec-properties]
-MemoryMax = \"2G\"" &&
+MemoryMax = \"2G\"
+MemorySwapMax = \"0\"" &&
 		id=$(node_submit alice -n1 sleep inf) &&
 		echo $id >mem.job1 &&
 		node_job_started $id &&
