@@ -68,7 +68,7 @@ MODES = ("service", "fallback")
 STACKS = ("permit", "pam_flux")
 PY_STACKS = ("pam_python", "pam_flux.py")  # with --python-checkout, host only
 MODULE = os.path.join(bl.TOP, "build", "pam_flux.so")
-CHECK_MAX_JOBS = 8  # what pam_flux asks pam.check for
+CHECK_MAX_JOBS = 16  # what pam_flux asks pam.check for
 PAM_PREFIX = "flux-pam-bench-"
 # per run: benchmarks of other checkouts may run at the same time
 SOCKDIR = f"/run/flux-pam-bench-admission-{os.getpid()}"  # brokers; bound in the bed

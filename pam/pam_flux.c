@@ -63,7 +63,8 @@
 #define DEFAULT_TIMEOUT 10.0
 #define SYSTEMD_USER_SERVICE "systemd-user"
 #define DATA_ADMITTED "pam_flux_admitted"
-#define CHECK_MAX_JOBS 8         /* pam.check lists at most this many jobs */
+#define CHECK_MAX_JOBS 16        /* pam.check lists at most this many jobs */
+#define JOBS_TEXT (CHECK_MAX_JOBS * 24)  /* their F58 IDs, comma-joined */
 #define FLUX_JOB_STATE_RUN 16
 #define LOG_QUIET (-1)
 #define MAX_MESSAGE 480          /* text shown to the user, bytes */
@@ -106,6 +107,9 @@ struct admitted {
     char *user;
     uid_t uid;
     int manage;                  /* pam.manage-user-slice: 0, 1, -1 unknown */
+    char *jobs;                  /* the user's job IDs here (F58, a,b,c) */
+    int nlisted;                 /* how many jobs lists */
+    int njobs;                   /* how many jobs the user has here */
 };
 
 enum kind { VERDICT_NONE, VERDICT_OWNER, VERDICT_GUEST, VERDICT_REFUSED };
@@ -114,7 +118,9 @@ enum kind { VERDICT_NONE, VERDICT_OWNER, VERDICT_GUEST, VERDICT_REFUSED };
 struct verdict {
     enum kind kind;
     const char *source;          /* "pam.check" or "job-list" */
-    char jobs[128];              /* OWNER: job IDs; GUEST: the job */
+    char jobs[JOBS_TEXT];        /* OWNER: job IDs; GUEST: the job */
+    int nlisted;                 /* OWNER: how many jobs lists */
+    int njobs;                   /* OWNER: how many jobs the user has here */
     int manage;
     char message[MAX_MESSAGE + 1];  /* REFUSED: the text shown */
 };
@@ -883,12 +889,21 @@ static int uri_to_local (const char *uri, char *buf, size_t size)
     return 0;
 }
 
-/* A job ID as flux commands print it (F58), into buf; decimal if that fails. */
-static const char *f58 (json_int_t id, char *buf, size_t len)
+/* A job ID in encoding (flux_job_id_encode), into buf; decimal if that
+ * fails. */
+static const char *job_id (json_int_t id, const char *encoding, char *buf,
+                           size_t len)
 {
-    if (id < 0 || flux_job_id_encode ((flux_jobid_t)id, "f58", buf, len) < 0)
+    if (id < 0
+        || flux_job_id_encode ((flux_jobid_t)id, encoding, buf, len) < 0)
         (void)snprintf (buf, len, "%" JSON_INTEGER_FORMAT, id);
     return buf;
+}
+
+/* A job ID as flux commands print it (F58). */
+static const char *f58 (json_int_t id, char *buf, size_t len)
+{
+    return job_id (id, "f58", buf, len);
 }
 
 /* Does the sub-instance of job let guests in (access.allow-guest-user)? */
@@ -1089,6 +1104,25 @@ static int read_marker (const struct call *c, uid_t uid, char *deny,
 
 /* ------------------------------------------------------------- account */
 
+/* Add job id to the verdict's list, if it fits: F58 with an ASCII "f",
+ * whatever the locale, as the session's FLUX_JOB_ID(S) carry it. */
+static void add_job (struct verdict *v, json_int_t id)
+{
+    size_t off = strlen (v->jobs);
+    char text[32];
+    int n;
+
+    if (v->nlisted >= CHECK_MAX_JOBS)
+        return;
+    n = snprintf (v->jobs + off, sizeof (v->jobs) - off, "%s%s",
+                  off ? "," : "", job_id (id, "f58plain", text, sizeof (text)));
+    if (n < 0 || (size_t)n >= sizeof (v->jobs) - off) {
+        v->jobs[off] = '\0';
+        return;
+    }
+    v->nlisted++;
+}
+
 /* pam.check's answer.  -1 (EPROTO) if it breaks the protocol. */
 static int parse_check (const struct call *c, json_t *obj, struct verdict *v,
                         struct err *e)
@@ -1099,7 +1133,7 @@ static int parse_check (const struct call *c, json_t *obj, struct verdict *v,
     json_t *message = json_object_get (obj, "message");
     json_t *manage = json_object_get (obj, "manage_user_slice");
     const char *reason = json_string_value (json_object_get (obj, "reason"));
-    size_t i, off = 0;
+    size_t i;
     json_t *id;
 
     if (!json_is_boolean (admitted)) {
@@ -1126,16 +1160,10 @@ static int parse_check (const struct call *c, json_t *obj, struct verdict *v,
     v->source = "pam.check";
     if (json_is_true (admitted)) {
         v->kind = VERDICT_OWNER;
-        json_array_foreach (jobs, i, id) {
-            char text[32];
-            int n = snprintf (v->jobs + off, sizeof (v->jobs) - off, "%s%s",
-                              off ? "," : "",
-                              f58 (json_integer_value (id), text,
-                                   sizeof (text)));
-            if (n < 0 || (size_t)n >= sizeof (v->jobs) - off)
-                break;
-            off += (size_t)n;
-        }
+        json_array_foreach (jobs, i, id)
+            add_job (v, json_integer_value (id));
+        v->njobs = njobs ? (int)json_integer_value (njobs)
+                         : (int)json_array_size (jobs);
         v->manage = json_is_boolean (manage) ? json_is_true (manage) : -1;
     }
     else if (message) {
@@ -1209,8 +1237,11 @@ static int check_joblist (const struct call *c, flux_t *h, uid_t uid,
     }
     if (nuids == 0)
         return 0;
+    /* the user's own jobs: asking for one more than can be listed tells
+     * whether the list is complete */
     if (rpc (c, h, "job-list.list",
-             joblist_request (uids, nuids, rank, owner != ULONG_MAX ? 0 : 1),
+             joblist_request (uids, nuids, rank,
+                              owner != ULONG_MAX ? 0 : CHECK_MAX_JOBS + 1),
              &f, &obj, e) < 0)
         return -1;
     if (!json_is_array ((jobs = json_object_get (obj, "jobs")))) {
@@ -1220,6 +1251,10 @@ static int check_joblist (const struct call *c, flux_t *h, uid_t uid,
     json_array_foreach (jobs, i, o) {
         struct job job;
         int r = parse_job (o, rank, &job, e);
+        if (r < 0 && v->kind == VERDICT_OWNER) {
+            v->njobs = -1;       /* admitted; the list is not complete */
+            break;
+        }
         if (r < 0)
             goto done;
         if (r == 0 || !fallback || job.userid != (json_int_t)uid
@@ -1228,7 +1263,10 @@ static int check_joblist (const struct call *c, flux_t *h, uid_t uid,
         v->kind = VERDICT_OWNER;
         v->source = "job-list";
         v->manage = -1;
-        (void)f58 (job.id, v->jobs, sizeof (v->jobs));
+        add_job (v, job.id);
+        v->njobs++;
+    }
+    if (v->kind == VERDICT_OWNER) {
         rc = 0;
         goto done;
     }
@@ -1315,23 +1353,28 @@ static void admitted_cleanup (pam_handle_t *pamh, void *data, int status)
     (void)status;
     if (a) {
         free (a->user);
+        free (a->jobs);
         free (a);
     }
 }
 
 /* Leave the session step of this handle the admitted job owner. */
 static int remember (const struct call *c, const char *user, uid_t uid,
-                     int manage)
+                     const struct verdict *v)
 {
     struct admitted *a = calloc (1, sizeof (*a));
 
-    if (!a || !(a->user = strdup (user))) {
+    if (!a || !(a->user = strdup (user)) || !(a->jobs = strdup (v->jobs))) {
+        if (a)
+            free (a->user);
         free (a);
         flog (c, LOG_CRIT, "out of memory");
         return -1;
     }
     a->uid = uid;
-    a->manage = manage;
+    a->manage = v->manage;
+    a->nlisted = v->nlisted;
+    a->njobs = v->njobs;
     if (pam_set_data (c->pamh, DATA_ADMITTED, a, admitted_cleanup)
         != PAM_SUCCESS) {
         admitted_cleanup (c->pamh, a, 0);
@@ -1389,7 +1432,7 @@ static int account (struct call *c)
         case VERDICT_OWNER:
             flog (c, LOG_DEBUG, "access granted for %s: jobs %s (%s)", who,
                   v.jobs, v.source);
-            if (remember (c, user, uid, v.manage) < 0)
+            if (remember (c, user, uid, &v) < 0)
                 return PAM_BUF_ERR;
             return PAM_SUCCESS;
         case VERDICT_GUEST:
@@ -1929,6 +1972,33 @@ static int open_scope (const struct call *c, const char *user, uid_t uid,
     return PAM_SUCCESS;
 }
 
+/* The session's view of its jobs (pam_flux(8), ENVIRONMENT): FLUX_URI,
+ * and FLUX_JOB_ID for one job or FLUX_JOB_IDS for several, set only when
+ * the list is complete; a value the PAM environment had is dropped. */
+static void set_job_env (const struct call *c, const struct admitted *a,
+                         const char *who)
+{
+    char uri[PATH_MAX + 16], ids[JOBS_TEXT + 16];
+    const char *name = NULL;
+    bool ok;
+
+    (void)snprintf (uri, sizeof (uri), "FLUX_URI=%s", broker_uri ());
+    ok = pam_putenv (c->pamh, uri) == PAM_SUCCESS;
+    (void)pam_putenv (c->pamh, "FLUX_JOB_ID");
+    (void)pam_putenv (c->pamh, "FLUX_JOB_IDS");
+    if (a->nlisted > 0 && a->nlisted == a->njobs)
+        name = a->njobs == 1 ? "FLUX_JOB_ID" : "FLUX_JOB_IDS";
+    else
+        flog (c, LOG_DEBUG, "the jobs of %s here are not all listed (%d of"
+              " %d): no FLUX_JOB_ID(S)", who, a->nlisted, a->njobs);
+    if (name) {
+        (void)snprintf (ids, sizeof (ids), "%s=%s", name, a->jobs);
+        ok = ok && pam_putenv (c->pamh, ids) == PAM_SUCCESS;
+    }
+    if (!ok)
+        flog (c, LOG_ERR, "cannot set FLUX_URI and the job IDs for %s", who);
+}
+
 static int session (struct call *c)
 {
     const char *service = get_service (c);
@@ -1938,7 +2008,7 @@ static int session (struct call *c)
     char who[300], es[600];
     struct err e;
     uid_t uid = 0;
-    int manage;
+    int manage, rc;
 
     if (service && !strcmp (service, SYSTEMD_USER_SERVICE)) {
         flog (c, LOG_DEBUG, "systemd-user service: not acting");
@@ -1971,6 +2041,7 @@ static int session (struct call *c)
     }
     if (!manage) {
         flog (c, LOG_DEBUG, "pam.manage-user-slice is false: no scope");
+        set_job_env (c, a, who);
         return PAM_SUCCESS;
     }
     /* Checked with the module too: a lock directory others can write means
@@ -1981,7 +2052,10 @@ static int session (struct call *c)
               who, err_str (&e, es, sizeof (es)));
         return setup_failed (c, user);
     }
-    return open_scope (c, user, uid, who);
+    rc = open_scope (c, user, uid, who);
+    if (rc == PAM_SUCCESS)
+        set_job_env (c, a, who);
+    return rc;
 }
 
 /* ---------------------------------------------------------- entry points */

@@ -128,6 +128,18 @@ test_expect_success 'a guest may not use the admission RPCs' '
 		2>guest.err &&
 	grep EPERM guest.err
 '
+test_expect_success 'pam.leftovers-removed: counted in pam.status; guests and bad counts refused' '
+	pam_rpc --rank 2 pam.leftovers-removed \
+		"{\"uid\": 1000, \"removed\": {\"shm\": 2, \"sem\": 0}}" &&
+	pam_status 2 | jq -e ".leftovers_removed == {\"shm\": 2}" &&
+	FLUX_HANDLE_ROLEMASK=0x2 FLUX_HANDLE_USERID=1001 \
+		test_must_fail pam_rpc --rank 2 pam.leftovers-removed \
+		"{\"uid\": 1001, \"removed\": {}}" 2>lr.guest &&
+	grep EPERM lr.guest &&
+	test_must_fail pam_rpc --rank 2 pam.leftovers-removed \
+		"{\"uid\": 1000, \"removed\": {\"shm\": \"2\"}}" 2>lr.bad &&
+	grep "EPROTO: pam.leftovers-removed: removed is missing or not an object of counts" lr.bad
+'
 test_expect_success 'root as a guest may use them (pam_flux runs as root)' '
 	FLUX_HANDLE_ROLEMASK=0x2 FLUX_HANDLE_USERID=0 \
 		pam_rpc --rank 0 pam.check "{\"uid\": 1000}" >root.out &&

@@ -26,6 +26,18 @@ scenario_confinement
 scenario_union
 scenario_teardown
 scenario_gpus
+scenario_memory drop-ins
+scenario_leftovers drop-ins
+test_expect_success 'drop-ins: a login knows its job (job-list): FLUX_JOB_ID and FLUX_URI' '
+	id=$(node_submit alice -n1 sleep inf) &&
+	node_job_started $id &&
+	node_ssh alice "echo \$FLUX_JOB_ID; flux jobs -no {id.f58plain}" >fb.env &&
+	cat fb.env &&
+	test "$(sed -n 1p fb.env)" = "$(echo $id | sed "s/^ƒ/f/")" &&
+	test "$(sed -n 2p fb.env)" = "$(sed -n 1p fb.env)" &&
+	node_flux cancel $id &&
+	node_job_gone $id
+'
 test_expect_success 'the module stayed unloaded throughout' '
 	node_flux module list >modules &&
 	! grep "^pam " modules

@@ -55,6 +55,17 @@ def shares_node(h: Any) -> bool:
     return list(Hostlist(h.attr_get("hostlist"))).count(hostname) > 1
 
 
+def mapper_inputs(conf: dict) -> tuple:
+    """What the sdexec-mapper's answers depend on in the config *conf*:
+    ``[sdexec]`` and ``exec.sdexec-properties``."""
+    ex = conf.get("exec")
+    props = ex.get("sdexec-properties") if isinstance(ex, dict) else None
+    return (
+        json.dumps(conf.get("sdexec"), sort_keys=True),
+        json.dumps(props, sort_keys=True),
+    )
+
+
 class ProtocolError(Exception):
     """A malformed request payload (answered with EPROTO)."""
 
@@ -109,6 +120,7 @@ class PamModule(BrokerModule):
             cgroup_root=enforcement.find_root(),
             shared_node=self.shared_node,
         )
+        self.sched.mapper_inputs = mapper_inputs(h.conf_get() or {})
         self._set_log_level()
         self.live = status.LiveRead(self.sched, self._submit(self.status_pool))
         self.config_watch: Any = None
@@ -389,6 +401,23 @@ class PamModule(BrokerModule):
 
         self._handle(msg, fn, admin=True)
 
+    @request_handler("leftovers-removed", allow_guest=True)
+    def leftovers_removed(self, msg: Any) -> None:
+        """pam.leftovers-removed {uid, removed}: what housekeeping removed."""
+
+        def fn(msg: Any, p: dict) -> None:
+            uid = self._int(p, "uid")
+            removed = p.get("removed")
+            if not isinstance(removed, dict) or not all(
+                isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool)
+                for k, n in removed.items()
+            ):
+                raise ProtocolError("removed is missing or not an object of counts")
+            self.sched.leftovers_removed(uid, removed)
+            self._respond(msg)
+
+        self._handle(msg, fn, admin=True)
+
     @request_handler("status", allow_guest=True)
     def status(self, msg: Any) -> None:
         """pam.status {uid?}: what this rank holds, with the slices read live."""
@@ -424,7 +453,7 @@ class PamModule(BrokerModule):
                 cfg = config.from_instance(p, self.handle)
             except config.ConfigError as exc:
                 raise OSError(errno.EINVAL, "; ".join(exc.problems)) from None
-            self.sched.configure(cfg)
+            self.sched.configure(cfg, mapper_inputs(p))
             self._set_log_level()
             if self.config_watch is None:
                 self.sched.bring_to_config()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from flux_pam_service.broker import admission, repair
 from flux_pam_service.broker.waiters import Waiters
-from flux_pam_service.core import config, lockdir, rv1
+from flux_pam_service.core import config, limits, lockdir, rv1
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.jobid import f58
 from flux_pam_service.core.jobs import UserTable
@@ -126,6 +126,10 @@ class Scheduler:
         # the error that keeps the module closed, or None
         self.closed = closed
         self.reopened = False  # bring_to_config() reconciles (see reopen)
+        # what the sdexec-mapper's answers depend on: [sdexec] and
+        # exec.sdexec-properties (a change invalidates props_cache)
+        self.mapper_inputs: Any = None
+        self.remap = False
         # the config the slices were last brought to (see bring_to_config)
         self.applied_cfg = cfg
         self.lock_dir = lock_dir
@@ -161,6 +165,8 @@ class Scheduler:
             "mapper-lookups": 0,
             "op-time-max": 0.0,
             "op-time-total": 0.0,
+            # what housekeeping removed after users' last jobs, by kind
+            "leftovers-removed": {},
         }
         self.reply = reply
         self.error = error
@@ -240,6 +246,15 @@ class Scheduler:
         self.log(syslog.LOG_DEBUG, f"job {f58(jobid)}: end uid {uid}")
         self.waiters.wake_job(jobid, uid, user)
         self.kick(user)
+
+    def leftovers_removed(self, uid: int, removed: Dict[str, int]) -> None:
+        """Housekeeping removed what *uid* left behind (its counts by kind)."""
+        counts = self.stats["leftovers-removed"]
+        for kind, n in removed.items():
+            if n > 0:
+                counts[kind] = counts.get(kind, 0) + n
+        shown = ", ".join(f"{n} {k}" for k, n in removed.items() if n) or "nothing"
+        self.log(syslog.LOG_DEBUG, f"uid {uid}: housekeeping removed {shown}")
 
     def _remember_ended(self, jobid: int, uid: int, seq: Optional[int]) -> None:
         self.ended[jobid] = (uid, seq)
@@ -357,6 +372,11 @@ class Scheduler:
 
     def _activate(self, user: User, snap: int, props: Optional[dict]) -> None:
         uid = user.uid
+        try:
+            props = limits.login_properties(props, self.cfg)
+        except OSError as exc:
+            self._failed(user, snap, "login limits", exc, 0.0)
+            return
         first = user.prepared is False
         verify = user.prepared is None
         if props is None and not first and not verify:
@@ -561,9 +581,16 @@ class Scheduler:
 
     # ------------------------------------------------------------ config
 
-    def configure(self, cfg: "config.PamConfig") -> None:
-        """A valid configuration is in force (config-reload)."""
+    def configure(self, cfg: "config.PamConfig", mapper_inputs: Any = None) -> None:
+        """A valid configuration is in force (config-reload).
+
+        *mapper_inputs* are the tables the sdexec-mapper's answers depend on;
+        when they changed, every slice is mapped and applied again.
+        """
         self.cfg = cfg
+        if mapper_inputs != self.mapper_inputs:
+            self.mapper_inputs = mapper_inputs
+            self.remap = True
         if self.closed is not None:
             self.reopen()
 
@@ -597,7 +624,8 @@ class Scheduler:
         old, cfg = self.applied_cfg, self.cfg
         self.applied_cfg = cfg
         reopened, self.reopened = self.reopened, False
-        if cfg == old and not reopened:
+        remap, self.remap = self.remap, False
+        if cfg == old and not reopened and not remap:
             return
         self.props_cache.clear()
         self.log(syslog.LOG_DEBUG, f"config: {json.dumps(cfg.to_dict())}")

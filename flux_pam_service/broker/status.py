@@ -45,6 +45,7 @@ def user_status(s: "Scheduler", uid: int) -> dict:
         "errors": list(user.errors),
         "pending": user.pending,
         "scopes": None,  # filled in by the live read
+        "logins": None,  # the same
     }
 
 
@@ -64,6 +65,7 @@ def status(s: "Scheduler", uids: Iterable[int], shared_node: bool) -> dict:
         "pending": s.npending(),
         "systemd": s.systemd_status,
         "enforcement": admission.node_enforcement(s),
+        "leftovers_removed": dict(s.stats["leftovers-removed"]),
         "synced": s.synced,
         "shared_node": shared_node,
         "live": "ok",
@@ -124,6 +126,7 @@ class LiveRead:
                 for key in ("slice_state", "service_state", "processes", "orphans"):
                     sl[key] = read[key] if read else None
                 sl["scopes"] = u["scopes"] = read["scopes"] if read else None
+                u["logins"] = read["logins"] if read else None
                 u["slice"] = sl
             if why is not None:
                 answer["live"] = why
@@ -142,6 +145,7 @@ class LiveRead:
     def _read(self) -> None:
         waiting, self.next = self.next, []
         uids = known_uids(self.sched)
+        root = self.sched.cgroup_root
         self.busy = True
 
         def done(out: Optional[operations.Outcome], exc: Any) -> None:
@@ -156,6 +160,6 @@ class LiveRead:
                 self._read()
 
         self.submit(
-            Operation("live", -1, lambda state: operations.live(state, uids)),
+            Operation("live", -1, lambda state: operations.live(state, uids, root)),
             lambda o, e: self.sched.guard("status", done, o, e),
         )

@@ -93,6 +93,34 @@ def enforcement_line(enf: dict) -> Optional[str]:
     return f"not enforced: {missing} ({reasons}): {then}"
 
 
+def _held(values: dict) -> str:
+    """``CPUs 0-1, memory nodes 0, memory.max 1073741824`` of what was read."""
+    parts = []
+    for key, label in (
+        ("cpus", "CPUs"),
+        ("mems", "memory nodes"),
+        ("memory_max", "memory.max"),
+    ):
+        if values.get(key) not in (None, ""):
+            parts.append(f"{label} {values[key]}")
+    return ", ".join(parts)
+
+
+def held_lines(user: dict) -> List[str]:
+    """What the kernel gives the user's slice (its latest read-back) and
+    each live login (its scope's cgroup), one line each."""
+    lines = []
+    read = _held(_enforcement(user).get("effective") or {})
+    if read:
+        lines.append(f"kernel: {read}")
+    for login in user.get("logins") or []:
+        if not isinstance(login, dict):
+            continue
+        where = f"login {login.get('scope')} in {login.get('slice')}"
+        lines.append(f"{where}: {_held(login) or 'no cpuset or memory files'}")
+    return lines
+
+
 def rows(response: dict, now: Optional[float] = None) -> List[List[str]]:
     """Table rows (and error lines) for one pam.status response."""
     out: List[List[str]] = []
@@ -130,6 +158,7 @@ def rows(response: dict, now: Optional[float] = None) -> List[List[str]]:
         if line is not None:
             out.append([f"  {line}"])
             shown = True
+        out.extend([f"  {text}"] for text in held_lines(user))
         for err in user.get("errors", []):
             out.append([f"  error: {err}"])
     # the rank's latest read-back, unless a user's line already says it

@@ -13,9 +13,9 @@ import glob
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from flux_pam_service.core import fsd
+from flux_pam_service.core import fsd, limits
 
 try:
     import tomllib
@@ -52,6 +52,8 @@ class PamConfig:
     constrain_resources: bool = False
     allow_unconfined_logins: bool = False
     user_stop_delay: float = 0.0
+    login_memory_max: str = limits.UNLIMITED
+    remove_ipc: bool = True
 
     def to_dict(self) -> dict:
         """Return the settings as the TOML tables they come from."""
@@ -63,6 +65,8 @@ class PamConfig:
                 "user-stop-delay": fsd.encode(self.user_stop_delay),
                 "debug": self.debug,
                 "allow-unconfined-logins": self.allow_unconfined_logins,
+                "login-memory-max": self.login_memory_max,
+                "remove-ipc": self.remove_ipc,
             },
             "exec": {"sdexec-constrain-resources": self.constrain_resources},
         }
@@ -73,6 +77,7 @@ _BOOL_KEYS = {
     ("pam", "kill-user-slice"): "kill_user_slice",
     ("pam", "debug"): "debug",
     ("pam", "allow-unconfined-logins"): "allow_unconfined_logins",
+    ("pam", "remove-ipc"): "remove_ipc",
     ("exec", "sdexec-constrain-resources"): "constrain_resources",
 }
 #: [pam] keys holding a Flux Standard Duration (finite)
@@ -80,7 +85,11 @@ _DURATION_KEYS = {
     "kill-slice-grace-time": "kill_slice_grace_time",
     "user-stop-delay": "user_stop_delay",
 }
-_PAM_KEYS = {key for table, key in _BOOL_KEYS if table == "pam"} | set(_DURATION_KEYS)
+_PAM_KEYS = (
+    {key for table, key in _BOOL_KEYS if table == "pam"}
+    | set(_DURATION_KEYS)
+    | {"login-memory-max"}
+)
 
 
 def _show(value: Any) -> str:
@@ -145,9 +154,26 @@ def from_dict(
                         f"{where('pam.' + key)}: {_show(value)} is not a Flux"
                         " Standard Duration string"
                     )
+        if table == "pam":
+            _login_limits(section, values, problems, where)
     if problems:
         raise ConfigError(problems)
     return PamConfig(**values)
+
+
+def _login_limits(
+    section: dict, values: dict, problems: List[str], where: Callable[[str], str]
+) -> None:
+    """pam.login-memory-max (core.limits)."""
+    if "login-memory-max" in section:
+        value = section["login-memory-max"]
+        try:
+            limits.parse_memory(value)
+            text = str(value).strip() if isinstance(value, str) else str(value)
+            values["login_memory_max"] = text
+        except ValueError as exc:
+            shown = exc.args[0] if isinstance(value, str) else f"{_show(value)} {exc}"
+            problems.append(f"{where('pam.login-memory-max')}: {shown}")
 
 
 def _merge(

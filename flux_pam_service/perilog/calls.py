@@ -148,6 +148,16 @@ class FluxCalls:
         f = self.h.rpc("pam.check", {"uid": uid})
         return list(self._get(f, "pam.check").get("jobs", []))
 
+    def report_removed(self, uid: int, removed: dict) -> None:
+        """Tell the pam module what was removed (pam.leftovers-removed), for
+        its log and counters; best effort."""
+        payload = {"uid": uid, "removed": removed}
+        try:
+            f = self.h.rpc("pam.leftovers-removed", payload)
+            f.wait_for(RPC_TIMEOUT).get()
+        except OSError as exc:
+            self.log.debug(f"pam.leftovers-removed: {errtext(exc)}")
+
     def drain(self, reason: str) -> None:
         """Drain this rank with *reason* (a failure is logged, not raised)."""
         topic, payload, rank0 = rpcs.drain(self.rank, reason)

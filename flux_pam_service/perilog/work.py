@@ -14,10 +14,11 @@ import syslog
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
-from flux_pam_service.core import config, lockdir, rv1
+from flux_pam_service.core import config, limits, lockdir, rv1
 from flux_pam_service.core import jobid as jobid_mod
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.rv1 import Resources
+from flux_pam_service.perilog import leftovers
 from flux_pam_service.perilog.calls import FluxCalls, Job
 from flux_pam_service.perilog.env import (
     HOUSEKEEPING,
@@ -108,19 +109,30 @@ class Perilog:
             ) from None
         self.log.debug(f"uid {self.uid}: linger is off")
 
-    def apply_union(self, us: Any, others: List[Job], include_self: bool) -> dict:
-        """Constrain the slice to the union of *others* (and this job).
+    def apply_union(
+        self, us: Any, others: List[Job], include_self: bool
+    ) -> Optional[dict]:
+        """Constrain the slice to the union of *others* (and this job), with
+        the login limits (core.limits).
 
-        Returns the properties applied."""
-        res = self.union(others, include_self=include_self)
-        props = self.properties(res)
+        Returns the properties applied (None: nothing to apply)."""
+        props, shown = None, "login limits"
+        if self.cfg.constrain_resources:
+            res = self.union(others, include_self=include_self)
+            props, shown = self.properties(res), str(res.to_dict())
+        try:
+            props = limits.login_properties(props, self.cfg)
+        except OSError as exc:
+            raise PerilogError(f"login limits: {errtext(exc)}") from None
+        if props is None:
+            return None
         try:
             us.apply(props)
         except (OSError, ValueError) as exc:
             raise PerilogError(
                 f"cannot constrain user-{self.uid}.slice: {errtext(exc)}"
             ) from None
-        self.log.debug(f"user-{self.uid}.slice: applied {res.to_dict()}")
+        self.log.debug(f"user-{self.uid}.slice: applied {shown}")
         return props
 
     def marker_content(self, us: Any, props: Optional[dict]) -> str:
@@ -163,9 +175,7 @@ class Perilog:
             f"uid {self.uid}: {len(others)} other active job(s) on rank"
             f" {self.broker.rank}: {', '.join(jobid_mod.f58(j.id) for j in others)}"
         )
-        props = None
-        if self.cfg.constrain_resources:
-            props = self.apply_union(us, others, include_self=True)
+        props = self.apply_union(us, others, include_self=True)
         # Start user@UID.service: best effort (prepare() logs a failure to
         # start).  It checks linger again, which holds: we hold the lock.
         us.prepare(None)
@@ -180,8 +190,8 @@ class Perilog:
             f"uid {self.uid}: {len(others)} remaining job(s) on rank {self.broker.rank}"
         )
         if others:
-            if self.cfg.constrain_resources:
-                props = self.apply_union(us, others, include_self=False)
+            props = self.apply_union(us, others, include_self=False)
+            if props is not None:
                 content = self.marker_content(us, props)
                 if lockdir.has_marker(self.uid, self.lockdir_path):
                     lockdir.set_marker(self.uid, self.lockdir_path, content)
@@ -200,6 +210,24 @@ class Perilog:
                 f"teardown of user-{self.uid}.slice: {errtext(exc)}"
             ) from None
         self.log.debug(f"user-{self.uid}.slice: torn down")
+        self.remove_leftovers(report=False)
+
+    def remove_leftovers(self, report: bool) -> None:
+        """After the user's last job here, with pam.remove-ipc: remove the
+        user's IPC objects and runtime files (perilog.leftovers), unless a
+        job or a process of the user is left; with *report*, tell the
+        module.  Under the per-user lock; a failure is logged, the job is
+        not failed for it."""
+        if not self.cfg.remove_ipc:
+            return
+        if self.other_jobs():
+            self.log.debug(f"uid {self.uid}: another job here: nothing removed")
+            return
+        protected = (0, self.broker.owner())
+        counts = leftovers.remove(self.uid, protected, log=self.log.error)
+        self.log.debug(f"uid {self.uid}: removed {leftovers.describe(counts)}")
+        if report:
+            self.broker.report_removed(self.uid, counts)
 
     def work_alone(self) -> None:
         """Do the run's work under the per-user lock."""
@@ -279,5 +307,6 @@ class Perilog:
                     else:
                         lockdir.clear_marker(self.uid, self.lockdir_path)
                         self.log.debug(f"uid {self.uid}: marker removed")
+                        self.remove_leftovers(report=True)
         except OSError as exc:
             raise PerilogError(errtext(exc)) from None

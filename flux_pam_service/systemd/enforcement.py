@@ -187,7 +187,8 @@ def _asked(props: dict) -> List[str]:
         asked.append(MEMORY_NODE)
     if wants_memory(props):
         asked.append(MEMORY_LIMIT)
-    asked.append(DEVICE)
+    if properties.confines(props):
+        asked.append(DEVICE)
     return asked
 
 
@@ -226,6 +227,8 @@ def compare(props: Optional[dict], reading: Reading) -> Verdict:
         effective["cpus"] = reading.cpus.strip()
     if reading.mems is not None:
         effective["mems"] = reading.mems.strip()
+    if reading.memory_max is not None:
+        effective["memory_max"] = reading.memory_max.strip()
     if reading.device_policy is not None:
         effective["device_policy"] = reading.device_policy
     missing: List[str] = []

@@ -9,6 +9,7 @@ every operation is idempotent.
 """
 
 import errno
+import os
 from dataclasses import dataclass, field
 from syslog import LOG_DEBUG
 from typing import Any, Callable, List, Optional, Tuple
@@ -303,11 +304,36 @@ def _in_user_slice(cgroup: str) -> Tuple[Optional[int], List[str]]:
     return None, []
 
 
-def live(state: dict, uids: List[int]) -> Outcome:
+def login_cgroup(root: str, uid: int, scope: str) -> dict:
+    """Where the kernel holds a login scope of user-UID.slice: the text of
+    its ``cpuset.cpus.effective``, ``cpuset.mems.effective`` and
+    ``memory.max`` below the cgroup2 mount *root* (None: absent)."""
+    path = os.path.join(enforcement.slice_cgroup(root, uid), scope)
+    out: dict = {"scope": scope, "slice": f"user-{uid}.slice"}
+    for key, name in LOGIN_FILES:
+        try:
+            with open(os.path.join(path, name)) as f:
+                out[key] = f.read().strip()
+        except OSError:
+            out[key] = None
+    return out
+
+
+#: what pam.status shows of each login, from its scope's cgroup
+LOGIN_FILES = (
+    ("cpus", "cpuset.cpus.effective"),
+    ("mems", "cpuset.mems.effective"),
+    ("memory_max", "memory.max"),
+)
+
+
+def live(state: dict, uids: List[int], cgroup_root: Optional[str] = None) -> Outcome:
     """The slices of *uids* as they are now, for pam.status.
 
     .value maps each uid to {"slice_state", "service_state", "scopes",
-    "processes", "orphans"}, in two D-Bus calls whatever the number of users.
+    "processes", "orphans", "logins"}, in two D-Bus calls whatever the
+    number of users; with *cgroup_root*, "logins" has login_cgroup() of
+    each scope (else it is empty).
 
     ListUnitsByPatterns gives the state of every loaded user slice and user
     manager; GetUnitProcesses on ``user.slice`` (on the one user's slice when
@@ -324,6 +350,7 @@ def live(state: dict, uids: List[int]) -> Outcome:
                 "scopes": [],
                 "processes": 0,
                 "orphans": 0,
+                "logins": [],
             }
             for uid in wanted
         }
@@ -359,4 +386,8 @@ def live(state: dict, uids: List[int]) -> Outcome:
             scopes[uid].add(rest[0])
     for uid, names in scopes.items():
         out.value[uid]["scopes"] = sorted(names)
+        if cgroup_root is not None:
+            out.value[uid]["logins"] = [
+                login_cgroup(cgroup_root, uid, name) for name in sorted(names)
+            ]
     return out

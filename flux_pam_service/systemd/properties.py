@@ -18,9 +18,9 @@ MAX_CPU = 8192 * 8 - 1
 DEVICE_POLICIES = ("auto", "closed", "strict")
 MEMORY_PROPERTIES = ("MemoryHigh", "MemoryMax", "MemorySwapMax")
 BITMAP_PROPERTIES = ("AllowedCPUs", "AllowedMemoryNodes")
-PROPERTY_NAMES = frozenset(
-    BITMAP_PROPERTIES + MEMORY_PROPERTIES + ("DevicePolicy", "DeviceAllow")
-)
+#: what a user slice is confined to (the rest are memory limits)
+CONFINING = BITMAP_PROPERTIES + ("DevicePolicy", "DeviceAllow")
+PROPERTY_NAMES = frozenset(CONFINING + MEMORY_PROPERTIES)
 _SUFFIXES = {
     "K": 1024,
     "M": 1024**2,
@@ -216,14 +216,16 @@ DEVICE_PROPERTIES = frozenset(("DevicePolicy", "DeviceAllow"))
 
 def changed(since: Optional[dict], props: dict) -> Optional[dict]:
     """The properties of *props* whose value differs from *since*, or None
-    when only a full apply will do: no *since*, other property names, or
-    either of them constraining nothing (the device defaults come and go
-    with the constraints)."""
+    when only a full apply will do: no *since*, other property names (what
+    *props* no longer set must be reverted), either of them constraining
+    nothing, or one confining the slice and the other not (the device
+    defaults come and go with the confinement)."""
     if (
         not since
         or set(since) != set(props)
         or not has_constraints(since)
         or not has_constraints(props)
+        or confines(since) != confines(props)
     ):
         return None
     return {k: v for k, v in props.items() if since[k] != v}
@@ -256,3 +258,16 @@ def idle(props: Optional[dict]) -> Optional[dict]:
     if out.get("DevicePolicy", "closed") == "auto" or not has_constraints(out):
         out["DevicePolicy"] = "closed"
     return out
+
+
+def unset_reverted(dbus_props: list) -> list:
+    """The entries of REVERT for the properties *dbus_props* do not set
+    (``MemoryMaxScale`` sets MemoryMax)."""
+    names = {name.removesuffix("Scale") for name, _ in dbus_props}
+    return [p for p in REVERT if p[0].removesuffix("Scale") not in names]
+
+
+def confines(props: dict) -> bool:
+    """True if *props* confine the slice to CPUs, memory nodes or devices
+    (not only limits its memory): its devices are then closed."""
+    return any((props or {}).get(name) not in ("", None, [], ()) for name in CONFINING)

@@ -153,12 +153,14 @@ class UserSlice:
     def apply(self, props: dict, since: Optional[dict] = None) -> bool:
         """Set *props* (sdexec-mapper form) on the slice, at runtime.
 
-        DevicePolicy=closed when they constrain anything and name no policy,
+        DevicePolicy=closed when they confine the slice and name no policy,
         an empty DeviceAllow when they name no device (systemd would keep the
-        old entries).  With *since*, the properties the slice was last given
-        (with the same names, all constraining), only those that changed are
-        sent: a union change of cores alone costs systemd a SetUnitProperties
-        of AllowedCPUs, without re-applying the device list.  Returns whether
+        old entries).  Every property of REVERT that *props* do not set is
+        reverted, so the slice holds exactly *props* (login limits alone
+        leave it unconfined).  With *since*, the properties the slice was
+        last given (the same names), only those that changed are sent: a
+        union change of cores alone costs systemd a SetUnitProperties of
+        AllowedCPUs, without re-applying the device list.  Returns whether
         the device properties were sent.  ValueError for bad *props*, before
         any change.
         """
@@ -169,11 +171,12 @@ class UserSlice:
                 self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
             return bool(properties.DEVICE_PROPERTIES & set(delta))
         dbus_props = properties.to_dbus(props)
-        if properties.has_constraints(props):
+        if properties.confines(props):
             if "DevicePolicy" not in props:
                 dbus_props.append(("DevicePolicy", ("s", "closed")))
             if "DeviceAllow" not in props:
                 dbus_props.append(("DeviceAllow", ("a(ss)", [])))
+        dbus_props = properties.unset_reverted(dbus_props) + dbus_props
         self.systemd.set_unit_properties(self.slice, dbus_props, runtime=True)
         return True
 

@@ -405,3 +405,224 @@ scenario_unenforced() {
 		node_pam_default
 	'
 }
+
+# The node's config with memory limits: the default, with
+# allow-unconfined-logins = $1 and the TOML lines $2 added to [pam] and
+# the table $3 (e.g. [exec.sdexec-properties]) appended.
+node_memory_config() {
+	node_pam_config "$(echo "$NODE_PAM_DEFAULT" |
+		sed "/^\[pam\]/a allow-unconfined-logins = $1${2:+\\
+$2}")
+$3"
+}
+
+# memory.max of user-UID.slice as the kernel has it ("" without the memory
+# controller)
+node_slice_memory_max() {
+	node_sh "cat /sys/fs/cgroup/user.slice/user-$1.slice/memory.max 2>/dev/null; :"
+}
+
+# node_job_running JOBID: the job is still in the RUN state
+node_job_running() {
+	test "$(node_flux jobs -A -no {state} "$1")" = RUN
+}
+
+# node_cancel_jobs FILE...: cancel the jobs whose IDs the FILEs hold (those
+# that exist) and wait until they are gone
+node_cancel_jobs() {
+	local f
+	for f in "$@"; do
+		test -s "$f" || continue
+		node_flux cancel "$(cat "$f")" 2>/dev/null
+		node_job_gone "$(cat "$f")" || return 1
+	done
+}
+
+GIB=1073741824
+
+# Memory limits of logins (issue 18, part 1), with the module or the
+# drop-ins alone (MODE: module | drop-ins).  exec.sdexec-properties
+# MemoryMax = "2G" is scaled by the sdexec-mapper to the share of the
+# node's 2 cores: 1 GiB for a 1-core job, 2 GiB for two (MemorySwapMax = 0:
+# a login beyond the limit cannot swap instead of being OOM-killed).  Where the
+# replica's cgroup2 has no memory controller (prereq MEMORY) the kernel
+# enforces no memory limit: job users are refused unless
+# allow-unconfined-logins, and the OOM test skips.
+scenario_memory() {
+	test_have_prereq MEMORY ||
+		echo "# replica without the memory controller in cgroup2:" \
+			"$(node_sh 'cat /sys/fs/cgroup/cgroup.controllers') (the host's" \
+			"memory controller is held by a cgroup v1 hierarchy in use):" \
+			"memory limits are not enforced and the OOM test skips" >&5
+	test_expect_success "$1: alice's slice follows her job's memory share" '
+		node_memory_config true "" "[exec.sdexec-properties]
+MemoryMax = \"2G\"
+MemorySwapMax = \"0\"" &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job1 &&
+		node_job_started $id &&
+		node_wait 10 "test \"\$(node_prop user-1000.slice MemoryMax)\" = $GIB"
+	'
+	test_expect_success "$1: a second job doubles it, its end halves it again" '
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job2 &&
+		node_job_started $id &&
+		node_wait 10 "test \"\$(node_prop user-1000.slice MemoryMax)\" = $((2 * GIB))" &&
+		node_flux cancel $(cat mem.job1) &&
+		node_job_gone $(cat mem.job1) &&
+		node_wait 10 "test \"\$(node_prop user-1000.slice MemoryMax)\" = $GIB"
+	'
+	test_expect_success "$1: bob has a job on the other core" '
+		id=$(node_submit bob -n1 sleep inf) &&
+		echo $id >mem.bob &&
+		node_job_started $id
+	'
+	test_expect_success MEMORY "$1: the kernel holds the slice to it" '
+		test "$(node_slice_memory_max 1000)" = $GIB
+	'
+	test_expect_success MEMORY "$1: a login allocating beyond the limit is OOM-killed in the slice" '
+		test_must_fail node_ssh alice \
+			"python3 -c \"b = bytearray(3 * $GIB); print(len(b))\"" &&
+		node_sh "grep \"^oom_kill [1-9]\" /sys/fs/cgroup/user.slice/user-1000.slice/memory.events"
+	'
+	test_expect_success "$1: alice's job and bob's are untouched" '
+		node_job_running $(cat mem.job2) &&
+		node_job_running $(cat mem.bob)
+	'
+	test "$1" = module &&
+		test_expect_success "$1: flux pam status reports the memory limit as read back" '
+			node_flux pam status --json >mem.json &&
+			jq .[0].users mem.json &&
+			if test_have_prereq MEMORY; then
+				jq -e ".[0].users[] | select(.uid == 1000) |
+					.enforcement.effective.memory_max == \"$GIB\"" mem.json
+			else
+				jq -e ".[0].users[] | select(.uid == 1000) |
+					(.enforcement.state == \"unconfined\") and
+					(.enforcement.missing | index(\"memory limit\"))" mem.json &&
+				node_flux pam status >mem.status &&
+				cat mem.status &&
+				grep -F "memory limit: the memory controller is not enabled for the slice" mem.status
+			fi
+		'
+	test_expect_success "$1: alice's and bob's jobs end" '
+		node_cancel_jobs mem.job2 mem.bob
+	'
+	test_expect_success "$1: pam.login-memory-max caps her logins: 512M, whatever her jobs" '
+		node_memory_config true "login-memory-max = \"512M\"" &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job3 &&
+		node_job_started $id &&
+		node_wait 10 "test \"\$(node_prop user-1000.slice MemoryMax)\" = 536870912" &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job4 &&
+		node_job_started $id &&
+		sleep 1 &&
+		test "$(node_prop user-1000.slice MemoryMax)" = 536870912
+	'
+	# a new job after each config change: the drop-ins working alone apply
+	# the config at the next prolog only (flux-config-pam(5))
+	test_expect_success "$1: without allow-unconfined-logins she is refused where memory is not enforced" '
+		node_cancel_jobs mem.job3 mem.job4 &&
+		node_memory_config false "login-memory-max = \"512M\"" &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job5 &&
+		node_job_started $id &&
+		node_wait 10 "test \"\$(node_prop user-1000.slice MemoryMax)\" = 536870912" &&
+		if test_have_prereq MEMORY; then
+			node_ssh alice true
+		else
+			node_refused_says alice "memory limit confinement is not enforced on this node" mem.refused &&
+			node_root_gets_in mem.root
+		fi
+	'
+	test "$1" = module && ! test_have_prereq MEMORY &&
+		test_expect_success "$1: flux pam check says memory is not offered to user.slice" '
+			test_might_fail node_flux pam check --config-path $NODE_FLUX_CONF >mem.check &&
+			grep "^FAIL  cgroup-controllers: the cgroup2 hierarchy does not offer .*memory" mem.check
+		'
+	test_expect_success "$1: no memory limit configured: her logins are admitted as before" '
+		node_cancel_jobs mem.job5 &&
+		node_pam_default &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >mem.job6 &&
+		node_job_started $id &&
+		test "$(node_prop user-1000.slice MemoryMax)" = infinity &&
+		node_ssh alice true
+	'
+	test_expect_success "$1: cleanup: the jobs end" '
+		node_cancel_jobs mem.job1 mem.job2 mem.job3 mem.job4 mem.job5 \
+			mem.job6 mem.bob
+	'
+}
+
+# "SHM SEM MSG POSIX MQUEUE": how many System V segments, semaphore sets and
+# message queues UID owns (/proc/sysvipc), and its files in /dev/shm and
+# /dev/mqueue
+node_leftovers() {
+	node_sh "awk -v u=$1 'NR > 1 && \$8 == u' /proc/sysvipc/shm | wc -l;
+		awk -v u=$1 'NR > 1 && \$5 == u' /proc/sysvipc/sem | wc -l;
+		awk -v u=$1 'NR > 1 && \$8 == u' /proc/sysvipc/msg | wc -l;
+		find /dev/shm -maxdepth 1 -uid $1 | wc -l;
+		find /dev/mqueue -maxdepth 1 -uid $1 2>/dev/null | wc -l" | paste -sd" "
+}
+
+# What a login of USER leaves: a System V segment, semaphore set and
+# message queue, a /dev/shm file, and a POSIX message queue where the node
+# has /dev/mqueue
+node_leave_ipc() {
+	node_ssh "$1" "ipcmk -M 4096 >/dev/null && ipcmk -S 1 >/dev/null &&
+		ipcmk -Q >/dev/null && echo x >/dev/shm/probe-$1 &&
+		{ ! test -d /dev/mqueue || touch /dev/mqueue/probe-$1; }"
+}
+
+# Nothing left behind (issue 18, part 2), with the module or the drop-ins
+# alone (MODE: module | drop-ins): after alice's last job her IPC objects
+# are removed; bob, who still has a job, keeps his, and so does root.
+scenario_leftovers() {
+	node_sh "test -d /dev/mqueue" && MQ=1 || MQ=0
+	test $MQ = 1 ||
+		echo "# replica without /dev/mqueue: no POSIX message queue is tested" >&5
+	test_expect_success "$1: alice and bob have jobs; their logins leave IPC objects" '
+		node_pam_default &&
+		id=$(node_submit bob -n1 sleep inf) &&
+		echo $id >lo.bob &&
+		node_job_started $id &&
+		id=$(node_submit alice -n1 sleep inf) &&
+		echo $id >lo.alice &&
+		node_job_started $id &&
+		node_leave_ipc alice &&
+		node_leave_ipc bob &&
+		node_sh "ipcmk -M 4096 >/dev/null && echo x >/dev/shm/probe-root" &&
+		node_leftovers 1000 >lo.alice.before &&
+		node_leftovers 1001 >lo.bob.before &&
+		cat lo.alice.before lo.bob.before &&
+		test "$(cat lo.alice.before)" = "1 1 1 1 $MQ" &&
+		test "$(cat lo.bob.before)" = "1 1 1 1 $MQ"
+	'
+	test_expect_success "$1: after her last job, what alice left is gone" '
+		node_leftovers 0 >lo.root.before &&
+		node_flux cancel $(cat lo.alice) &&
+		node_job_gone $(cat lo.alice) &&
+		node_leftovers 1000 >lo.alice.after &&
+		cat lo.alice.after &&
+		test "$(cat lo.alice.after)" = "0 0 0 0 0"
+	'
+	test_expect_success "$1: bob's, who still has a job, and root's are untouched" '
+		test "$(node_leftovers 1001)" = "$(cat lo.bob.before)" &&
+		test "$(node_leftovers 0)" = "$(cat lo.root.before)" &&
+		node_job_running $(cat lo.bob)
+	'
+	test "$1" = module &&
+		test_expect_success "$1: the module counts what was removed" '
+			node_flux pam status --json >lo.json &&
+			jq .[0].leftovers_removed lo.json &&
+			jq -e ".[0].leftovers_removed | .shm >= 1 and .sem >= 1 and
+				.msg >= 1 and .\"posix-shm\" >= 1" lo.json
+		'
+	test_expect_success "$1: cleanup: bob's job ends and his objects go too" '
+		node_cancel_jobs lo.alice lo.bob &&
+		test "$(node_leftovers 1001)" = "0 0 0 0 0" &&
+		node_sh "ipcrm --all=shm 2>/dev/null; rm -f /dev/shm/probe-root; :"
+	'
+}

@@ -8,6 +8,10 @@
 #   node_require          # skip_all unless root, flux-core in /opt/flux, nspawn
 #   node_up               # fresh replica; brought down when the script exits
 #
+# memory.  node_up sets the prereq MEMORY when the replica's cgroup2 root
+# offers the memory controller (it cannot where a cgroup v1 hierarchy in use
+# holds it, as on the machines CI runs on: scenario_memory says so).
+#
 # cpuset.  node_up sets the prereq CPUSET when the replica's cgroup2 root
 # offers the cpuset controller (node.py up with FLUX_PAM_TESTBED_CPUSET=1,
 # where the host allows it: t/testbed.py), and otherwise prints why.  On a
@@ -60,6 +64,9 @@ node_up() {
 	local rc=$?
 	cat node-up.log >&2
 	test $rc = 0 || return $rc
+	if node_sh "grep -qw memory /sys/fs/cgroup/cgroup.controllers"; then
+		test_set_prereq MEMORY
+	fi
 	if node_sh "grep -qw cpuset /sys/fs/cgroup/cgroup.controllers"; then
 		test_set_prereq CPUSET
 	else

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from flux_pam_service.core.jobid import f58
+
 USER = "nobody"
 UID = pwd.getpwnam(USER).pw_uid
 WHO = f"user {USER} (uid={UID})"
@@ -25,7 +27,7 @@ LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG = 3, 4, 6, 7
 
 ADMITTED = {"pam.check": {"response": {"admitted": True, "jobs": [1234]}}}
 NOT_ADMITTED = {"pam.check": {"response": {"admitted": False, "jobs": []}}}
-CHECK = ("pam.check", {"uid": UID, "max_jobs": 8})
+CHECK = ("pam.check", {"uid": UID, "max_jobs": 16})
 OWNER = 999
 SUB_PATH = "sub"
 
@@ -52,7 +54,7 @@ def test_account_admits_user_with_running_job(rig):
     res = rig.expect(USER, [("account", "PAM_SUCCESS")])
     assert res.errors == []
     assert peer.requests == [CHECK]
-    assert (LOG_DEBUG, f"access granted for {WHO}: jobs ƒNH (pam.check)") in res.logs
+    assert (LOG_DEBUG, f"access granted for {WHO}: jobs fNH (pam.check)") in res.logs
 
 
 def test_account_denies_user_without_jobs_with_message_and_log(rig):
@@ -121,14 +123,14 @@ def test_account_falls_back_to_job_list_when_module_not_loaded(rig):
     topic, payload = peer.requests[2]
     assert topic == "job-list.list"
     assert payload == {
-        "max_entries": 1,
+        "max_entries": 17,
         "attrs": ["userid", "ranks", "state", "annotations"],
         "constraint": {
             "and": [{"userid": [UID]}, {"ranks": ["3"]}, {"states": ["run"]}]
         },
     }
     assert (LOG_DEBUG, "pam module not loaded: asking job-list") in res.logs
-    assert (LOG_DEBUG, f"access granted for {WHO}: jobs ƒ6 (job-list)") in res.logs
+    assert (LOG_DEBUG, f"access granted for {WHO}: jobs f6 (job-list)") in res.logs
 
 
 def test_account_job_list_fallback_denies_without_jobs(rig):
@@ -590,6 +592,76 @@ def test_session_without_slice_management_succeeds_without_scope(rig):
     assert "XDG_RUNTIME_DIR" not in res.env
     assert peer.topics() == ["pam.check"]
     assert (LOG_DEBUG, "pam.manage-user-slice is false: no scope") in res.logs
+
+
+# --- the session's environment ---------------------------------------------
+
+SESSION_ENV = [
+    ("account", "PAM_SUCCESS"),
+    ("open_session", "PAM_SUCCESS"),
+    ("getenvlist", "PAM_SUCCESS"),
+]
+
+
+def flux_env(env):
+    return {k: v for k, v in env.items() if k.startswith("FLUX_")}
+
+
+def test_one_job_sets_flux_job_id_and_flux_uri(rig):
+    rig.peer(module_says(False, njobs=1))
+    rig.stack()
+    res = rig.expect(USER, SESSION_ENV)
+    assert flux_env(res.env) == {"FLUX_URI": rig.env["FLUX_URI"], "FLUX_JOB_ID": "fNH"}
+
+
+def test_several_jobs_set_flux_job_ids_and_no_flux_job_id(rig):
+    rig.peer(module_says(False, jobs=[1234, 5678, 9], njobs=3))
+    rig.stack()
+    res = rig.expect(USER, SESSION_ENV)
+    assert flux_env(res.env) == {
+        "FLUX_URI": rig.env["FLUX_URI"],
+        "FLUX_JOB_IDS": ",".join("f" + f58(j)[1:] for j in (1234, 5678, 9)),
+    }
+
+
+def test_more_jobs_than_listed_set_no_job_ids_rather_than_a_partial_list(rig):
+    listed = list(range(1, 17))
+    rig.peer(module_says(False, jobs=listed, njobs=40))
+    rig.stack(["debug"])
+    res = rig.expect(USER, SESSION_ENV)
+    assert flux_env(res.env) == {"FLUX_URI": rig.env["FLUX_URI"]}
+    text = f"the jobs of {WHO} here are not all listed (16 of 40): no FLUX_JOB_ID(S)"
+    assert (LOG_DEBUG, text) in res.logs
+
+
+def test_the_job_ids_of_the_fallback_come_from_job_list(rig):
+    peer = rig.peer(
+        {
+            **joblist(run_job(5), run_job(7)),
+            "config.get": {"response": {"pam": {"manage-user-slice": False}}},
+        }
+    )
+    rig.stack()
+    res = rig.expect(USER, SESSION_ENV)
+    assert flux_env(res.env) == {
+        "FLUX_URI": rig.env["FLUX_URI"],
+        "FLUX_JOB_IDS": "f6,f8",
+    }
+    assert peer.topics()[-1] == "config.get"
+
+
+def test_a_refused_session_sets_no_flux_variables(rig):
+    rig.peer(module_says(True))
+    rig.stack()
+    res = rig.expect(
+        USER,
+        [
+            ("account", "PAM_SUCCESS"),
+            ("open_session", "PAM_SESSION_ERR"),
+            ("getenvlist", "PAM_SUCCESS"),
+        ],
+    )
+    assert flux_env(res.env) == {}
 
 
 def test_session_skips_systemd_user_service(rig):

@@ -137,6 +137,23 @@ def test_apply_refuses_bad_props_and_changes_nothing(us, sd):
     assert slice_props(sd)["AllowedCPUs"] == {0, 1, 9}
 
 
+def test_a_memory_limit_alone_leaves_the_slice_unconfined(us, sd):
+    us.apply(PROPS)
+    us.apply({"MemoryMax": "536870912"})
+    got = slice_props(sd)
+    assert got["AllowedCPUs"] == set() and got["AllowedMemoryNodes"] == set()
+    assert got["DeviceAllow"] == set() and got["DevicePolicy"] == "auto"
+    assert got["MemoryMax"] == 536870912
+
+
+def test_a_limit_the_properties_no_longer_set_is_reverted(us, sd):
+    us.apply(dict(PROPS, MemoryHigh="1073741824"))
+    us.apply({k: v for k, v in PROPS.items() if k != "MemoryMax"})
+    assert slice_props(sd)["MemoryMax"] == properties.UINT64_MAX
+    high = sd.unit_property(f"user-{ALICE}.slice", "MemoryHigh", SLICE)
+    assert high == properties.UINT64_MAX
+
+
 def test_percent_memory_limit_reads_back_as_bytes(us, sd):
     us.apply({"MemoryHigh": "50%"})
     high = sd.unit_property(f"user-{ALICE}.slice", "MemoryHigh", SLICE)

@@ -376,6 +376,14 @@ def test_controllers_check_wants_memory_only_with_a_memory_limit(root):
     assert "remove the memory limits" in res.fix
 
 
+def test_controllers_check_wants_memory_for_a_login_memory_limit(root):
+    edit = ('login-memory-max = "infinity"', 'login-memory-max = "4G"')
+    res = controllers_check(root, "cpuset pids\n", edit)
+    assert res.status == check.FAIL
+    assert "does not offer memory to user.slice" in res.detail
+    assert "pam.login-memory-max" in res.fix
+
+
 def test_controllers_check_says_when_logins_are_admitted_unconfined(root):
     opt_in = ("allow-unconfined-logins = false", "allow-unconfined-logins = true")
     res = controllers_check(root, "pids\n", opt_in)

@@ -24,6 +24,8 @@ DEFAULTS = {
         "user-stop-delay": "0s",
         "debug": False,
         "allow-unconfined-logins": False,
+        "login-memory-max": "infinity",
+        "remove-ipc": True,
     },
     "exec": {"sdexec-constrain-resources": False},
 }
@@ -63,6 +65,8 @@ def test_accepts_the_example_config_and_prints_it_as_json():
             "user-stop-delay": "0s",
             "debug": False,
             "allow-unconfined-logins": False,
+            "login-memory-max": "infinity",
+            "remove-ipc": True,
         },
         "exec": {"sdexec-constrain-resources": True},
     }

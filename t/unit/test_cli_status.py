@@ -51,6 +51,16 @@ RESPONSE = {
                 "reasons": [],
                 "effective": {"cpus": "0-2", "mems": "0", "device_policy": "closed"},
             },
+            "logins": [
+                {
+                    "scope": "flux-pam-41.scope",
+                    "slice": "user-0.slice",
+                    "cpus": "0-2",
+                    "mems": "0",
+                    "memory_max": "max",
+                },
+                {"scope": "flux-pam-77.scope", "slice": "user-0.slice"},
+            ],
             "last_action": {"action": "apply", "time": NOW - 125, "result": "ok"},
             "errors": [],
         },
@@ -88,7 +98,15 @@ def test_rows_show_jobs_union_units_scopes_and_last_action_age():
         "2",
         "apply 2m ago",
     ]
-    assert r[1] == [
+    assert r[1:4] == [
+        ["  kernel: CPUs 0-2, memory nodes 0"],
+        [
+            "  login flux-pam-41.scope in user-0.slice: CPUs 0-2, memory nodes 0,"
+            " memory.max max"
+        ],
+        ["  login flux-pam-77.scope in user-0.slice: no cpuset or memory files"],
+    ]
+    assert r[4] == [
         "3",
         "4242424",
         "0/0",
@@ -100,7 +118,7 @@ def test_rows_show_jobs_union_units_scopes_and_last_action_age():
         "-",
         "teardown (EBUSY) 3s ago",
     ]
-    assert r[2] == ["  error: pids 12 (sleep) survive SIGKILL"]
+    assert r[5] == ["  error: pids 12 (sleep) survive SIGKILL"]
 
 
 NOT_ENFORCED = {
@@ -131,7 +149,9 @@ def test_a_user_whose_union_is_not_enforced_is_marked_and_explained():
         " cpuset controller is not enabled for the slice (cgroup.controllers:"
         " pids)): logins refused"
     ]
-    assert len(r) == 2  # the rank's line would say the same again
+    # the kernel's and the logins' lines follow; the rank's line would say
+    # the same again
+    assert not any(row[0].startswith("rank ") for row in r)
 
 
 def test_an_unconfined_user_is_marked_as_such():
@@ -157,7 +177,7 @@ def test_table_aligns_columns_under_header():
     assert lines[0].split() == status.HEADER
     col = lines[0].index("SLICE")
     assert lines[1][col:].startswith("active")
-    assert lines[3] == "  error: pids 12 (sleep) survive SIGKILL"
+    assert lines[6] == "  error: pids 12 (sleep) survive SIGKILL"
 
 
 @pytest.mark.parametrize(

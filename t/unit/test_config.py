@@ -21,6 +21,8 @@ DEFAULTS = {
         "user-stop-delay": "0s",
         "debug": False,
         "allow-unconfined-logins": False,
+        "login-memory-max": "infinity",
+        "remove-ipc": True,
     },
     "exec": {"sdexec-constrain-resources": False},
 }
@@ -314,3 +316,43 @@ def test_instance_config_key_in_no_file_is_the_instance_configs(tmp_path):
 def test_instance_config_that_is_valid_is_returned(tmp_path):
     cfg = config.from_instance({"pam": {"manage-user-slice": True}}, Attrs(None))
     assert cfg.manage_user_slice is True
+
+
+def test_login_limits_are_read(tmp_path):
+    path = write(
+        tmp_path,
+        "pam.toml",
+        '[pam]\nlogin-memory-max = "25%"\n',
+    )
+    cfg = config.load(path)
+    assert cfg.login_memory_max == "25%"
+    assert cfg.to_dict()["pam"]["login-memory-max"] == "25%"
+    assert config.from_dict(cfg.to_dict()) == cfg
+    path = write(tmp_path, "pam.toml", "[pam]\nlogin-memory-max = 1073741824\n")
+    assert config.load(path).login_memory_max == "1073741824"
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        (
+            'login-memory-max = "4GB"',
+            'pam.toml: pam.login-memory-max: "4GB" is not a size',
+        ),
+        (
+            'login-memory-max = "150%"',
+            'pam.toml: pam.login-memory-max: "150%" is not a percentage above 0',
+        ),
+        (
+            "login-memory-max = 0",
+            "pam.toml: pam.login-memory-max: 0 is not a positive number of bytes",
+        ),
+        (
+            "login-memory-max = true",
+            "pam.toml: pam.login-memory-max: true is not a size",
+        ),
+    ],
+)
+def test_bad_login_limits_name_the_file_and_the_key(tmp_path, line, problem):
+    (found,) = problems(write(tmp_path, "pam.toml", f"[pam]\n{line}\n"))
+    assert found.startswith(problem)

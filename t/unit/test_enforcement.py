@@ -268,3 +268,29 @@ def test_the_device_read_back_is_reused_while_no_device_property_is_sent(tmp_pat
         "closed",
         (("/dev/null", "rw"),),
     )
+
+
+LIMITED = dict(PROPS, MemoryMax="1073741824")
+
+
+def test_a_memory_max_read_back_at_most_the_limit_is_enforced():
+    v = en.compare(LIMITED, confined(memory_max="1073741824\n"))
+    assert v.enforced
+    assert v.effective["memory_max"] == "1073741824"
+
+
+def test_without_the_memory_controller_the_memory_limit_is_not_enforced():
+    v = en.compare(LIMITED, confined(controllers="cpuset cpu io pids\n"))
+    assert v.missing == (en.MEMORY_LIMIT,)
+    assert v.message() == (
+        "Access denied: memory limit confinement is not enforced on this node;"
+        " ask your administrator"
+    )
+
+
+def test_a_memory_limit_alone_asks_nothing_of_cpus_or_devices():
+    only = {"MemoryMax": "1073741824"}
+    reading = Reading(controllers="memory pids\n", memory_max="1073741824\n")
+    assert en.compare(only, reading).enforced
+    v = en.compare(only, Reading(controllers="pids\n"))
+    assert v.missing == (en.MEMORY_LIMIT,)

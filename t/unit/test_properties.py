@@ -188,6 +188,22 @@ def test_revert_resets_every_property_apply_can_set():
     assert set(d) == properties.PROPERTY_NAMES
 
 
+def test_confines_only_with_cpus_memory_nodes_or_devices():
+    assert properties.confines({"AllowedCPUs": "0-1", "MemoryMax": "1G"})
+    assert properties.confines({"DeviceAllow": "/dev/nvidia0 rw"})
+    assert not properties.confines({"MemoryMax": "1G", "MemoryHigh": "1G"})
+    assert not properties.confines({"AllowedCPUs": ""})
+
+
+def test_unset_reverted_covers_what_props_leave_out():
+    given = properties.to_dbus({"AllowedCPUs": "0", "MemoryMax": "50%"})
+    rest = dict(properties.unset_reverted(given))
+    assert "AllowedCPUs" not in rest and "MemoryMax" not in rest
+    assert rest["AllowedMemoryNodes"] == ("ay", b"")
+    assert rest["DevicePolicy"] == ("s", "auto")
+    assert rest["MemoryHigh"] == ("t", UINT64_MAX)
+
+
 def test_has_constraints():
     assert properties.has_constraints({"AllowedCPUs": "0"})
     assert not properties.has_constraints({"AllowedCPUs": "", "DeviceAllow": ""})

@@ -8,6 +8,7 @@ the orders the module may see them.
 """
 
 import errno
+import syslog
 
 import pytest
 
@@ -599,3 +600,58 @@ def test_a_job_with_the_idle_slices_properties_needs_no_operation(world):
     s.waiters.attach("attach", ALICE, "flux-pam-7.scope")
     assert world.answered("attach") == ("reply", {"attached": True})
     assert s.users[ALICE].verdict == Verdict()
+
+
+def test_login_limits_join_the_mappers_properties(world):
+    cfg = PamConfig(
+        manage_user_slice=True,
+        constrain_resources=True,
+        login_memory_max="1G",
+    )
+    s = world.scheduler(cfg)
+    s.job_start(1, ALICE, R("0-1"))
+    world.answer_lookups()
+    (op,) = world.slice_ops()
+    want = dict(props_of(R("0-1")), MemoryMax=str(2**30))
+    assert (op.action, op.props) == ("prepare", want)
+
+
+def test_login_limits_apply_without_constrained_resources(world):
+    cfg = PamConfig(manage_user_slice=True, login_memory_max="1G")
+    s = world.scheduler(cfg)
+    s.job_start(1, ALICE, R("0"))
+    assert world.lookups == []
+    (op,) = world.slice_ops()
+    assert (op.action, op.props) == ("prepare", {"MemoryMax": str(2**30)})
+
+
+def test_a_change_of_what_the_mapper_reads_maps_every_slice_again(world):
+    s = world.scheduler()
+    s.configure(MANAGED, ("null", '{"MemoryMax": "1G"}'))
+    s.bring_to_config()
+    prepared(world, s)
+    s.configure(MANAGED, ("null", '{"MemoryMax": "1G"}'))
+    s.bring_to_config()
+    assert world.lookups == []  # the same inputs: the cache stands
+    s.configure(MANAGED, ("null", '{"MemoryMax": "2G"}'))
+    s.bring_to_config()
+    ((union, done),) = world.lookups
+    assert union == rv1.local(R("0"), 0)
+    done(dict(props_of_union(union), MemoryMax="1073741824"), None)
+    (op,) = world.slice_ops()
+    assert (op.action, op.props["MemoryMax"]) == ("apply", "1073741824")
+
+
+def test_what_housekeeping_removed_is_logged_and_counted(world):
+    from flux_pam_service.broker import status
+
+    s = world.scheduler()
+    s.leftovers_removed(ALICE, {"shm": 2, "sem": 0, "posix-shm": 1})
+    s.leftovers_removed(BOB, {"shm": 1})
+    assert s.stats["leftovers-removed"] == {"shm": 3, "posix-shm": 1}
+    assert (
+        syslog.LOG_DEBUG,
+        f"uid {ALICE}: housekeeping removed 2 shm, 1 posix-shm",
+    ) in (world.logs)
+    answer = status.status(s, [], shared_node=False)
+    assert answer["leftovers_removed"] == {"shm": 3, "posix-shm": 1}

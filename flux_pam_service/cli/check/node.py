@@ -142,21 +142,29 @@ def check_cgroup2(ctx: Context) -> Result:
 MEMORY_LIMITS = ("MemoryMax", "MemoryHigh", "MemorySwapMax")
 
 
+def _login_memory_max(obj: dict) -> bool:
+    """pam.login-memory-max sets a limit."""
+    pam = obj.get("pam", {})
+    value = pam.get("login-memory-max") if isinstance(pam, dict) else None
+    return value is not None and str(value).strip().lower() != "infinity"
+
+
 def _needed_controllers(obj: dict) -> List[str]:
     """cgroup2 controllers the configured constraints need."""
     ex = obj.get("exec", {})
     ex = ex if isinstance(ex, dict) else {}
-    if ex.get("sdexec-constrain-resources") is not True:
-        return []
-    needed = ["cpuset"]
-    props = ex.get("sdexec-properties", {})
-    props = props if isinstance(props, dict) else {}
-    limits = [
-        k
-        for k in MEMORY_LIMITS
-        if isinstance(props.get(k), str) and props[k].strip().lower() != "infinity"
-    ]
-    if limits:
+    needed = []
+    limits = []
+    if ex.get("sdexec-constrain-resources") is True:
+        needed.append("cpuset")
+        props = ex.get("sdexec-properties", {})
+        props = props if isinstance(props, dict) else {}
+        limits = [
+            k
+            for k in MEMORY_LIMITS
+            if isinstance(props.get(k), str) and props[k].strip().lower() != "infinity"
+        ]
+    if limits or _login_memory_max(obj):
         needed.append("memory")
     return needed
 
@@ -165,11 +173,11 @@ def check_cgroup_controllers(ctx: Context) -> Result:
     """cgroup2 offers user.slice the controllers the constraints need.
 
     cpuset with exec.sdexec-constrain-resources (AllowedCPUs,
-    AllowedMemoryNodes), memory too when exec.sdexec-properties sets a
-    memory limit.  systemd enables a controller for user.slice on demand,
-    so what counts is the cgroup2 root's cgroup.controllers as the node
-    sees it; where one is missing the module finds the union not enforced
-    and refuses job users' logins.
+    AllowedMemoryNodes), memory when exec.sdexec-properties sets a memory
+    limit or pam.login-memory-max is set.  systemd enables a controller for
+    user.slice on demand, so what counts is the cgroup2 root's
+    cgroup.controllers as the node sees it; where one is missing the module
+    finds the union not enforced and refuses job users' logins.
     """
     obj, problems = ctx.instance_config()
     if obj is None:
@@ -177,7 +185,9 @@ def check_cgroup_controllers(ctx: Context) -> Result:
     needed = _needed_controllers(obj)
     if not needed:
         return Result(
-            PASS, "exec.sdexec-constrain-resources is off: no controller needed"
+            PASS,
+            "exec.sdexec-constrain-resources is off and pam.login-memory-max"
+            " is not set: no controller needed",
         )
     path = ctx.path("/sys/fs/cgroup/cgroup.controllers")
     try:
@@ -211,7 +221,7 @@ def check_cgroup_controllers(ctx: Context) -> Result:
     if "memory" in missing:
         fixes.append(
             "give memory to cgroup v2 the same way, or remove the memory"
-            " limits from [exec] sdexec-properties"
+            " limits from [exec] sdexec-properties and pam.login-memory-max"
         )
     return Result(FAIL, detail, "; ".join(fixes))
 
