@@ -16,7 +16,8 @@ from flux_pam_service.core import config
 from flux_pam_service.systemd import enforcement
 
 if TYPE_CHECKING:
-    from flux_pam_service.broker.scheduler import Scheduler, User
+    from flux_pam_service.broker.scheduler import Scheduler
+    from flux_pam_service.broker.user import User
 
 
 def enforcement_state(s: "Scheduler", verdict: Optional[enforcement.Verdict]) -> dict:

@@ -36,8 +36,9 @@ from flux_pam_service.broker import (
     workers,
 )
 from flux_pam_service.broker.journal import JournalFollower, log_level
-from flux_pam_service.broker.scheduler import Operation, Scheduler
+from flux_pam_service.broker.scheduler import Scheduler
 from flux_pam_service.broker.sender import Sender
+from flux_pam_service.broker.user import Operation
 from flux_pam_service.core import config, rpcs, rv1
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.systemd import enforcement

@@ -28,7 +28,7 @@ def markers(s: "Scheduler") -> List[int]:
 
 def scan(s: "Scheduler") -> None:
     """Look for slices to repair; tear down those of users without a job."""
-    from flux_pam_service.broker.scheduler import Operation
+    from flux_pam_service.broker.user import Operation
 
     if not s.managing():
         return

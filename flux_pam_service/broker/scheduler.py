@@ -20,17 +20,18 @@ import syslog
 import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
 from flux_pam_service.broker import admission, repair
+from flux_pam_service.broker.stop_delay import StopDelay
+from flux_pam_service.broker.user import Operation, User
 from flux_pam_service.broker.waiters import Waiters
 from flux_pam_service.core import config, limits, lockdir, rv1
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.jobid import f58
 from flux_pam_service.core.jobs import UserTable
-from flux_pam_service.systemd import enforcement, operations, properties
+from flux_pam_service.systemd import operations
 from flux_pam_service.systemd.client import unreachable
 from flux_pam_service.systemd.operations import Outcome
 from flux_pam_service.systemd.user_slice import LingerError, SurvivorsError
@@ -44,58 +45,6 @@ ENDED_MEMORY = 8192
 MAX_ERRORS = 10
 
 Done = Callable[[Any, Optional[BaseException]], None]
-
-
-@dataclass
-class Operation:
-    """A systemd operation on one user's slice, run on a worker thread.
-
-    *run* is called with the worker thread's state (its systemd connection)
-    and returns a flux_pam_service.systemd.operations.Outcome.
-    """
-
-    action: str  # prepare, apply, unconstrain, release, teardown, live, scan
-    uid: int
-    run: Callable[[dict], Any]
-    props: Optional[dict] = None
-    verify: bool = False
-
-
-@dataclass
-class User:
-    """Runtime state of one user's slice on this rank."""
-
-    uid: int
-    seq: int = 0  # bumped at every change that needs a systemd operation
-    done_seq: int = 0  # seq covered by the last successful operation
-    busy: Optional[str] = None  # the operation in flight
-    prepared: Optional[bool] = False  # None: unknown (verify after restart)
-    applied: Optional[dict] = None  # properties last applied
-    last_action: Optional[dict] = None
-    # what the last operation gave: (result, 0, "") or (None, errno, text)
-    last_result: tuple = ("skipped", 0, "")
-    errors: List[str] = field(default_factory=list)
-    waiters: List[Any] = field(default_factory=list)
-    attach_waiters: List[Any] = field(default_factory=list)
-    retry_delay: float = 0.0
-    retry_timer: Any = None
-    # pam.user-stop-delay: released (user@ kept, the slice idle) until this
-    # time.monotonic() value, when user@ is stopped unless a job reuses it
-    stop_at: Optional[float] = None
-    stop_timer: Any = None
-    # what the kernel enforces for the applied union (None: not read back)
-    verdict: Optional[enforcement.Verdict] = None
-    reading: Optional[enforcement.Reading] = None  # the verdict's read-back
-
-    @property
-    def pending(self) -> bool:
-        """An operation is in flight or due."""
-        return bool(self.busy or self.seq > self.done_seq)
-
-    @property
-    def settled(self) -> bool:
-        """Nothing in flight, due or waiting for a retry."""
-        return not self.busy and self.retry_timer is None and self.done_seq >= self.seq
 
 
 class Scheduler:
@@ -171,6 +120,7 @@ class Scheduler:
         self.reply = reply
         self.error = error
         self.waiters = Waiters(self)
+        self.stop_delay = StopDelay(self)
 
     # ------------------------------------------------------------ helpers
 
@@ -296,7 +246,7 @@ class Scheduler:
         uid = user.uid
         jobs = self.table.jobs(uid)
         if jobs:
-            self._keep_manager(user)
+            self.stop_delay.keep(user)
             if not self.managing():
                 self._finished(user, snap, "skipped")
                 return
@@ -316,59 +266,7 @@ class Scheduler:
                 # never managed here (or unknown while not managing): keep off
                 self._finished(user, snap, "skipped")
                 return
-            self._release_or_teardown(user, snap)
-
-    def _release_or_teardown(self, user: User, snap: int) -> None:
-        """The user has no job here: tear down, or with pam.user-stop-delay,
-        release at once and stop the user manager once the delay has passed
-        with no new job (doc/design.rst, "The user manager's stop delay")."""
-        uid = user.uid
-        kill, grace = self.cfg.kill_user_slice, self.cfg.kill_slice_grace_time
-        delay = self.cfg.user_stop_delay
-        if delay > 0 and user.prepared and user.stop_at is None:
-            idle = properties.idle(user.applied)
-            run = partial(
-                operations.release,
-                uid=uid,
-                kill=kill,
-                grace=grace,
-                idle=idle,
-                cgroup_root=self.cgroup_root,
-                since=user.applied,
-                last=user.reading,
-            )
-            self._submit(user, snap, Operation("release", uid, run, idle))
-            return
-        if user.stop_at is not None and delay > 0:
-            left = user.stop_at - time.monotonic()
-            if left > 0:  # released: nothing to do until then
-                if user.stop_timer is None:
-                    user.stop_timer = self.timer(left, self._stop_due, user)
-                self._finished(user, snap, "torn-down")
-                return
-        self._submit(
-            user,
-            snap,
-            Operation(
-                "teardown",
-                uid,
-                lambda state: operations.deactivate(state, uid, kill, grace),
-            ),
-        )
-
-    def _stop_due(self, user: User) -> None:
-        """The stop delay has passed: stop the user manager unless reused."""
-        user.stop_timer = None
-        if user.stop_at is not None and not self.table.jobs(user.uid):
-            user.stop_at = -math.inf
-            user.seq += 1
-            self.kick(user)
-
-    def _keep_manager(self, user: User) -> None:
-        """A job arrived: a user manager kept by the stop delay is reused."""
-        user.stop_at = None
-        self.cancel(user.stop_timer)
-        user.stop_timer = None
+            self.stop_delay.release_or_teardown(user, snap)
 
     def _activate(self, user: User, snap: int, props: Optional[dict]) -> None:
         uid = user.uid
@@ -469,11 +367,7 @@ class Scheduler:
                 user.applied = op.props
                 user.reading = out.reading
                 admission.record_verdict(self, user, out.verdict)
-                if not self.table.jobs(uid):
-                    delay = self.cfg.user_stop_delay
-                    user.stop_at = time.monotonic() + delay
-                    self.cancel(user.stop_timer)
-                    user.stop_timer = self.timer(delay, self._stop_due, user)
+                self.stop_delay.released(user)
             elif action == "unconstrain":
                 user.applied = None
                 user.verdict = None

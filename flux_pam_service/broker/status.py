@@ -9,7 +9,7 @@ answers while systemd is slow.  No Flux handle.
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from flux_pam_service.broker import admission
-from flux_pam_service.broker.scheduler import Operation, User
+from flux_pam_service.broker.user import Operation, User
 from flux_pam_service.core.errors import errtext
 from flux_pam_service.core.jobid import f58
 from flux_pam_service.systemd import operations

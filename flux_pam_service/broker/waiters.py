@@ -18,7 +18,8 @@ from flux_pam_service.broker import admission
 from flux_pam_service.core.jobid import f58
 
 if TYPE_CHECKING:
-    from flux_pam_service.broker.scheduler import Scheduler, User
+    from flux_pam_service.broker.scheduler import Scheduler
+    from flux_pam_service.broker.user import User
 
 #: pam.prolog / pam.housekeeping / pam.attach give up after this (the
 #: executables wait 30s)
