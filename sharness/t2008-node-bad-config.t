@@ -80,9 +80,9 @@ test_expect_success 'a job of alice runs' '
 	node_job_started $id &&
 	test "$(node_flux jobs -no {state} $id)" = RUN
 '
-test_expect_success 'alice is refused with the message; pam.check names file and key' '
+test_expect_success 'alice is refused; her ssh client shows the message; pam.check names file and key' '
 	n=$(denials) &&
-	test_must_fail node_ssh alice true &&
+	node_refused_says alice "$MESSAGE" bc.told &&
 	refused_again $n &&
 	node_run flux python "$FLUX_PAM_SRCDIR/sharness/lib/rpc.py" pam.check \
 		"{\"uid\": 1000}" </dev/null >bc.check &&
