@@ -17,39 +17,46 @@ _SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
 _SUFFIXES["E"] = 2**60
 
 
-def parse_memory(value: Union[str, int]) -> Tuple[Optional[int], Optional[float]]:
-    """``(bytes, None)``, ``(None, percent)`` or ``(None, None)`` (infinity).
+def parse_size(text: str) -> Tuple[Optional[int], Optional[float]]:
+    """A size string: ``(bytes, None)``, ``(None, percent)`` or ``(None, None)``
+    for infinity.
 
-    A size is a positive number of bytes (an integer, or a string with an
-    optional K, M, G, T, P or E suffix, powers of 1024) or a percentage of
-    the node's memory, ``"N%"`` with 0 < N <= 100.  ValueError says why not.
+    Bytes are digits with an optional K, M, G, T, P or E suffix (powers of
+    1024, either case), a percentage is ``"N%"``.  ValueError (quoting
+    *text*) says why not; the ranges are the caller's to check.
     """
-    if isinstance(value, bool):
+    s = text.strip()
+    if s.lower() == UNLIMITED:
+        return None, None
+    if s.endswith("%"):
+        try:
+            return None, float(s[:-1])
+        except ValueError:
+            raise ValueError(f'"{text}" is not a percentage') from None
+    match = _SIZE.match(s.upper())
+    if match is None:
+        raise ValueError(
+            f'"{text}" is not a size (bytes with an optional K, M, G, T, P or E'
+            ' suffix, a percentage "N%" or "infinity")'
+        )
+    return int(match.group(1)) * _SUFFIXES[match.group(2)], None
+
+
+def parse_memory(value: Union[str, int]) -> Tuple[Optional[int], Optional[float]]:
+    """``pam.login-memory-max``: parse_size() of a positive number of bytes
+    (an integer too) or a percentage of the node's memory, 0 < N <= 100."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError("is not a size")
     if isinstance(value, int):
         if value <= 0:
             raise ValueError("is not a positive number of bytes")
         return value, None
-    if not isinstance(value, str):
-        raise ValueError("is not a size")
-    text = value.strip()
-    if text.lower() == UNLIMITED:
-        return None, None
-    if text.endswith("%"):
-        try:
-            pct = float(text[:-1])
-        except ValueError:
-            raise ValueError(f'"{value}" is not a percentage') from None
-        if not 0 < pct <= 100:
-            raise ValueError(f'"{value}" is not a percentage above 0 and up to 100')
-        return None, pct
-    match = _SIZE.match(text.upper())
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(
-            f'"{value}" is not a size (bytes with an optional K, M, G, T, P or E'
-            ' suffix, a percentage "N%" or "infinity")'
-        )
-    return int(match.group(1)) * _SUFFIXES[match.group(2)], None
+    nbytes, pct = parse_size(value)
+    if pct is not None and not 0 < pct <= 100:
+        raise ValueError(f'"{value}" is not a percentage above 0 and up to 100')
+    if nbytes == 0:
+        raise ValueError(f'"{value}" is not a positive number of bytes')
+    return nbytes, pct
 
 
 def memtotal(path: str = "/proc/meminfo") -> int:

@@ -8,7 +8,7 @@ SetUnitProperties takes an ``a(sv)`` list.  No I/O, no D-Bus.
 
 from typing import Iterable, Optional, Union
 
-from flux_pam_service.core import idset
+from flux_pam_service.core import idset, limits
 
 UINT64_MAX = 2**64 - 1
 UINT32_MAX = 2**32 - 1
@@ -21,14 +21,6 @@ BITMAP_PROPERTIES = ("AllowedCPUs", "AllowedMemoryNodes")
 #: what a user slice is confined to (the rest are memory limits)
 CONFINING = BITMAP_PROPERTIES + ("DevicePolicy", "DeviceAllow")
 PROPERTY_NAMES = frozenset(CONFINING + MEMORY_PROPERTIES)
-_SUFFIXES = {
-    "K": 1024,
-    "M": 1024**2,
-    "G": 1024**3,
-    "T": 1024**4,
-    "P": 1024**5,
-    "E": 1024**6,
-}
 
 DBusProperty = tuple  # (name, (signature, value))
 
@@ -152,26 +144,18 @@ def memory(name: str, value: Union[str, int]) -> DBusProperty:
         return (name, ("t", value))
     if not isinstance(value, str):
         raise ValueError(f"{name}: {value!r} is not a size")
-    s = value.strip()
-    if s.lower() == "infinity":
-        return (name, ("t", UINT64_MAX))
-    if s.endswith("%"):
-        try:
-            pct = float(s[:-1])
-        except ValueError:
-            raise ValueError(f'{name}: "{value}" is not a percentage') from None
+    try:
+        nbytes, pct = limits.parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if pct is not None:
         if not 0 <= pct <= 100:
             raise ValueError(f'{name}: "{value}" is not between 0% and 100%')
         # systemd: UINT32_SCALE_FROM_PERMYRIAD(permyriad)
         permyriad = round(pct * 100)
         return (name + "Scale", ("u", permyriad * UINT32_MAX // 10000))
-    mult = 1
-    if s[-1:].upper() in _SUFFIXES:
-        mult = _SUFFIXES[s[-1:].upper()]
-        s = s[:-1]
-    if not s.isascii() or not s.isdigit():
-        raise ValueError(f'{name}: "{value}" is not a size in bytes')
-    nbytes = int(s) * mult
+    if nbytes is None:
+        return (name, ("t", UINT64_MAX))
     if nbytes > UINT64_MAX:
         raise ValueError(f'{name}: "{value}" is out of range')
     return (name, ("t", nbytes))
