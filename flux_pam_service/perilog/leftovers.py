@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional
 
 IPC_RMID = 0
-#: /proc/sysvipc file, its id column and the ctl function that removes one
-SYSV = (
-    ("shm", "shmid", "shmctl"),
-    ("sem", "semid", "semctl"),
-    ("msg", "msqid", "msgctl"),
-)
+#: /proc/sysvipc file: its id column and the ctl function that removes one
+SYSV = {
+    "shm": ("shmid", "shmctl"),
+    "sem": ("semid", "semctl"),
+    "msg": ("msqid", "msgctl"),
+}
 KINDS = ("shm", "sem", "msg", "posix-shm", "mqueue", "runtime")
 
 
@@ -64,14 +64,14 @@ def sysv_ids(kind: str, uid: int, proc: str = "/proc") -> List[int]:
             rows = [line.split() for line in f]
     except FileNotFoundError:
         return []
-    id_col = header.index(dict((k, c) for k, c, _ in SYSV)[kind])
+    id_col = header.index(SYSV[kind][0])
     uid_col = header.index("uid")
     return [int(r[id_col]) for r in rows if len(r) > uid_col and int(r[uid_col]) == uid]
 
 
 def _ipc_rmid(kind: str, ident: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, dict((k, c) for k, _, c in SYSV)[kind])
+    fn = getattr(libc, SYSV[kind][1])
     args = (ident, IPC_RMID, None) if kind != "sem" else (ident, 0, IPC_RMID, None)
     if fn(*args) != 0:
         err = ctypes.get_errno()
@@ -106,11 +106,6 @@ def _remove_entries(directory: str, owned_by: Optional[int]) -> int:
     return removed
 
 
-def _remove_owned(directory: str, uid: int) -> int:
-    """Remove the entries of *directory* that *uid* owns."""
-    return _remove_entries(directory, uid)
-
-
 def _clear_runtime_dir(path: str, uid: int) -> int:
     """Remove what /run/user/UID holds, if it is the user's directory."""
     try:
@@ -142,7 +137,7 @@ def remove(
     if has_processes(uid, paths.proc):
         log(f"uid {uid}: processes left: nothing removed")
         return counts
-    for kind, _col, _fn in SYSV:
+    for kind in SYSV:
         for ident in sysv_ids(kind, uid, paths.proc):
             try:
                 rmid(kind, ident)
@@ -151,8 +146,8 @@ def remove(
                 if exc.errno not in (errno.EINVAL, errno.EIDRM):  # gone already
                     log(f"uid {uid}: cannot remove System V {kind} {ident}: {exc}")
     for kind, func, path in (
-        ("posix-shm", _remove_owned, paths.dev_shm),
-        ("mqueue", _remove_owned, paths.dev_mqueue),
+        ("posix-shm", _remove_entries, paths.dev_shm),
+        ("mqueue", _remove_entries, paths.dev_mqueue),
         ("runtime", _clear_runtime_dir, os.path.join(paths.run_user, str(uid))),
     ):
         try:
