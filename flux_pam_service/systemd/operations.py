@@ -130,6 +130,21 @@ def _compare(us: UserSlice, props: Optional[dict], out: Outcome) -> bool:
     return differs
 
 
+def _read_back(
+    us: UserSlice,
+    cgroup_root: Optional[str],
+    props: dict,
+    devices: Optional[enforcement.Reading],
+    out: Outcome,
+) -> None:
+    """Read the slice back after it was given *props* (UserSlice.read_back)
+    and say what the kernel enforces of them; nothing without a cgroup2
+    mount to read."""
+    if cgroup_root is not None:
+        out.reading = us.read_back(cgroup_root, props, devices)
+        out.verdict = enforcement.compare(props, out.reading)
+
+
 def activate(
     state: dict,
     uid: int,
@@ -171,9 +186,8 @@ def activate(
             if props is not None and not us.apply(props, since):
                 devices = last
             out.value = "apply"
-        if props is not None and cgroup_root is not None:
-            out.reading = us.read_back(cgroup_root, props, devices)
-            out.verdict = enforcement.compare(props, out.reading)
+        if props is not None:
+            _read_back(us, cgroup_root, props, devices, out)
 
     _run(state, uid, out, body)
     return out
@@ -217,9 +231,7 @@ def release(
             return
         if idle:
             devices = None if us.apply(idle, since) else last
-            if cgroup_root is not None:
-                out.reading = us.read_back(cgroup_root, idle, devices)
-                out.verdict = enforcement.compare(idle, out.reading)
+            _read_back(us, cgroup_root, idle, devices, out)
 
     _run(state, uid, out, body)
     return out
